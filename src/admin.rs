@@ -1,0 +1,65 @@
+//! The admin HTTP listener, separate from gRPC: `/metrics` (Prometheus text
+//! format), `/livez` (the process runs) and `/readyz` (it can route now).
+
+use std::future::Future;
+
+use axum::{extract::State, http::StatusCode, routing::get, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::store::PgStore;
+
+/// What the admin endpoints read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Renders the metrics registry.
+    pub metrics: PrometheusHandle,
+    /// Pinged by `/readyz`.
+    pub store: PgStore,
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoResponse {
+    export_pool_gauges(&state.store);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// Ready when the routing database answers through the pooler. The answer
+/// names the failing check, for the operator reading it at 3 a.m.
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready\ndatabase: ok\n".into()),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\ndatabase: {error}\n"),
+        ),
+    }
+}
+
+fn export_pool_gauges(store: &PgStore) {
+    let status = store.pool_status();
+    metrics::gauge!("switchboard_db_pool_connections").set(status.size as f64);
+    metrics::gauge!("switchboard_db_pool_available").set(status.available as f64);
+    metrics::gauge!("switchboard_db_pool_waiting").set(status.waiting as f64);
+}

@@ -1,0 +1,201 @@
+//! The gRPC surface: protobuf ⇄ domain conversion, per-request deadlines,
+//! metrics, and the error → status mapping. No SQL, no cache logic: every
+//! request is handed to [`Router`](crate::routing::Router).
+
+mod convert;
+pub mod status;
+
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+pub use convert::{json_to_struct, struct_to_json};
+
+use crate::{
+    proto::{
+        self, call_router_server::CallRouter, LookupNumberRequest, LookupNumberResponse,
+        RouteCallRequest, RouteCallResponse,
+    },
+    routing::{CallRequest, ResolveError, Resolver, RouteError, Router},
+};
+
+/// The part of a client's deadline kept back so that our answer (even
+/// UNAVAILABLE) reaches it before it gives up on its own.
+const DEADLINE_HEADROOM: f64 = 0.1;
+
+/// The `switchboard.v1.CallRouter` service.
+pub struct CallRouterService<R> {
+    router: Arc<Router<R>>,
+    /// Deadline for requests without `grpc-timeout`, and cap for those with.
+    request_timeout: Duration,
+}
+
+impl<R> CallRouterService<R> {
+    pub fn new(router: Arc<Router<R>>, request_timeout: Duration) -> Self {
+        Self {
+            router,
+            request_timeout,
+        }
+    }
+
+    /// How long this request may take: the client's `grpc-timeout` less some
+    /// headroom, capped by the configured request timeout.
+    fn budget<T>(&self, request: &Request<T>) -> Duration {
+        request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map(|client| client.mul_f64(1.0 - DEADLINE_HEADROOM))
+            .map_or(self.request_timeout, |d| d.min(self.request_timeout))
+    }
+}
+
+#[tonic::async_trait]
+impl<R: Resolver> CallRouter for CallRouterService<R> {
+    async fn route_call(
+        &self,
+        request: Request<RouteCallRequest>,
+    ) -> Result<Response<RouteCallResponse>, Status> {
+        let budget = self.budget(&request);
+        let body = request.into_inner();
+        let span = tracing::info_span!(
+            "route_call",
+            gateway_call_id = %body.gateway_call_id.escape_debug(),
+            call_id = tracing::field::Empty,
+        );
+        let call = CallRequest {
+            called_number: body.called_number,
+            caller_number: body.caller_number,
+            gateway_call_id: body.gateway_call_id,
+            default_region: body.default_region,
+        };
+        let router = &self.router;
+        observe(
+            "RouteCall",
+            budget,
+            async {
+                let routed = router.route_call(&call).await?;
+                tracing::Span::current().record("call_id", tracing::field::display(routed.call_id));
+                Ok(RouteCallResponse {
+                    call_id: routed.call_id.to_string(),
+                    route: Some(proto::Route::from(&routed.route)),
+                    customer: routed.customer.as_ref().map(proto::Customer::from),
+                })
+            }
+            .instrument(span),
+        )
+        .await
+    }
+
+    async fn lookup_number(
+        &self,
+        request: Request<LookupNumberRequest>,
+    ) -> Result<Response<LookupNumberResponse>, Status> {
+        let budget = self.budget(&request);
+        let body = request.into_inner();
+        let router = &self.router;
+        observe("LookupNumber", budget, async {
+            let route = router.lookup(&body.number, &body.default_region).await?;
+            Ok(LookupNumberResponse {
+                route: Some(proto::Route::from(&route)),
+            })
+        })
+        .await
+    }
+}
+
+/// Runs one RPC within its budget and records its outcome and latency.
+async fn observe<T>(
+    rpc: &'static str,
+    budget: Duration,
+    handler: impl Future<Output = Result<T, RouteError>>,
+) -> Result<Response<T>, Status> {
+    let started = Instant::now();
+    let result = match tokio::time::timeout(budget, handler).await {
+        Ok(result) => result,
+        Err(_) => Err(RouteError::Unavailable(ResolveError::Timeout(
+            "request deadline",
+        ))),
+    };
+    let result = result.map(Response::new).map_err(Status::from);
+    let code = match &result {
+        Ok(_) => tonic::Code::Ok,
+        Err(status) => status.code(),
+    };
+    metrics::histogram!("switchboard_grpc_request_seconds", "rpc" => rpc)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("switchboard_grpc_requests_total", "rpc" => rpc, "code" => code_name(code))
+        .increment(1);
+    result
+}
+
+/// Parses a `grpc-timeout` header value: at most 8 digits and a unit
+/// (`H`, `M`, `S`, `m`, `u`, `n`), as the gRPC-over-HTTP/2 spec defines it.
+/// tonic applies the header only together with a server-wide timeout and
+/// does not expose its parser, hence this one.
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// Label value for a status code (bounded set, stable spelling).
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header_is_parsed() {
+        assert_eq!(parse_grpc_timeout("50m"), Some(Duration::from_millis(50)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_grpc_timeout("250000u"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("123456789m"), None);
+        assert_eq!(parse_grpc_timeout("10x"), None);
+        assert_eq!(parse_grpc_timeout("-1m"), None);
+    }
+}

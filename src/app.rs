@@ -1,0 +1,185 @@
+//! The application: built from a [`ServeConfig`], bound to its listeners,
+//! then run until a shutdown signal. `main` and the integration tests drive
+//! the same code; tests bind port 0 and stop it with their own signal.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tonic::transport::{server::TcpIncoming, Server};
+
+use crate::{
+    admin::{self, AdminState},
+    api::CallRouterService,
+    config::ServeConfig,
+    proto::{self, call_router_server::CallRouterServer},
+    routing::Router,
+    store::{PgStore, PoolSettings},
+    telemetry,
+};
+
+type RouterService = CallRouterServer<CallRouterService<PgStore>>;
+
+/// A built, bound, not yet running Switchboard.
+pub struct Application {
+    config: ServeConfig,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+    store: PgStore,
+}
+
+impl Application {
+    /// Validates the configuration, builds the database pool and binds both
+    /// listeners. Does not wait for the database: a daemon started during a
+    /// database outage comes up, reports not ready, and recovers by itself.
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let store = PgStore::new(
+            config.database_url.expose_secret(),
+            &PoolSettings {
+                max_size: config.db_pool_size,
+                wait_timeout: config.db_pool_wait,
+                connect_timeout: config.db_connect_timeout,
+                query_timeout: config.db_query_timeout,
+            },
+        )
+        .map_err(anyhow::Error::msg)?;
+        let grpc_listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
+        let admin_listener = TcpListener::bind(config.admin_addr)
+            .await
+            .with_context(|| format!("cannot listen for admin HTTP on {}", config.admin_addr))?;
+        Ok(Self {
+            config,
+            grpc_listener,
+            admin_listener,
+            store,
+        })
+    }
+
+    /// The bound gRPC address (the real port when configured with port 0).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The bound admin HTTP address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then stops in order: health says
+    /// NOT_SERVING, listeners stop accepting, in-flight requests finish
+    /// (bounded by the shutdown grace). Returns an error if a server stops
+    /// by itself.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let Application {
+            config,
+            grpc_listener,
+            admin_listener,
+            store,
+        } = self;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+
+        let router = Arc::new(Router::new(store.clone()));
+        let service = CallRouterServer::new(CallRouterService::new(router, config.request_timeout))
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<RouterService>().await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut grpc: JoinHandle<anyhow::Result<()>> = tokio::spawn({
+            let stopped = stopped(stop_rx.clone());
+            let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+            async move {
+                Server::builder()
+                    .add_service(health_service)
+                    .add_service(reflection_v1)
+                    .add_service(reflection_v1alpha)
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, stopped)
+                    .await
+                    .context("gRPC server failed")
+            }
+        });
+        let mut admin: JoinHandle<anyhow::Result<()>> = tokio::spawn({
+            let state = AdminState {
+                metrics: telemetry::metrics_handle(),
+                store,
+            };
+            let stopped = stopped(stop_rx);
+            async move {
+                admin::serve(admin_listener, state, stopped)
+                    .await
+                    .context("admin HTTP server failed")
+            }
+        });
+        tracing::info!(%grpc_addr, %admin_addr, "switchboard serving");
+
+        tokio::select! {
+            () = shutdown => {}
+            result = &mut grpc => return Err(unexpected_stop("gRPC server", result)),
+            result = &mut admin => return Err(unexpected_stop("admin server", result)),
+        }
+
+        tracing::info!("shutting down: health NOT_SERVING, draining in-flight requests");
+        health.set_not_serving::<RouterService>().await;
+        let _ = stop_tx.send(true);
+        let grace = config.shutdown_grace;
+        match tokio::time::timeout(grace, &mut grpc).await {
+            Ok(result) => result.context("gRPC server task panicked")??,
+            Err(_) => {
+                tracing::warn!(
+                    ?grace,
+                    "shutdown grace expired with gRPC requests in flight"
+                );
+                grpc.abort();
+            }
+        }
+        match tokio::time::timeout(grace, &mut admin).await {
+            Ok(result) => result.context("admin server task panicked")??,
+            Err(_) => admin.abort(),
+        }
+        tracing::info!("switchboard stopped");
+        Ok(())
+    }
+}
+
+/// Resolves once the stop flag is raised (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+fn unexpected_stop(
+    what: &str,
+    result: Result<anyhow::Result<()>, tokio::task::JoinError>,
+) -> anyhow::Error {
+    let error = match result {
+        Ok(Ok(())) => anyhow::anyhow!("{what} stopped without being asked to"),
+        Ok(Err(error)) => error.context(format!("{what} stopped")),
+        Err(join) => anyhow::anyhow!("{what} task died: {join}"),
+    };
+    tracing::error!(
+        error = format!("{error:#}"),
+        "a server stopped unexpectedly"
+    );
+    error
+}

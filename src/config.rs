@@ -1,0 +1,294 @@
+//! The one typed configuration: command-line flags, each with an environment
+//! variable, validated before anything starts. Defaults are the `DEFAULT_*`
+//! constants next to each setting.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+/// gRPC listener. Loopback by default: exposing the daemon is a decision.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
+/// Admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9464";
+/// Connections one replica keeps to the transaction pooler. The pooler
+/// multiplexes them onto few server connections; more than the pooler's
+/// pool size per replica only moves the queue.
+pub const DEFAULT_DB_POOL_SIZE: usize = 16;
+/// Longest wait for a free pooled connection before answering UNAVAILABLE.
+pub const DEFAULT_DB_POOL_WAIT: &str = "100ms";
+/// Longest wait to open a connection to the pooler.
+pub const DEFAULT_DB_CONNECT_TIMEOUT: &str = "1s";
+/// Longest wait for one routing query. A resolution is a single-row index
+/// lookup that takes well under a millisecond; 250 ms means the database or
+/// the pooler is in trouble.
+pub const DEFAULT_DB_QUERY_TIMEOUT: &str = "250ms";
+/// Deadline for a request that carries no `grpc-timeout`, and the cap for
+/// those that do.
+pub const DEFAULT_REQUEST_TIMEOUT: &str = "1s";
+/// Largest accepted gRPC message. Routing requests are a few hundred bytes.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// How long shutdown waits for in-flight requests.
+pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
+
+/// Exit status for invalid configuration (`EX_USAGE` from sysexits.h).
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Call-routing daemon for voice-AI platforms"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: gRPC routing API and admin HTTP listener.
+    Serve(ServeConfig),
+    /// Apply pending database migrations (direct connection), then exit.
+    Migrate(DirectDatabase),
+    /// Load a data set into the database (direct connection), then exit.
+    Seed(SeedArgs),
+    /// Call a running daemon's API and print the answer as JSON.
+    Client(ClientArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, for a terminal.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LogConfig {
+    /// Log format.
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax (`info`, `switchboard=debug,warn`).
+    #[arg(long, env = "SWITCHBOARD_LOG", default_value = "info", global = true)]
+    pub log_filter: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// PostgreSQL URL through the transaction-mode pooler (Supavisor port
+    /// 6543, or PgBouncer): routing reads.
+    #[arg(long, env = "DATABASE_URL", value_parser = secret, hide_env_values = true)]
+    pub database_url: SecretString,
+    /// gRPC listen address.
+    #[arg(long, env = "SWITCHBOARD_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR)]
+    pub grpc_addr: SocketAddr,
+    /// Admin HTTP listen address (`/metrics`, `/livez`, `/readyz`).
+    #[arg(long, env = "SWITCHBOARD_ADMIN_ADDR", default_value = DEFAULT_ADMIN_ADDR)]
+    pub admin_addr: SocketAddr,
+    /// Connections to the pooler.
+    #[arg(long, env = "SWITCHBOARD_DB_POOL_SIZE", default_value_t = DEFAULT_DB_POOL_SIZE)]
+    pub db_pool_size: usize,
+    /// Longest wait for a free pooled connection.
+    #[arg(long, env = "SWITCHBOARD_DB_POOL_WAIT", value_parser = duration, default_value = DEFAULT_DB_POOL_WAIT)]
+    pub db_pool_wait: Duration,
+    /// Longest wait to open a connection.
+    #[arg(long, env = "SWITCHBOARD_DB_CONNECT_TIMEOUT", value_parser = duration, default_value = DEFAULT_DB_CONNECT_TIMEOUT)]
+    pub db_connect_timeout: Duration,
+    /// Longest wait for one query.
+    #[arg(long, env = "SWITCHBOARD_DB_QUERY_TIMEOUT", value_parser = duration, default_value = DEFAULT_DB_QUERY_TIMEOUT)]
+    pub db_query_timeout: Duration,
+    /// Deadline for requests without `grpc-timeout`, and cap for those with.
+    #[arg(long, env = "SWITCHBOARD_REQUEST_TIMEOUT", value_parser = duration, default_value = DEFAULT_REQUEST_TIMEOUT)]
+    pub request_timeout: Duration,
+    /// Largest accepted gRPC message, in bytes.
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+    /// How long shutdown waits for in-flight requests.
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", value_parser = duration, default_value = DEFAULT_SHUTDOWN_GRACE)]
+    pub shutdown_grace: Duration,
+}
+
+impl ServeConfig {
+    /// A configuration with every default, for tests and embedding.
+    pub fn with_defaults(database_url: SecretString) -> Self {
+        Self {
+            database_url,
+            grpc_addr: DEFAULT_GRPC_ADDR.parse().expect("valid default"),
+            admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("valid default"),
+            db_pool_size: DEFAULT_DB_POOL_SIZE,
+            db_pool_wait: duration(DEFAULT_DB_POOL_WAIT).expect("valid default"),
+            db_connect_timeout: duration(DEFAULT_DB_CONNECT_TIMEOUT).expect("valid default"),
+            db_query_timeout: duration(DEFAULT_DB_QUERY_TIMEOUT).expect("valid default"),
+            request_timeout: duration(DEFAULT_REQUEST_TIMEOUT).expect("valid default"),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            shutdown_grace: duration(DEFAULT_SHUTDOWN_GRACE).expect("valid default"),
+        }
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.db_pool_size == 0 {
+            return Err("SWITCHBOARD_DB_POOL_SIZE must be at least 1".into());
+        }
+        for (name, value) in [
+            ("SWITCHBOARD_DB_POOL_WAIT", self.db_pool_wait),
+            ("SWITCHBOARD_DB_CONNECT_TIMEOUT", self.db_connect_timeout),
+            ("SWITCHBOARD_DB_QUERY_TIMEOUT", self.db_query_timeout),
+            ("SWITCHBOARD_REQUEST_TIMEOUT", self.request_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{name} must be greater than zero"));
+            }
+        }
+        if self.max_message_bytes < 1024 {
+            return Err("SWITCHBOARD_MAX_MESSAGE_BYTES must be at least 1024".into());
+        }
+        if self.grpc_addr == self.admin_addr && self.grpc_addr.port() != 0 {
+            return Err("SWITCHBOARD_GRPC_ADDR and SWITCHBOARD_ADMIN_ADDR must differ".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DirectDatabase {
+    /// PostgreSQL URL of a direct (or session-mode) connection: migrations,
+    /// seeding, LISTEN. Never the transaction pooler.
+    #[arg(long, env = "DATABASE_DIRECT_URL", value_parser = secret, hide_env_values = true)]
+    pub database_direct_url: SecretString,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    #[command(flatten)]
+    pub database: DirectDatabase,
+    /// Load the demo data set (the only data set there is).
+    #[arg(long, required = true)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Address of the daemon's gRPC listener.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CLIENT_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub addr: String,
+    #[command(subcommand)]
+    pub call: ClientCall,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClientCall {
+    /// RouteCall: route a new inbound call.
+    RouteCall {
+        /// The dialled number.
+        #[arg(long)]
+        called: String,
+        /// The caller's number.
+        #[arg(long, default_value = "")]
+        caller: String,
+        /// The gateway's id for the call (default: a fresh UUID).
+        #[arg(long)]
+        gateway_call_id: Option<String>,
+        /// ISO 3166-1 alpha-2 region for national-format numbers.
+        #[arg(long, default_value = "")]
+        region: String,
+    },
+    /// LookupNumber: the route for a number, without side effects.
+    Lookup {
+        number: String,
+        #[arg(long, default_value = "")]
+        region: String,
+    },
+}
+
+/// The environment variable behind the argument a parse error is about, so
+/// an operator who configures through the environment sees the name they
+/// set (clap's own message names only the flag).
+pub fn env_var_for(error: &clap::Error) -> Option<String> {
+    use clap::{error::ContextKind, error::ContextValue, CommandFactory};
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // "--db-query-timeout <DB_QUERY_TIMEOUT>" → "db-query-timeout"
+    let long = arg.trim_start_matches('-').split([' ', '=']).next()?;
+    let command = Cli::command();
+    let env = std::iter::once(&command)
+        .chain(command.get_subcommands())
+        .flat_map(|c| c.get_arguments())
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|env| env.to_string_lossy().into_owned());
+    env
+}
+
+fn secret(value: &str) -> Result<SecretString, String> {
+    if value.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(SecretString::from(value.to_owned()))
+}
+
+fn duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value).map_err(|e| format!("{e} (examples: 250ms, 2s, 1m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        ServeConfig::with_defaults(SecretString::from("postgres://x@localhost/db"))
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_variable_name() {
+        let mut config = ServeConfig::with_defaults(SecretString::from("postgres://x@h/db"));
+        config.db_pool_size = 0;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("SWITCHBOARD_DB_POOL_SIZE"));
+        let mut config = ServeConfig::with_defaults(SecretString::from("postgres://x@h/db"));
+        config.db_query_timeout = Duration::ZERO;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("SWITCHBOARD_DB_QUERY_TIMEOUT"));
+        assert!(duration("soon").is_err());
+        assert!(secret(" ").is_err());
+    }
+
+    #[test]
+    fn parse_errors_name_the_environment_variable() {
+        let error = Cli::try_parse_from([
+            "switchboard",
+            "serve",
+            "--database-url",
+            "postgres://h/db",
+            "--db-query-timeout",
+            "soon",
+        ])
+        .unwrap_err();
+        assert_eq!(
+            env_var_for(&error).as_deref(),
+            Some("SWITCHBOARD_DB_QUERY_TIMEOUT")
+        );
+    }
+}

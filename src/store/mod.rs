@@ -1,0 +1,25 @@
+//! Everything that speaks SQL. Nothing outside this module knows a query.
+//!
+//! * [`postgres`]: the pooled store behind routing ([`PgStore`]);
+//! * [`migrate`]: schema migrations over the direct connection;
+//! * [`seed`]: the demo data set.
+
+pub mod migrate;
+pub mod postgres;
+pub mod seed;
+
+pub use postgres::{PgStore, PoolSettings};
+
+use tokio_postgres::{Client, NoTls};
+
+/// Opens one session on the direct (non-pooled) connection, for migrations
+/// and seeding. The connection task is spawned and logs if it fails.
+pub async fn connect_direct(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "direct database connection closed");
+        }
+    });
+    Ok(client)
+}

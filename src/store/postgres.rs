@@ -1,0 +1,298 @@
+//! PostgreSQL: the source of truth for routing data.
+//!
+//! Two kinds of connection:
+//!
+//! * the **pooled** path (`DATABASE_URL`) goes through a transaction-mode
+//!   pooler (Supavisor's port 6543 in production, PgBouncer locally). A
+//!   pooler in transaction mode hands each transaction to any server
+//!   connection, so named prepared statements do not survive: every query
+//!   here uses `query_typed` (an unnamed statement with the parameter types
+//!   given up front, one round trip) and casts enum columns to `text`. Never
+//!   `prepare`, `prepare_cached` or `query(&str)` on this path.
+//! * the **direct** path (`DATABASE_DIRECT_URL`) is a plain session, used for
+//!   migrations and seeding (and later for `LISTEN`).
+//!
+//! Every wait is bounded: pool checkout, connection set-up and each query
+//! have their own timeout, so a dead or hung database turns into a
+//! [`ResolveError`] in bounded time instead of a stuck call.
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use serde_json::{Map, Value};
+use tokio_postgres::{types::Type, NoTls, Row};
+use uuid::Uuid;
+
+use crate::routing::{Agent, Customer, Organization, ResolveError, Resolver, Route, E164};
+
+/// Pool and timeout settings for the pooled path.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Most connections this replica holds to the pooler.
+    pub max_size: usize,
+    /// Longest wait for a free pooled connection.
+    pub wait_timeout: Duration,
+    /// Longest wait to open a new connection (TCP + startup + auth).
+    pub connect_timeout: Duration,
+    /// Longest wait for one query's answer.
+    pub query_timeout: Duration,
+}
+
+/// The pooled PostgreSQL store: implements [`Resolver`] for routing reads.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    query_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PgStore")
+            .field("pool_size", &status.size)
+            .field("pool_available", &status.available)
+            .finish()
+    }
+}
+
+/// One resolution, one round trip: the number joined to its org and agent.
+/// The composite key `(org_id, agent_id)` guarantees the agent belongs to the
+/// number's organization.
+const RESOLVE_NUMBER_SQL: &str = "
+    select p.number, p.is_active,
+           o.id, o.slug, o.name, o.plan_tier::text, o.settings, o.is_active,
+           a.id, a.name, a.voice_id, a.llm_config, a.is_active
+      from public.phone_numbers p
+      join public.organizations o on o.id = p.org_id
+      join public.agents a on a.org_id = p.org_id and a.id = p.agent_id
+     where p.number = $1";
+
+const FIND_CUSTOMER_SQL: &str = "
+    select c.id, c.phone, c.name, c.email
+      from public.customers c
+     where c.org_id = $1 and c.phone = $2";
+
+impl PgStore {
+    /// Builds the pool. Connections are opened lazily, so this succeeds while
+    /// the database is down; `ping` says whether it answers.
+    pub fn new(database_url: &str, settings: &PoolSettings) -> Result<Self, String> {
+        let mut config = tokio_postgres::Config::from_str(database_url)
+            .map_err(|e| format!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
+        config.connect_timeout(settings.connect_timeout);
+        if config.get_application_name().is_none() {
+            config.application_name("switchboard");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // `Fast` only checks that the connection is open: a
+                // `select 1` per checkout would double the round trips.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.max_size)
+            .wait_timeout(Some(settings.wait_timeout))
+            .create_timeout(Some(settings.connect_timeout))
+            .recycle_timeout(Some(settings.connect_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| format!("cannot build the database pool: {e}"))?;
+        Ok(Self {
+            pool,
+            query_timeout: settings.query_timeout,
+        })
+    }
+
+    /// Whether the database answers through the pooler right now.
+    pub async fn ping(&self) -> Result<(), ResolveError> {
+        self.query("ping", "select 1", &[]).await.map(drop)
+    }
+
+    /// Pool occupancy, for metrics and readiness.
+    pub fn pool_status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+
+    /// Runs one typed query on a pooled connection with every wait bounded.
+    async fn query(
+        &self,
+        what: &'static str,
+        sql: &str,
+        params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, ResolveError> {
+        let started = std::time::Instant::now();
+        let mut client = Checkout(Some(self.pool.get().await.map_err(pool_error)?));
+        let conn = client.0.as_ref().expect("present until finished");
+        let outcome =
+            match tokio::time::timeout(self.query_timeout, conn.query_typed(sql, params)).await {
+                Ok(Ok(rows)) => {
+                    client.finish();
+                    Ok(rows)
+                }
+                Ok(Err(e)) => {
+                    let error = query_error(conn, e);
+                    client.finish();
+                    Err(error)
+                }
+                // Not finished: `client` is dropped with its query unanswered
+                // and the connection is discarded (see Checkout).
+                Err(_) => Err(ResolveError::Timeout("database query")),
+            };
+        metrics::histogram!("switchboard_store_query_seconds", "query" => what)
+            .record(started.elapsed().as_secs_f64());
+        if outcome.is_err() {
+            metrics::counter!("switchboard_store_query_errors_total", "query" => what).increment(1);
+        }
+        outcome
+    }
+}
+
+impl Resolver for PgStore {
+    async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
+        let rows = self
+            .query(
+                "resolve_number",
+                RESOLVE_NUMBER_SQL,
+                &[(&number.as_str(), Type::TEXT)],
+            )
+            .await?;
+        rows.first().map(route_from_row).transpose()
+    }
+
+    async fn find_customer(
+        &self,
+        org_id: Uuid,
+        phone: &E164,
+    ) -> Result<Option<Customer>, ResolveError> {
+        let rows = self
+            .query(
+                "find_customer",
+                FIND_CUSTOMER_SQL,
+                &[(&org_id, Type::UUID), (&phone.as_str(), Type::TEXT)],
+            )
+            .await?;
+        rows.first().map(customer_from_row).transpose()
+    }
+}
+
+/// A pooled connection in use. If the query is abandoned (its timeout fired,
+/// or the request's own deadline dropped the future), the connection still
+/// owes an answer to a query nobody waits for: it is closed instead of going
+/// back to the pool, where the next caller would queue behind it.
+struct Checkout(Option<Object>);
+
+impl Checkout {
+    /// The query completed: return the connection to the pool.
+    fn finish(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(abandoned) = self.0.take() {
+            metrics::counter!("switchboard_store_connections_discarded_total").increment(1);
+            drop(Object::take(abandoned));
+        }
+    }
+}
+
+fn route_from_row(row: &Row) -> Result<Route, ResolveError> {
+    let number: &str = get(row, 0)?;
+    Ok(Route {
+        number: E164::from_canonical(number)
+            .map_err(|e| ResolveError::Corrupt(format!("phone_numbers.number {e}")))?,
+        number_active: get(row, 1)?,
+        organization: Arc::new(Organization {
+            id: get(row, 2)?,
+            slug: get(row, 3)?,
+            name: get(row, 4)?,
+            plan_tier: get(row, 5)?,
+            settings: json_object(get(row, 6)?, "organizations.settings")?,
+            is_active: get(row, 7)?,
+        }),
+        agent: Arc::new(Agent {
+            id: get(row, 8)?,
+            name: get(row, 9)?,
+            voice_id: get(row, 10)?,
+            llm_config: json_object(get(row, 11)?, "agents.llm_config")?,
+            is_active: get(row, 12)?,
+        }),
+    })
+}
+
+fn customer_from_row(row: &Row) -> Result<Customer, ResolveError> {
+    let phone: &str = get(row, 1)?;
+    Ok(Customer {
+        id: get(row, 0)?,
+        phone: E164::from_canonical(phone)
+            .map_err(|e| ResolveError::Corrupt(format!("customers.phone {e}")))?,
+        name: get(row, 2)?,
+        email: get(row, 3)?,
+    })
+}
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    idx: usize,
+) -> Result<T, ResolveError> {
+    row.try_get(idx)
+        .map_err(|e| ResolveError::Corrupt(format!("column {idx}: {e}")))
+}
+
+fn json_object(value: Value, column: &str) -> Result<Map<String, Value>, ResolveError> {
+    match value {
+        Value::Object(map) => Ok(map),
+        other => Err(ResolveError::Corrupt(format!(
+            "{column} is a JSON {}, not an object",
+            json_kind(&other)
+        ))),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn pool_error(e: PoolError) -> ResolveError {
+    match e {
+        PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+            ResolveError::Timeout("database pool checkout")
+        }
+        PoolError::Timeout(_) => ResolveError::Timeout("database connect"),
+        other => ResolveError::Unavailable(other.to_string()),
+    }
+}
+
+/// A query error is either the connection failing under us, or the server
+/// (or pooler) answering with an SQLSTATE: classes 08 (connection), 53
+/// (insufficient resources) and 57 (operator intervention: shutdown,
+/// cancel) mean "not now"; anything else means this build and the schema
+/// disagree.
+fn query_error(client: &Object, e: tokio_postgres::Error) -> ResolveError {
+    match e.as_db_error() {
+        Some(db) if !client.is_closed() => {
+            let code = db.code().code();
+            if ["08", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+            {
+                ResolveError::Unavailable(db.to_string())
+            } else {
+                ResolveError::Corrupt(db.to_string())
+            }
+        }
+        _ => ResolveError::Unavailable(e.to_string()),
+    }
+}

@@ -1,0 +1,226 @@
+//! Bad input and dead dependencies: each has a defined answer, in bounded
+//! time, and the daemon recovers by itself.
+
+use std::time::{Duration, Instant};
+
+use switchboard::proto::{LookupNumberRequest, RouteCallRequest};
+use tonic::{Code, Request};
+
+use crate::helpers::{eventually, spawn_seeded_app, spawn_seeded_app_via, PrivateBouncer, Stack};
+
+fn reason(status: &tonic::Status) -> String {
+    status
+        .metadata()
+        .get("switchboard-reason")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+fn route_request(called: &str, gateway_call_id: &str, region: &str) -> RouteCallRequest {
+    RouteCallRequest {
+        called_number: called.into(),
+        caller_number: String::new(),
+        gateway_call_id: gateway_call_id.into(),
+        default_region: region.into(),
+    }
+}
+
+#[tokio::test]
+async fn malformed_requests_are_invalid_argument_with_a_reason() {
+    let mut app = spawn_seeded_app().await;
+    let long = "1".repeat(300);
+    let cases = [
+        (
+            route_request("", "gw-1", ""),
+            "called_number is empty",
+            "invalid_number",
+        ),
+        (
+            route_request("hello", "gw-1", "US"),
+            "called_number is not a phone number",
+            "invalid_number",
+        ),
+        (
+            route_request("(415) 555-0100", "gw-1", ""),
+            "no default_region",
+            "invalid_number",
+        ),
+        (
+            route_request(&long, "gw-1", ""),
+            "longer than 256 bytes",
+            "invalid_number",
+        ),
+        (
+            route_request("+14155550100", "gw-1", "ZZ"),
+            "default_region is not a valid",
+            "invalid_region",
+        ),
+        (
+            route_request("+14155550100", "", ""),
+            "gateway_call_id is empty",
+            "invalid_gateway_call_id",
+        ),
+        (
+            route_request("+14155550100", &"x".repeat(300), ""),
+            "gateway_call_id is longer",
+            "invalid_gateway_call_id",
+        ),
+    ];
+    for (request, message, expected_reason) in cases {
+        let status = app
+            .client
+            .route_call(request.clone())
+            .await
+            .expect_err(message);
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{request:?}: {status:?}"
+        );
+        assert!(
+            status.message().contains(message),
+            "{:?} lacks {message:?}",
+            status.message()
+        );
+        assert_eq!(reason(&status), expected_reason);
+    }
+    let status = app
+        .client
+        .lookup_number(LookupNumberRequest {
+            number: "+1".into(),
+            default_region: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("number "),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn oversized_messages_are_rejected_and_the_daemon_carries_on() {
+    let mut app = spawn_seeded_app().await;
+    let huge = route_request(&"9".repeat(64 * 1024), "gw-huge", "");
+    let status = app.client.route_call(huge).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    let ok = app
+        .client
+        .route_call(route_request("+14155550100", "gw-ok", ""))
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[tokio::test]
+async fn dead_pooler_answers_unavailable_within_the_deadline_then_recovers() {
+    let stack = Stack::from_env();
+    let mut bouncer = PrivateBouncer::start(&stack).await;
+    let port = bouncer.port;
+    let mut app = spawn_seeded_app_via(port, |config| {
+        config.db_query_timeout = Duration::from_millis(250)
+    })
+    .await;
+    let lookup = || {
+        let mut request = Request::new(LookupNumberRequest {
+            number: "+14155550100".into(),
+            default_region: String::new(),
+        });
+        request.set_timeout(Duration::from_millis(500));
+        request
+    };
+    app.client
+        .lookup_number(lookup())
+        .await
+        .expect("healthy before the outage");
+
+    bouncer.kill();
+    let started = Instant::now();
+    let status = app.client.lookup_number(lookup()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(reason(&status), "database_unavailable");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+    let (code, body) = app.admin_get("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("database"), "{body}");
+
+    bouncer.resume_process().await;
+    let client = app.client.clone();
+    eventually(
+        "routing recovers after the pooler returns",
+        Duration::from_secs(10),
+        || {
+            let mut client = client.clone();
+            async move { client.lookup_number(lookup()).await.is_ok() }
+        },
+    )
+    .await;
+    assert_eq!(app.admin_get("/readyz").await.0, 200);
+}
+
+#[tokio::test]
+async fn hung_database_answers_unavailable_before_the_client_deadline() {
+    let stack = Stack::from_env();
+    let bouncer = PrivateBouncer::start(&stack).await;
+    let port = bouncer.port;
+    // A query timeout longer than the client's deadline: the request
+    // deadline alone must bound the wait.
+    let mut app = spawn_seeded_app_via(port, |config| {
+        config.db_query_timeout = Duration::from_secs(5)
+    })
+    .await;
+    let lookup = |timeout: Duration| {
+        let mut request = Request::new(LookupNumberRequest {
+            number: "+14155550100".into(),
+            default_region: String::new(),
+        });
+        request.set_timeout(timeout);
+        request
+    };
+    app.client
+        .lookup_number(lookup(Duration::from_secs(1)))
+        .await
+        .expect("healthy first");
+
+    // PAUSE: PgBouncer keeps accepting queries but holds them, as a pooler
+    // in front of an unreachable or locked-up database does.
+    bouncer.admin(&format!("PAUSE {}", app.db_name)).await;
+    for deadline in [Duration::from_millis(100), Duration::from_millis(400)] {
+        let started = Instant::now();
+        let status = app
+            .client
+            .lookup_number(lookup(deadline))
+            .await
+            .unwrap_err();
+        // UNAVAILABLE (our answer), not DEADLINE_EXCEEDED (the client
+        // giving up on a hung server).
+        assert_eq!(
+            status.code(),
+            Code::Unavailable,
+            "deadline {deadline:?}: {status:?}"
+        );
+        assert!(started.elapsed() < deadline, "took {:?}", started.elapsed());
+    }
+
+    bouncer.admin(&format!("RESUME {}", app.db_name)).await;
+    let client = app.client.clone();
+    eventually(
+        "routing recovers after RESUME",
+        Duration::from_secs(10),
+        || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .lookup_number(lookup(Duration::from_secs(1)))
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+}

@@ -1,0 +1,375 @@
+//! Test harness: every test gets its own freshly migrated database and its
+//! own daemon, started in-process on port 0, whose pooled connection goes
+//! through PgBouncer in transaction mode, exactly as production goes through
+//! Supavisor.
+//!
+//! The servers come from the local stack (`deploy/local/stack up`), whose
+//! `env` output provides the `SWITCHBOARD_TEST_*` variables read here.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use secrecy::SecretString;
+use switchboard::{
+    config::ServeConfig,
+    proto::call_router_client::CallRouterClient,
+    store::{self, migrate},
+    Application,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    sync::oneshot,
+    task::JoinHandle,
+};
+use tonic::transport::Channel;
+
+/// Where the local stack's servers are.
+pub struct Stack {
+    pub pg_host: String,
+    pub pg_port: u16,
+    pub pgbouncer_port: u16,
+    pub pgbouncer_bin: String,
+    /// OS user PgBouncer must run as (it refuses root), if any.
+    pub run_as: Option<String>,
+    pub state_dir: PathBuf,
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run the tests with deploy/local/test, or \
+             `eval \"$(deploy/local/stack env)\"` after `deploy/local/stack up`"
+        )
+    })
+}
+
+impl Stack {
+    pub fn from_env() -> Self {
+        let run_as = env("SWITCHBOARD_TEST_RUN_AS");
+        Self {
+            pg_host: env("SWITCHBOARD_TEST_PG_HOST"),
+            pg_port: env("SWITCHBOARD_TEST_PG_PORT").parse().expect("port"),
+            pgbouncer_port: env("SWITCHBOARD_TEST_PGBOUNCER_PORT")
+                .parse()
+                .expect("port"),
+            pgbouncer_bin: env("SWITCHBOARD_TEST_PGBOUNCER_BIN"),
+            run_as: (!run_as.is_empty()).then_some(run_as),
+            state_dir: PathBuf::from(env("SWITCHBOARD_STACK_DIR")),
+        }
+    }
+
+    pub fn direct_url(&self, db: &str) -> String {
+        format!("postgres://postgres@{}:{}/{db}", self.pg_host, self.pg_port)
+    }
+
+    pub fn pooled_url(&self, port: u16, db: &str) -> String {
+        format!("postgres://postgres@{}:{port}/{db}", self.pg_host)
+    }
+}
+
+/// A fresh, migrated database on the local stack.
+pub async fn create_database(stack: &Stack) -> String {
+    let name = format!("sb_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = store::connect_direct(&stack.direct_url("postgres"))
+        .await
+        .expect("connect to the local stack's PostgreSQL (is it up?)");
+    admin
+        .batch_execute(&format!("create database {name}"))
+        .await
+        .expect("create test database");
+    let mut client = store::connect_direct(&stack.direct_url(&name))
+        .await
+        .unwrap();
+    migrate::run(&mut client).await.expect("migrations apply");
+    name
+}
+
+/// A running daemon and what a test needs to talk to it.
+pub struct TestApp {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub db_name: String,
+    pub stack: Stack,
+    pub client: CallRouterClient<Channel>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Spawns the daemon on a fresh database, through the stack's PgBouncer.
+pub async fn spawn_app() -> TestApp {
+    spawn(Seed::Empty, None, |_| {}).await
+}
+
+/// Like [`spawn_app`], with the demo data loaded.
+pub async fn spawn_seeded_app() -> TestApp {
+    spawn(Seed::Demo, None, |_| {}).await
+}
+
+/// The demo data and the configuration adjusted by `tweak`.
+pub async fn spawn_seeded_app_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    spawn(Seed::Demo, None, tweak).await
+}
+
+/// The demo data, the configuration adjusted by `tweak`, and the pooled
+/// connection through the PgBouncer on `pooler_port` (a test's own
+/// [`PrivateBouncer`]) instead of the stack's.
+pub async fn spawn_seeded_app_via(
+    pooler_port: u16,
+    tweak: impl FnOnce(&mut ServeConfig),
+) -> TestApp {
+    spawn(Seed::Demo, Some(pooler_port), tweak).await
+}
+
+#[derive(PartialEq)]
+enum Seed {
+    Empty,
+    Demo,
+}
+
+async fn spawn(
+    seed: Seed,
+    pooler_port: Option<u16>,
+    tweak: impl FnOnce(&mut ServeConfig),
+) -> TestApp {
+    let stack = Stack::from_env();
+    let db_name = create_database(&stack).await;
+    if seed == Seed::Demo {
+        let mut client = store::connect_direct(&stack.direct_url(&db_name))
+            .await
+            .unwrap();
+        store::seed::demo(&mut client).await.expect("seed");
+    }
+    let port = pooler_port.unwrap_or(stack.pgbouncer_port);
+    let mut config =
+        ServeConfig::with_defaults(SecretString::from(stack.pooled_url(port, &db_name)));
+    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    tweak(&mut config);
+    start(stack, db_name, config).await
+}
+
+async fn start(stack: Stack, db_name: String, config: ServeConfig) -> TestApp {
+    let app = Application::build(config)
+        .await
+        .expect("application builds");
+    let grpc_addr = app.grpc_addr();
+    let admin_addr = app.admin_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let client = CallRouterClient::connect(format!("http://{grpc_addr}"))
+        .await
+        .expect("connect to the daemon");
+    TestApp {
+        grpc_addr,
+        admin_addr,
+        db_name,
+        stack,
+        client,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    /// A direct session on this test's database, for arranging data.
+    pub async fn direct(&self) -> tokio_postgres::Client {
+        store::connect_direct(&self.stack.direct_url(&self.db_name))
+            .await
+            .unwrap()
+    }
+
+    pub fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .unwrap()
+            .connect_lazy()
+    }
+
+    /// Asks the daemon to stop and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.expect("app task panicked")
+    }
+
+    /// `GET path` on the admin listener: (status code, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin_addr, path).await
+    }
+}
+
+/// A minimal HTTP/1.0 GET, enough for the admin endpoints.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect admin");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("HTTP status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Polls `check` until it returns true, failing the test after `limit`.
+/// For waiting on recovery (a reconnect), never on a fixed sleep.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{what} did not happen within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A PgBouncer of this test's own, in transaction mode in front of the
+/// stack's PostgreSQL, so a test can kill or pause it without disturbing
+/// the others.
+pub struct PrivateBouncer {
+    pub port: u16,
+    dir: PathBuf,
+    ini: PathBuf,
+    run_as: Option<(u32, u32)>,
+    bin: String,
+    child: Option<Child>,
+}
+
+impl PrivateBouncer {
+    pub async fn start(stack: &Stack) -> Self {
+        let port = free_port();
+        let dir = stack
+            .state_dir
+            .join("test-bouncers")
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let ini = dir.join("pgbouncer.ini");
+        std::fs::write(dir.join("userlist.txt"), "\"postgres\" \"\"\n").unwrap();
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n* = host={host} port={pg}\n\n[pgbouncer]\n\
+                 listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 pool_mode = transaction\nauth_type = trust\nauth_file = {dir}/userlist.txt\n\
+                 admin_users = postgres\ndefault_pool_size = 5\nmax_client_conn = 200\n\
+                 server_connect_timeout = 2\nquery_wait_timeout = 30\n\
+                 ignore_startup_parameters = extra_float_digits,application_name\n\
+                 logfile = {dir}/pgbouncer.log\n",
+                host = stack.pg_host,
+                pg = stack.pg_port,
+                dir = dir.display(),
+            ),
+        )
+        .unwrap();
+        let run_as = stack.run_as.as_deref().map(os_user_ids);
+        if let Some((uid, gid)) = run_as {
+            for path in [&dir, &ini, &dir.join("userlist.txt")] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let mut bouncer = Self {
+            port,
+            dir,
+            ini,
+            run_as,
+            bin: stack.pgbouncer_bin.clone(),
+            child: None,
+        };
+        bouncer.resume_process().await;
+        bouncer
+    }
+
+    /// Starts (or restarts) the PgBouncer process and waits until it answers.
+    pub async fn resume_process(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(&self.bin);
+        command
+            .arg(&self.ini)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some((uid, gid)) = self.run_as {
+            command.uid(uid).gid(gid);
+        }
+        self.child = Some(command.spawn().expect("start pgbouncer"));
+        let url = format!("postgres://postgres@127.0.0.1:{}/pgbouncer", self.port);
+        eventually(
+            "private pgbouncer accepting connections",
+            Duration::from_secs(10),
+            || {
+                let url = url.clone();
+                async move {
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                        .await
+                        .is_ok()
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Kills the PgBouncer process: every connection through it drops.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs a command on PgBouncer's admin console (`PAUSE db`, `RESUME db`).
+    pub async fn admin(&self, command: &str) {
+        let url = format!("postgres://postgres@127.0.0.1:{}/pgbouncer", self.port);
+        let client = store::connect_direct(&url)
+            .await
+            .expect("pgbouncer admin console");
+        client.simple_query(command).await.expect(command);
+    }
+}
+
+impl Drop for PrivateBouncer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn os_user_ids(user: &str) -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id").args([flag, user]).output().expect("id");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("numeric id")
+    };
+    (id("-u"), id("-g"))
+}
