@@ -7,8 +7,8 @@
 //!   pooler in transaction mode hands each transaction to any server
 //!   connection, so named prepared statements do not survive: every query
 //!   here uses `query_typed` (an unnamed statement with the parameter types
-//!   given up front, one round trip) and casts enum columns to `text`. Never
-//!   `prepare`, `prepare_cached` or `query(&str)` on this path.
+//!   given up front, one round trip) and casts enum columns to `text`. No
+//!   named or cached prepared statement, and no untyped query, on this path.
 //! * the **direct** path (`DATABASE_DIRECT_URL`) is a plain session, used for
 //!   migrations and seeding (and later for `LISTEN`).
 //!
@@ -109,7 +109,7 @@ impl PgStore {
 
     /// Whether the database answers through the pooler right now.
     pub async fn ping(&self) -> Result<(), ResolveError> {
-        self.query("ping", "select 1", &[]).await.map(drop)
+        self.query_typed("ping", "select 1", &[]).await.map(drop)
     }
 
     /// Pool occupancy, for metrics and readiness.
@@ -118,7 +118,7 @@ impl PgStore {
     }
 
     /// Runs one typed query on a pooled connection with every wait bounded.
-    async fn query(
+    async fn query_typed(
         &self,
         what: &'static str,
         sql: &str,
@@ -154,7 +154,7 @@ impl PgStore {
 impl Resolver for PgStore {
     async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
         let rows = self
-            .query(
+            .query_typed(
                 "resolve_number",
                 RESOLVE_NUMBER_SQL,
                 &[(&number.as_str(), Type::TEXT)],
@@ -169,7 +169,7 @@ impl Resolver for PgStore {
         phone: &E164,
     ) -> Result<Option<Customer>, ResolveError> {
         let rows = self
-            .query(
+            .query_typed(
                 "find_customer",
                 FIND_CUSTOMER_SQL,
                 &[(&org_id, Type::UUID), (&phone.as_str(), Type::TEXT)],
