@@ -27,6 +27,13 @@ begin
     exception when duplicate_object or unique_violation then null;
     end;
   end if;
+  -- the role Supabase Auth runs its hooks as
+  if not exists (select 1 from pg_roles where rolname = 'supabase_auth_admin') then
+    begin
+      create role supabase_auth_admin nologin noinherit;
+    exception when duplicate_object or unique_violation then null;
+    end;
+  end if;
 
   if exists (select 1 from pg_namespace where nspname = 'auth') then
     return; -- Supabase (or an earlier shim): leave it alone
@@ -79,5 +86,16 @@ begin
 
   grant execute on function auth.uid(), auth.role(), auth.jwt()
     to anon, authenticated, service_role;
+
+  -- Supabase grants the API roles everything on `public` by default and
+  -- leaves isolation to Row Level Security. Do the same here, so tests on
+  -- plain PostgreSQL face the same defaults as a real project.
+  grant usage on schema public to anon, authenticated, service_role;
+  alter default privileges in schema public
+    grant all on tables to anon, authenticated, service_role;
+  alter default privileges in schema public
+    grant all on sequences to anon, authenticated, service_role;
+  alter default privileges in schema public
+    grant all on functions to anon, authenticated, service_role;
 end
 $shim$;

@@ -52,7 +52,7 @@ pub enum Command {
     /// Run the daemon: gRPC routing API and admin HTTP listener.
     Serve(ServeConfig),
     /// Apply pending database migrations (direct connection), then exit.
-    Migrate(DirectDatabase),
+    Migrate(MigrateArgs),
     /// Load a data set into the database (direct connection), then exit.
     Seed(SeedArgs),
     /// Call a running daemon's API and print the answer as JSON.
@@ -160,6 +160,47 @@ pub struct DirectDatabase {
     /// seeding, LISTEN. Never the transaction pooler.
     #[arg(long, env = "DATABASE_DIRECT_URL", value_parser = secret, hide_env_values = true)]
     pub database_direct_url: SecretString,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DirectDatabase,
+    /// Password the daemon's role (`switchboard_daemon`) logs in with. When
+    /// unset, the role is created without LOGIN, or left as it is.
+    #[arg(long, env = "SWITCHBOARD_DAEMON_PASSWORD", value_parser = secret, hide_env_values = true)]
+    pub daemon_password: Option<SecretString>,
+    /// Adopting a single-tenant database: slug of the organization that
+    /// receives its rows.
+    #[arg(long, env = "SWITCHBOARD_ADOPT_ORG_SLUG", default_value = "default")]
+    pub adopt_org_slug: String,
+    /// Adopting: that organization's name.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ADOPT_ORG_NAME",
+        default_value = "Default organization"
+    )]
+    pub adopt_org_name: String,
+    /// Adopting: email of an existing user who becomes its owner.
+    #[arg(long, env = "SWITCHBOARD_ADOPT_OWNER_EMAIL")]
+    pub adopt_owner_email: Option<String>,
+    /// Adopting: country calling code for legacy numbers stored without one.
+    #[arg(long, env = "SWITCHBOARD_ADOPT_CALLING_CODE", default_value = "1")]
+    pub adopt_calling_code: String,
+}
+
+impl MigrateArgs {
+    pub fn options(&self) -> crate::store::migrate::MigrateOptions {
+        crate::store::migrate::MigrateOptions {
+            adopt: crate::store::migrate::Adoption {
+                org_slug: Some(self.adopt_org_slug.clone()),
+                org_name: Some(self.adopt_org_name.clone()),
+                owner_email: self.adopt_owner_email.clone(),
+                calling_code: Some(self.adopt_calling_code.clone()),
+            },
+            daemon_password: self.daemon_password.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

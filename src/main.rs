@@ -53,11 +53,12 @@ async fn run(command: Command) -> ExitCode {
                 Err(error) => fail("stopped with an error", &error),
             }
         }
-        Command::Migrate(db) => {
+        Command::Migrate(args) => {
             let result = async {
                 let mut client =
-                    store::connect_direct(db.database_direct_url.expose_secret()).await?;
-                anyhow::Ok(store::migrate::run(&mut client).await?)
+                    store::connect_direct(args.database.database_direct_url.expose_secret())
+                        .await?;
+                anyhow::Ok(store::migrate::run(&mut client, &args.options()).await?)
             }
             .await;
             match result {

@@ -51,7 +51,7 @@ pub struct Organization {
     pub plan_tier: String,
     /// Free-form organization settings (a JSON object).
     pub settings: Map<String, Value>,
-    /// Whether the organization may take calls.
+    /// Whether the organization may take calls: active, and not deleted.
     pub is_active: bool,
 }
 

@@ -3,7 +3,8 @@
 //! records each one (with a checksum) in `switchboard.schema_history` and
 //! refuses to run when an applied file has since been edited.
 
-use tokio_postgres::Client;
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::{types::Type, Client};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -26,9 +27,36 @@ pub struct Applied {
     pub name: String,
 }
 
+/// What `migrate` needs beyond the SQL files.
+#[derive(Debug, Default, Clone)]
+pub struct MigrateOptions {
+    /// Adopting a single-tenant database: who owns its rows.
+    pub adopt: Adoption,
+    /// Password for the daemon's role (`switchboard_daemon`). When set, the
+    /// role may log in with it; when not, the role is left as it is.
+    pub daemon_password: Option<SecretString>,
+}
+
+/// Settings for adopting an existing single-tenant database (see
+/// migrations/README.md). Unused on a database without legacy rows.
+#[derive(Debug, Default, Clone)]
+pub struct Adoption {
+    /// Slug of the organization that receives the legacy rows (`default`).
+    pub org_slug: Option<String>,
+    /// Its display name (`Default organization`).
+    pub org_name: Option<String>,
+    /// Email of an existing user to make its owner.
+    pub owner_email: Option<String>,
+    /// Country calling code for legacy numbers stored without one (`1`).
+    pub calling_code: Option<String>,
+}
+
+/// The role the daemon connects as.
+pub const DAEMON_ROLE: &str = "switchboard_daemon";
+
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    #[error("database error while preparing migrations: {0}")]
+    #[error("database error while migrating: {0}")]
     Database(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Migration(#[from] refinery::Error),
@@ -36,9 +64,12 @@ pub enum MigrateError {
 
 /// Applies every pending migration over a direct session and returns the ones
 /// applied by this run (empty when the schema was up to date).
-pub async fn run(client: &mut Client) -> Result<Vec<Applied>, MigrateError> {
+pub async fn run(
+    client: &mut Client,
+    options: &MigrateOptions,
+) -> Result<Vec<Applied>, MigrateError> {
     client.batch_execute(LOCK_SQL).await?;
-    let result = apply(client).await;
+    let result = apply(client, options).await;
     // The lock goes with the session anyway; unlock explicitly so a
     // long-lived caller does not keep it.
     let unlocked = client.batch_execute(UNLOCK_SQL).await;
@@ -47,11 +78,33 @@ pub async fn run(client: &mut Client) -> Result<Vec<Applied>, MigrateError> {
     Ok(applied)
 }
 
-async fn apply(client: &mut Client) -> Result<Vec<Applied>, MigrateError> {
+async fn apply(
+    client: &mut Client,
+    options: &MigrateOptions,
+) -> Result<Vec<Applied>, MigrateError> {
     client.batch_execute(INTERNAL_SCHEMA_SQL).await?;
+    // The migrations read these session settings (V2, adoption phase).
+    let adopt = &options.adopt;
+    for (name, value) in [
+        ("switchboard.adopt_org_slug", &adopt.org_slug),
+        ("switchboard.adopt_org_name", &adopt.org_name),
+        ("switchboard.adopt_owner_email", &adopt.owner_email),
+        ("switchboard.adopt_calling_code", &adopt.calling_code),
+    ] {
+        let value = value.as_deref().unwrap_or("");
+        client
+            .query_typed(
+                "select set_config($1, $2, false)",
+                &[(&name, Type::TEXT), (&value, Type::TEXT)],
+            )
+            .await?;
+    }
     let mut runner = embedded::migrations::runner();
     runner.set_migration_table_name(HISTORY_TABLE);
     let report = runner.run_async(client).await?;
+    if let Some(password) = &options.daemon_password {
+        set_daemon_password(client, password).await?;
+    }
     Ok(report
         .applied_migrations()
         .iter()
@@ -60,4 +113,19 @@ async fn apply(client: &mut Client) -> Result<Vec<Applied>, MigrateError> {
             name: m.name().to_string(),
         })
         .collect())
+}
+
+/// Lets the daemon's role log in with `password`. Only a SCRAM verifier,
+/// computed here, reaches the server: the password never appears in its
+/// statement log.
+async fn set_daemon_password(client: &Client, password: &SecretString) -> Result<(), MigrateError> {
+    let verifier = postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes());
+    // DDL takes no parameters; the verifier is base64 and `$`-separated, so
+    // quoting it as a literal is safe.
+    client
+        .batch_execute(&format!(
+            "alter role {DAEMON_ROLE} with login password '{verifier}'"
+        ))
+        .await?;
+    Ok(())
 }

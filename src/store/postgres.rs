@@ -62,7 +62,8 @@ impl std::fmt::Debug for PgStore {
 /// number's organization.
 const RESOLVE_NUMBER_SQL: &str = "
     select p.number, p.is_active,
-           o.id, o.slug, o.name, o.plan_tier::text, o.settings, o.is_active,
+           o.id, o.slug, o.name, o.plan_tier::text, o.settings,
+           o.is_active and o.deleted_at is null,
            a.id, a.name, a.voice_id, a.llm_config, a.is_active
       from public.phone_numbers p
       join public.organizations o on o.id = p.org_id

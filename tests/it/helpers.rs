@@ -17,7 +17,10 @@ use secrecy::SecretString;
 use switchboard::{
     config::ServeConfig,
     proto::call_router_client::CallRouterClient,
-    store::{self, migrate},
+    store::{
+        self, migrate,
+        migrate::{MigrateOptions, DAEMON_ROLE},
+    },
     Application,
 };
 use tokio::{
@@ -66,8 +69,9 @@ impl Stack {
         format!("postgres://postgres@{}:{}/{db}", self.pg_host, self.pg_port)
     }
 
+    /// The daemon's view: its own least-privilege role, through a pooler.
     pub fn pooled_url(&self, port: u16, db: &str) -> String {
-        format!("postgres://postgres@{}:{port}/{db}", self.pg_host)
+        format!("postgres://{DAEMON_ROLE}@{}:{port}/{db}", self.pg_host)
     }
 }
 
@@ -84,7 +88,14 @@ pub async fn create_database(stack: &Stack) -> String {
     let mut client = store::connect_direct(&stack.direct_url(&name))
         .await
         .unwrap();
-    migrate::run(&mut client).await.expect("migrations apply");
+    let options = MigrateOptions {
+        // the stack trusts local connections; a password still gives LOGIN
+        daemon_password: Some(SecretString::from("local")),
+        ..Default::default()
+    };
+    migrate::run(&mut client, &options)
+        .await
+        .expect("migrations apply");
     name
 }
 
@@ -266,7 +277,11 @@ impl PrivateBouncer {
             .join(uuid::Uuid::new_v4().simple().to_string());
         std::fs::create_dir_all(&dir).unwrap();
         let ini = dir.join("pgbouncer.ini");
-        std::fs::write(dir.join("userlist.txt"), "\"postgres\" \"\"\n").unwrap();
+        std::fs::write(
+            dir.join("userlist.txt"),
+            format!("\"postgres\" \"\"\n\"{DAEMON_ROLE}\" \"\"\n"),
+        )
+        .unwrap();
         std::fs::write(
             &ini,
             format!(
