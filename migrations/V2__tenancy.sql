@@ -234,6 +234,8 @@ create index if not exists audit_log_org_idx on public.audit_log (org_id, at des
 -- Normalizes a number as stored by a legacy app: digits with an optional
 -- '+'; a number without one is read as national and given the configured
 -- calling code (a leading trunk 0 dropped). Null when it cannot be E.164.
+-- With calling code 1 (north america) a national number is ten digits,
+-- perhaps after the 1, and 011 dials abroad.
 create or replace function switchboard.legacy_number_to_e164(raw text, calling_code text)
 returns text
 language sql immutable
@@ -245,6 +247,8 @@ as $$
     select case
       when n ~ '^\+' then n
       when n ~ '^00' then '+' || substr(n, 3)
+      when calling_code = '1' and n ~ '^011' then '+' || substr(n, 4)
+      when calling_code = '1' then case when n ~ '^1?[2-9][0-9]{9}$' then '+1' || right(n, 10) end
       when calling_code <> '' and n ~ ('^' || calling_code) and length(n) > 10 then '+' || n
       when calling_code <> '' then '+' || calling_code || ltrim(n, '0')
       else null
@@ -257,7 +261,8 @@ $$;
 do $$
 declare
   org uuid;
-  calling_code text := coalesce(nullif(current_setting('switchboard.adopt_calling_code', true), ''), '1');
+  -- '+44' is read as 44
+  calling_code text := ltrim(coalesce(nullif(current_setting('switchboard.adopt_calling_code', true), ''), '1'), '+');
   owner_email text := nullif(current_setting('switchboard.adopt_owner_email', true), '');
   moved integer;
 begin
@@ -265,6 +270,10 @@ begin
      and not exists (select 1 from public.customers where org_id is null)
      and not exists (select 1 from public.calls where org_id is null) then
     return; -- nothing legacy to adopt
+  end if;
+  if calling_code !~ '^[1-9][0-9]{0,2}$' then
+    raise exception 'switchboard.adopt_calling_code must be a country calling code such as 1 or 44, not %',
+      calling_code using errcode = 'invalid_parameter_value';
   end if;
 
   insert into public.organizations (slug, name)
@@ -282,11 +291,27 @@ begin
   -- legacy calls are over; their timing columns stay as the legacy app kept them
   update public.calls set status = 'completed' where status is null;
   update public.agents set name = 'Agent ' || left(id::text, 8) where name is null;
+  -- the daemon reads voice_id as text; '' is "no voice chosen"
+  update public.agents set voice_id = '' where voice_id is null;
 
   if owner_email is not null then
     insert into public.memberships (org_id, user_id, role)
     select org, u.id, 'owner' from auth.users u where lower(u.email) = lower(owner_email)
     on conflict (org_id, user_id) do update set role = 'owner';
+    if not found then
+      insert into switchboard.adoption_issues (table_name, issue)
+      values ('public.memberships', format('no user has the email %L; the organization has no owner', owner_email));
+    end if;
+  end if;
+
+  -- the legacy prompt becomes llm_config.system_prompt; the column stays
+  if exists (select 1 from information_schema.columns
+              where table_schema = 'public' and table_name = 'agents' and column_name = 'system_prompt') then
+    execute $sql$
+      update public.agents
+         set llm_config = llm_config || jsonb_build_object('system_prompt', system_prompt)
+       where system_prompt is not null and not llm_config ? 'system_prompt'
+    $sql$;
   end if;
 
   -- agents.phone_number (legacy: one number per agent) → phone_numbers. The
@@ -298,6 +323,7 @@ begin
       select a.org_id, a.id, switchboard.legacy_number_to_e164(a.phone_number, $1), a.is_active
         from public.agents a
        where switchboard.legacy_number_to_e164(a.phone_number, $1) is not null
+       order by a.created_at, a.id -- two spellings of one number: the oldest agent keeps it
       on conflict (number) do nothing
     $sql$ using calling_code;
     get diagnostics moved = row_count;
@@ -309,14 +335,37 @@ begin
        where a.phone_number is not null
          and switchboard.legacy_number_to_e164(a.phone_number, $1) is null
     $sql$ using calling_code;
+    execute $sql$
+      insert into switchboard.adoption_issues (table_name, row_id, issue)
+      select 'public.agents', a.id, format('phone_number %L is %s, which routes to agent %s; not routed',
+                                           a.phone_number, p.number, p.agent_id)
+        from public.agents a
+        join public.phone_numbers p on p.number = switchboard.legacy_number_to_e164(a.phone_number, $1)
+       where p.agent_id <> a.id
+    $sql$ using calling_code;
   end if;
 
-  -- customers' phones, normalized where possible (the check below records
-  -- the rest)
-  update public.customers c
-     set phone = switchboard.legacy_number_to_e164(c.phone, calling_code)
-   where c.phone !~ '^\+[1-9][0-9]{6,14}$'
-     and switchboard.legacy_number_to_e164(c.phone, calling_code) is not null;
+  -- customers' phones, normalized where possible: not onto a phone another
+  -- customer has (the first of two spellings wins); the rest are recorded
+  with normalized as (
+    select c.id, switchboard.legacy_number_to_e164(c.phone, calling_code) as phone
+      from public.customers c
+     where c.phone !~ '^\+[1-9][0-9]{6,14}$'
+  ), winners as (
+    select distinct on (n.phone) n.id, n.phone
+      from normalized n
+     where n.phone is not null
+       and not exists (select 1 from public.customers d where d.phone = n.phone)
+     order by n.phone, n.id
+  )
+  update public.customers c set phone = w.phone from winners w where c.id = w.id;
+  insert into switchboard.adoption_issues (table_name, row_id, issue)
+  select 'public.customers', c.id,
+         case when c.phone is null then 'no phone; kept, never matched to a caller'
+              else format('phone %L is not a usable E.164 number, or another customer has it; kept, never matched to a caller', c.phone)
+         end
+    from public.customers c
+   where c.phone is null or c.phone !~ '^\+[1-9][0-9]{6,14}$';
 
   -- legacy uniqueness of customers.phone across the whole table would stop
   -- two tenants from knowing the same caller; (org_id, phone) replaces it
@@ -333,13 +382,44 @@ begin
       execute format('alter table public.customers drop constraint %I', legacy_unique.conname);
     end loop;
   end;
+
+  -- legacy single-column foreign keys from calls would block deleting an
+  -- agent or customer; the composite ones below replace them
+  declare
+    legacy_fk record;
+  begin
+    for legacy_fk in
+      select con.conname
+        from pg_constraint con
+       where con.conrelid = 'public.calls'::regclass and con.contype = 'f'
+         and con.confrelid in ('public.agents'::regclass, 'public.customers'::regclass)
+         and cardinality(con.conkey) = 1
+    loop
+      execute format('alter table public.calls drop constraint %I', legacy_fk.conname);
+    end loop;
+  end;
 end
 $$;
 
 -- phase 4: tenancy is enforced -----------------------------------------------
 
-alter table public.agents alter column org_id set not null, alter column name set not null;
-alter table public.customers alter column org_id set not null, alter column phone set not null;
+alter table public.agents
+  alter column org_id set not null,
+  alter column name set not null,
+  alter column voice_id set default '',
+  alter column voice_id set not null;
+alter table public.customers alter column org_id set not null;
+do $$
+begin
+  if exists (select 1 from public.customers where phone is null) then
+    -- legacy customers without a phone stay (recorded above); new ones need one
+    call switchboard.ensure_constraint('public.customers', 'customers_phone_not_null',
+      'check (phone is not null)', true);
+  else
+    alter table public.customers alter column phone set not null;
+  end if;
+end
+$$;
 alter table public.calls
   alter column org_id set not null,
   alter column status set default 'ringing',

@@ -98,7 +98,9 @@ revoke insert, update on public.invitations from authenticated;
 grant update (revoked_at) on public.invitations to authenticated;
 revoke insert, update, delete, truncate on public.audit_log
   from authenticated, service_role, switchboard_daemon;
-revoke truncate on all tables in schema public from authenticated;
+-- truncate bypasses RLS; trigger would let a user hook code into every
+-- tenant's writes
+revoke truncate, references, trigger on all tables in schema public from authenticated;
 
 -- row level security ------------------------------------------------------------
 
@@ -171,7 +173,9 @@ create policy profiles_select on public.profiles for select to authenticated
          or id in (select m.user_id from public.memberships m
                     where m.org_id = any ((select switchboard.org_ids('viewer'))::uuid[])));
 create policy profiles_insert on public.profiles for insert to authenticated
-  with check (id = (select auth.uid()));
+  with check (id = (select auth.uid())
+              and (last_active_org_id is null
+                   or last_active_org_id = any ((select switchboard.org_ids('viewer'))::uuid[])));
 create policy profiles_update on public.profiles for update to authenticated
   using (id = (select auth.uid()))
   with check (id = (select auth.uid())
@@ -248,14 +252,22 @@ $$;
 create or replace trigger add_founder_as_owner after insert on public.organizations
   for each row execute function switchboard.add_founder_as_owner();
 
--- Nobody raises their own role; an organization never loses its last owner
--- (except when the organization itself is being deleted).
+-- Nobody raises their own role (but accepting an open invitation grants its
+-- role); an organization never loses its last owner (except when the
+-- organization itself is being deleted).
 create or replace function switchboard.guard_membership() returns trigger
 language plpgsql security definer
 set search_path = ''
 as $$
 begin
-  if tg_op = 'UPDATE' and new.user_id = (select auth.uid()) and new.role > old.role then
+  if tg_op = 'UPDATE' and new.user_id = (select auth.uid()) and new.role > old.role
+     and not exists (
+       select 1
+         from public.invitations i
+         join auth.users u on lower(u.email) = i.email
+        where u.id = new.user_id and i.org_id = new.org_id and i.role >= new.role
+          and i.accepted_at is null and i.revoked_at is null and i.expires_at > now()
+     ) then
     raise exception 'you cannot raise your own role'
       using errcode = 'insufficient_privilege';
   end if;
@@ -413,6 +425,9 @@ begin
   if inv.revoked_at is not null then
     raise exception 'invitation revoked' using errcode = 'invalid_parameter_value';
   end if;
+  if exists (select 1 from public.organizations o where o.id = inv.org_id and o.deleted_at is not null) then
+    raise exception 'the organization no longer exists' using errcode = 'invalid_parameter_value';
+  end if;
   if inv.expires_at <= now() then
     raise exception 'invitation expired' using errcode = 'invalid_parameter_value';
   end if;
@@ -430,11 +445,37 @@ begin
 end
 $$;
 
+-- Creates an organization owned by the caller and returns it. A plain
+-- insert works too, but cannot return the row: RLS checks the new row
+-- against the select policy before the founder's membership exists
+-- (supabase-js `.insert().select()` fails; this does not).
+create or replace function public.create_organization(
+  slug text, name text, settings jsonb default '{}'::jsonb
+) returns public.organizations
+language plpgsql security definer
+set search_path = ''
+as $$
+declare
+  created public.organizations;
+begin
+  if (select auth.uid()) is null then
+    raise exception 'sign in to create an organization' using errcode = 'insufficient_privilege';
+  end if;
+  insert into public.organizations (slug, name, settings)
+  values (create_organization.slug, create_organization.name, coalesce(create_organization.settings, '{}'::jsonb))
+  returning * into created;
+  -- the founder trigger has made the caller its owner
+  return created;
+end
+$$;
+
 revoke all on function public.invite_member(uuid, text, public.member_role, interval),
-                       public.accept_invitation(text)
+                       public.accept_invitation(text),
+                       public.create_organization(text, text, jsonb)
   from public, anon;
 grant execute on function public.invite_member(uuid, text, public.member_role, interval),
-                          public.accept_invitation(text)
+                          public.accept_invitation(text),
+                          public.create_organization(text, text, jsonb)
   to authenticated;
 
 -- Supabase Auth custom access token hook ----------------------------------------
@@ -464,6 +505,9 @@ end
 $$;
 
 revoke all on function public.custom_access_token_hook(jsonb) from public, anon, authenticated;
+-- functions created since the revoke at the top got PUBLIC's default
+-- EXECUTE; triggers fire without it
+revoke all on all functions in schema switchboard from public;
 grant execute on function public.custom_access_token_hook(jsonb) to supabase_auth_admin;
 grant usage on schema public to supabase_auth_admin;
 grant select on public.memberships, public.organizations to supabase_auth_admin;

@@ -75,8 +75,9 @@ impl Stack {
     }
 }
 
-/// A fresh, migrated database on the local stack.
-pub async fn create_database(stack: &Stack) -> String {
+/// A fresh, empty database on the local stack, not migrated: for tests that
+/// arrange a schema of their own first (a legacy database to adopt).
+pub async fn create_empty_database(stack: &Stack) -> String {
     let name = format!("sb_test_{}", uuid::Uuid::new_v4().simple());
     let admin = store::connect_direct(&stack.direct_url("postgres"))
         .await
@@ -85,6 +86,12 @@ pub async fn create_database(stack: &Stack) -> String {
         .batch_execute(&format!("create database {name}"))
         .await
         .expect("create test database");
+    name
+}
+
+/// A fresh, migrated database on the local stack.
+pub async fn create_database(stack: &Stack) -> String {
+    let name = create_empty_database(stack).await;
     let mut client = store::connect_direct(&stack.direct_url(&name))
         .await
         .unwrap();
@@ -93,10 +100,39 @@ pub async fn create_database(stack: &Stack) -> String {
         daemon_password: Some(SecretString::from("local")),
         ..Default::default()
     };
-    migrate::run(&mut client, &options)
+    run_migrations(&mut client, &options)
         .await
         .expect("migrations apply");
     name
+}
+
+/// [`migrate::run`], for tests that migrate databases concurrently. The
+/// daemon's role is shared by every database of the cluster, and two
+/// sessions setting its password at the same moment make one of them fail
+/// with "tuple concurrently updated"; that run is repeated (re-running is
+/// idempotent). Any other error is returned as is.
+pub async fn run_migrations(
+    client: &mut tokio_postgres::Client,
+    options: &MigrateOptions,
+) -> Result<Vec<migrate::Applied>, migrate::MigrateError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match migrate::run(client, options).await {
+            Err(error) if attempts < 5 && raced_on_shared_role(&error) => continue,
+            result => return result,
+        }
+    }
+}
+
+fn raced_on_shared_role(error: &migrate::MigrateError) -> bool {
+    const RACE: &str = "tuple concurrently updated";
+    match error {
+        migrate::MigrateError::Database(e) => {
+            e.as_db_error().is_some_and(|db| db.message() == RACE)
+        }
+        migrate::MigrateError::Migration(e) => e.to_string().contains(RACE),
+    }
 }
 
 /// A running daemon and what a test needs to talk to it.
@@ -133,6 +169,23 @@ pub async fn spawn_seeded_app_via(
     tweak: impl FnOnce(&mut ServeConfig),
 ) -> TestApp {
     spawn(Seed::Demo, Some(pooler_port), tweak).await
+}
+
+/// Spawns the daemon on `db_name`, an existing database already migrated
+/// with the daemon's password set (as [`create_database`] does), through the
+/// stack's PgBouncer, with the configuration adjusted by `tweak`.
+pub async fn spawn_app_on(
+    stack: Stack,
+    db_name: String,
+    tweak: impl FnOnce(&mut ServeConfig),
+) -> TestApp {
+    let mut config = ServeConfig::with_defaults(SecretString::from(
+        stack.pooled_url(stack.pgbouncer_port, &db_name),
+    ));
+    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    tweak(&mut config);
+    start(stack, db_name, config).await
 }
 
 #[derive(PartialEq)]

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod adoption;
 mod cli;
 mod failures;
 mod grpc_surface;
