@@ -13,13 +13,16 @@ use crate::{
     admin::{self, AdminState},
     api::CallRouterService,
     config::ServeConfig,
+    invalidation::{self, ListenerStatus},
     proto::{self, call_router_server::CallRouterServer},
-    routing::Router,
+    routing::{CacheSettings, RouteCache, Router},
     store::{PgStore, PoolSettings},
     telemetry,
 };
 
-type RouterService = CallRouterServer<CallRouterService<PgStore>>;
+/// What the router resolves through: the route cache in front of PostgreSQL.
+type AppResolver = Arc<RouteCache<PgStore>>;
+type RouterService = CallRouterServer<CallRouterService<AppResolver>>;
 
 /// A built, bound, not yet running Switchboard.
 pub struct Application {
@@ -90,7 +93,17 @@ impl Application {
         let grpc_addr = grpc_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
-        let router = Arc::new(Router::new(store.clone()));
+        let cache = Arc::new(RouteCache::new(
+            store.clone(),
+            CacheSettings {
+                capacity: config.cache_capacity,
+                ttl: config.cache_ttl,
+                negative_ttl: config.cache_negative_ttl,
+                unconfirmed_ttl: config.cache_unconfirmed_ttl,
+            },
+        ));
+        let listener_status = Arc::new(ListenerStatus::new());
+        let router = Arc::new(Router::new(cache.clone()));
         let service = CallRouterServer::new(CallRouterService::new(router, config.request_timeout))
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(config.max_message_bytes);
@@ -120,10 +133,17 @@ impl Application {
                     .context("gRPC server failed")
             }
         });
+        let mut listener: JoinHandle<()> = tokio::spawn(invalidation::run(
+            config.database_direct_url.expose_secret().to_string(),
+            cache,
+            listener_status.clone(),
+            stop_rx.clone(),
+        ));
         let mut admin: JoinHandle<anyhow::Result<()>> = tokio::spawn({
             let state = AdminState {
                 metrics: telemetry::metrics_handle(),
                 store,
+                listener: listener_status,
             };
             let stopped = stopped(stop_rx);
             async move {
@@ -138,6 +158,9 @@ impl Application {
             () = shutdown => {}
             result = &mut grpc => return Err(unexpected_stop("gRPC server", result)),
             result = &mut admin => return Err(unexpected_stop("admin server", result)),
+            result = &mut listener => {
+                return Err(unexpected_stop("invalidation listener", result.map(Ok)));
+            }
         }
 
         tracing::info!("shutting down: health NOT_SERVING, draining in-flight requests");
@@ -157,6 +180,9 @@ impl Application {
         match tokio::time::timeout(grace, &mut admin).await {
             Ok(result) => result.context("admin server task panicked")??,
             Err(_) => admin.abort(),
+        }
+        if tokio::time::timeout(grace, &mut listener).await.is_err() {
+            listener.abort();
         }
         tracing::info!("switchboard stopped");
         Ok(())

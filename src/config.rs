@@ -31,6 +31,18 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// How long shutdown waits for in-flight requests.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
 
+/// Numbers held in the route cache (L1). A million numbers take a few
+/// hundred megabytes at most.
+pub const DEFAULT_CACHE_CAPACITY: u64 = 1_000_000;
+/// Safety-net lifetime of a cached route; changes arrive by invalidation
+/// within milliseconds, the TTL only bounds the damage of a missed one.
+pub const DEFAULT_CACHE_TTL: &str = "5m";
+/// Lifetime of a cached "no such number".
+pub const DEFAULT_CACHE_NEGATIVE_TTL: &str = "5s";
+/// How long a cached route is trusted while the invalidation listener is
+/// disconnected.
+pub const DEFAULT_CACHE_UNCONFIRMED_TTL: &str = "2s";
+
 /// Exit status for invalid configuration (`EX_USAGE` from sysexits.h).
 pub const EXIT_BAD_CONFIG: i32 = 64;
 
@@ -83,6 +95,22 @@ pub struct ServeConfig {
     /// 6543, or PgBouncer): routing reads.
     #[arg(long, env = "DATABASE_URL", value_parser = secret, hide_env_values = true)]
     pub database_url: SecretString,
+    /// PostgreSQL URL of a direct (or session-mode) connection, never the
+    /// transaction pooler: the invalidation listener's `LISTEN`.
+    #[arg(long, env = "DATABASE_DIRECT_URL", value_parser = secret, hide_env_values = true)]
+    pub database_direct_url: SecretString,
+    /// Numbers held in the route cache.
+    #[arg(long, env = "SWITCHBOARD_CACHE_CAPACITY", default_value_t = DEFAULT_CACHE_CAPACITY)]
+    pub cache_capacity: u64,
+    /// Safety-net lifetime of a cached route.
+    #[arg(long, env = "SWITCHBOARD_CACHE_TTL", value_parser = duration, default_value = DEFAULT_CACHE_TTL)]
+    pub cache_ttl: Duration,
+    /// Lifetime of a cached "no such number".
+    #[arg(long, env = "SWITCHBOARD_CACHE_NEGATIVE_TTL", value_parser = duration, default_value = DEFAULT_CACHE_NEGATIVE_TTL)]
+    pub cache_negative_ttl: Duration,
+    /// How long cached routes are trusted while the invalidation listener is down.
+    #[arg(long, env = "SWITCHBOARD_CACHE_UNCONFIRMED_TTL", value_parser = duration, default_value = DEFAULT_CACHE_UNCONFIRMED_TTL)]
+    pub cache_unconfirmed_ttl: Duration,
     /// gRPC listen address.
     #[arg(long, env = "SWITCHBOARD_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR)]
     pub grpc_addr: SocketAddr,
@@ -114,9 +142,14 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     /// A configuration with every default, for tests and embedding.
-    pub fn with_defaults(database_url: SecretString) -> Self {
+    pub fn with_defaults(database_url: SecretString, database_direct_url: SecretString) -> Self {
         Self {
             database_url,
+            database_direct_url,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            cache_ttl: duration(DEFAULT_CACHE_TTL).expect("valid default"),
+            cache_negative_ttl: duration(DEFAULT_CACHE_NEGATIVE_TTL).expect("valid default"),
+            cache_unconfirmed_ttl: duration(DEFAULT_CACHE_UNCONFIRMED_TTL).expect("valid default"),
             grpc_addr: DEFAULT_GRPC_ADDR.parse().expect("valid default"),
             admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("valid default"),
             db_pool_size: DEFAULT_DB_POOL_SIZE,
@@ -139,10 +172,19 @@ impl ServeConfig {
             ("SWITCHBOARD_DB_CONNECT_TIMEOUT", self.db_connect_timeout),
             ("SWITCHBOARD_DB_QUERY_TIMEOUT", self.db_query_timeout),
             ("SWITCHBOARD_REQUEST_TIMEOUT", self.request_timeout),
+            ("SWITCHBOARD_CACHE_TTL", self.cache_ttl),
+            ("SWITCHBOARD_CACHE_NEGATIVE_TTL", self.cache_negative_ttl),
+            (
+                "SWITCHBOARD_CACHE_UNCONFIRMED_TTL",
+                self.cache_unconfirmed_ttl,
+            ),
         ] {
             if value.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
             }
+        }
+        if self.cache_capacity == 0 {
+            return Err("SWITCHBOARD_CACHE_CAPACITY must be at least 1".into());
         }
         if self.max_message_bytes < 1024 {
             return Err("SWITCHBOARD_MAX_MESSAGE_BYTES must be at least 1024".into());
@@ -293,20 +335,29 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        ServeConfig::with_defaults(SecretString::from("postgres://x@localhost/db"))
-            .validate()
-            .unwrap();
+        ServeConfig::with_defaults(
+            SecretString::from("postgres://x@localhost/db"),
+            SecretString::from("postgres://x@localhost/db"),
+        )
+        .validate()
+        .unwrap();
     }
 
     #[test]
     fn bad_values_are_rejected_with_the_variable_name() {
-        let mut config = ServeConfig::with_defaults(SecretString::from("postgres://x@h/db"));
+        let mut config = ServeConfig::with_defaults(
+            SecretString::from("postgres://x@h/db"),
+            SecretString::from("postgres://x@h/db"),
+        );
         config.db_pool_size = 0;
         assert!(config
             .validate()
             .unwrap_err()
             .contains("SWITCHBOARD_DB_POOL_SIZE"));
-        let mut config = ServeConfig::with_defaults(SecretString::from("postgres://x@h/db"));
+        let mut config = ServeConfig::with_defaults(
+            SecretString::from("postgres://x@h/db"),
+            SecretString::from("postgres://x@h/db"),
+        );
         config.db_query_timeout = Duration::ZERO;
         assert!(config
             .validate()

@@ -13,6 +13,7 @@
 //! Nothing here knows about gRPC or SQL: the API layer converts to and from
 //! protobuf, the store layer owns every query.
 
+mod cache;
 mod e164;
 
 use std::{future::Future, sync::Arc};
@@ -20,6 +21,7 @@ use std::{future::Future, sync::Arc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+pub use cache::{CacheSettings, Change, RouteCache};
 pub use e164::{NumberError, Region, E164, MAX_INPUT_BYTES};
 
 /// Longest accepted gateway call id (SIP Call-IDs, Twilio CallSids, ...).
@@ -109,6 +111,24 @@ pub trait Resolver: Send + Sync + 'static {
         org_id: Uuid,
         phone: &E164,
     ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send;
+}
+
+/// A shared resolver resolves like the one it shares.
+impl<R: Resolver> Resolver for Arc<R> {
+    fn resolve(
+        &self,
+        number: &E164,
+    ) -> impl Future<Output = Result<Option<Route>, ResolveError>> + Send {
+        (**self).resolve(number)
+    }
+
+    fn find_customer(
+        &self,
+        org_id: Uuid,
+        phone: &E164,
+    ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send {
+        (**self).find_customer(org_id, phone)
+    }
 }
 
 /// Which part of a route is switched off.

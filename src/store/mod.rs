@@ -6,6 +6,7 @@
 
 pub mod migrate;
 pub mod postgres;
+pub mod routing_changes;
 pub mod seed;
 
 pub use postgres::{PgStore, PoolSettings};

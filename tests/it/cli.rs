@@ -20,6 +20,7 @@ fn bad_configuration_exits_64_and_names_the_setting() {
         (
             &[
                 ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
+                ("DATABASE_DIRECT_URL", "postgres://x@127.0.0.1/db"),
                 ("SWITCHBOARD_DB_POOL_SIZE", "0"),
             ],
             "SWITCHBOARD_DB_POOL_SIZE",
@@ -27,6 +28,7 @@ fn bad_configuration_exits_64_and_names_the_setting() {
         (
             &[
                 ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
+                ("DATABASE_DIRECT_URL", "postgres://x@127.0.0.1/db"),
                 ("SWITCHBOARD_DB_QUERY_TIMEOUT", "soon"),
             ],
             "SWITCHBOARD_DB_QUERY_TIMEOUT",
@@ -34,6 +36,7 @@ fn bad_configuration_exits_64_and_names_the_setting() {
         (
             &[
                 ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
+                ("DATABASE_DIRECT_URL", "postgres://x@127.0.0.1/db"),
                 ("SWITCHBOARD_GRPC_ADDR", "everywhere"),
             ],
             "SWITCHBOARD_GRPC_ADDR",
@@ -59,6 +62,7 @@ fn secrets_are_not_echoed_in_errors() {
     let output = switchboard()
         .args(["serve"])
         .env("DATABASE_URL", "postgres://u:hunter2@127.0.0.1/db")
+        .env("DATABASE_DIRECT_URL", "postgres://u:hunter2@127.0.0.1/db")
         .env("SWITCHBOARD_DB_POOL_SIZE", "0")
         .output()
         .unwrap();

@@ -69,6 +69,14 @@ impl Stack {
         format!("postgres://postgres@{}:{}/{db}", self.pg_host, self.pg_port)
     }
 
+    /// The daemon's direct session (LISTEN): its own role, no pooler.
+    pub fn daemon_direct_url(&self, db: &str) -> String {
+        format!(
+            "postgres://{DAEMON_ROLE}@{}:{}/{db}",
+            self.pg_host, self.pg_port
+        )
+    }
+
     /// The daemon's view: its own least-privilege role, through a pooler.
     pub fn pooled_url(&self, port: u16, db: &str) -> String {
         format!("postgres://{DAEMON_ROLE}@{}:{port}/{db}", self.pg_host)
@@ -155,12 +163,26 @@ async fn spawn(
         store::seed::demo(&mut client).await.expect("seed");
     }
     let port = pooler_port.unwrap_or(stack.pgbouncer_port);
-    let mut config =
-        ServeConfig::with_defaults(SecretString::from(stack.pooled_url(port, &db_name)));
+    let mut config = ServeConfig::with_defaults(
+        SecretString::from(stack.pooled_url(port, &db_name)),
+        SecretString::from(stack.daemon_direct_url(&db_name)),
+    );
     config.grpc_addr = "127.0.0.1:0".parse().unwrap();
     config.admin_addr = "127.0.0.1:0".parse().unwrap();
     tweak(&mut config);
     start(stack, db_name, config).await
+}
+
+/// A second daemon on `other`'s database: another replica.
+pub async fn spawn_on(other: &TestApp) -> TestApp {
+    let stack = Stack::from_env();
+    let mut config = ServeConfig::with_defaults(
+        SecretString::from(stack.pooled_url(stack.pgbouncer_port, &other.db_name)),
+        SecretString::from(stack.daemon_direct_url(&other.db_name)),
+    );
+    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    start(stack, other.db_name.clone(), config).await
 }
 
 async fn start(stack: Stack, db_name: String, config: ServeConfig) -> TestApp {
@@ -176,6 +198,14 @@ async fn start(stack: Stack, db_name: String, config: ServeConfig) -> TestApp {
     let client = CallRouterClient::connect(format!("http://{grpc_addr}"))
         .await
         .expect("connect to the daemon");
+    // Like a load balancer: no traffic before /readyz says so (the route
+    // cache is trusted once the invalidation listener has connected).
+    eventually(
+        "the daemon reports ready",
+        Duration::from_secs(10),
+        || async move { http_get(admin_addr, "/readyz").await.0 == 200 },
+    )
+    .await;
     TestApp {
         grpc_addr,
         admin_addr,

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod cache;
 mod cli;
 mod failures;
 mod grpc_surface;

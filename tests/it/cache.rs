@@ -1,0 +1,216 @@
+//! The route cache kept fresh by the database's change log: every replica
+//! sees each kind of change within milliseconds, and a change committed
+//! while a replica's listener is down still reaches it.
+
+use std::time::{Duration, Instant};
+
+use switchboard::proto::{LookupNumberRequest, LookupNumberResponse};
+use tonic::transport::Channel;
+
+use crate::helpers::{eventually, spawn_on, spawn_seeded_app, spawn_seeded_app_with, TestApp};
+
+type Client = switchboard::proto::call_router_client::CallRouterClient<Channel>;
+
+async fn lookup(client: &mut Client, number: &str) -> LookupNumberResponse {
+    client
+        .lookup_number(LookupNumberRequest {
+            number: number.into(),
+            default_region: String::new(),
+        })
+        .await
+        .expect("lookup")
+        .into_inner()
+}
+
+/// Runs `change` and waits until every app's answer for `number` satisfies
+/// `applied`; returns the slowest replica's delay after the commit.
+async fn time_until_applied(
+    apps: &[&TestApp],
+    number: &str,
+    change: &str,
+    applied: impl Fn(&LookupNumberResponse) -> bool,
+) -> Duration {
+    let db = apps[0].direct().await;
+    db.batch_execute(change).await.expect(change);
+    let committed = Instant::now();
+    for app in apps {
+        let mut client = app.client.clone();
+        loop {
+            if applied(&lookup(&mut client, number).await) {
+                break;
+            }
+            // Far below the cache TTL (minutes): only the push invalidation
+            // can make this pass.
+            assert!(
+                committed.elapsed() < Duration::from_secs(2),
+                "{change} not applied"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+    committed.elapsed()
+}
+
+#[tokio::test]
+async fn every_kind_of_change_reaches_two_replicas() {
+    let first = spawn_seeded_app().await;
+    let second = spawn_on(&first).await;
+    let number = "+14155550142";
+    for app in [&first, &second] {
+        let mut client = app.client.clone();
+        assert_eq!(
+            lookup(&mut client, number)
+                .await
+                .route
+                .unwrap()
+                .agent
+                .unwrap()
+                .name,
+            "Leasing"
+        );
+    }
+    let apps = [&first, &second];
+    let agent_name = |r: &LookupNumberResponse| {
+        r.route
+            .as_ref()
+            .unwrap()
+            .agent
+            .as_ref()
+            .unwrap()
+            .name
+            .clone()
+    };
+    let org_name = |r: &LookupNumberResponse| {
+        r.route
+            .as_ref()
+            .unwrap()
+            .organization
+            .as_ref()
+            .unwrap()
+            .name
+            .clone()
+    };
+
+    let mut lags = Vec::new();
+    lags.push(
+        time_until_applied(
+            &apps,
+            number,
+            "update agents set name = 'Leasing desk' where id = '00000000-0000-4000-8000-00000000b002'",
+            |r| agent_name(r) == "Leasing desk",
+        )
+        .await,
+    );
+    lags.push(
+        time_until_applied(
+            &apps,
+            number,
+            "update organizations set name = 'Northwind Homes' where slug = 'northwind-realty'",
+            |r| org_name(r) == "Northwind Homes",
+        )
+        .await,
+    );
+    lags.push(
+        time_until_applied(
+            &apps,
+            number,
+            "update agents set is_active = true where name = 'After hours';
+             update phone_numbers set agent_id = '00000000-0000-4000-8000-00000000b003'
+              where number = '+14155550142'",
+            |r| agent_name(r) == "After hours",
+        )
+        .await,
+    );
+    // a new number: its cached "not found" must not outlive the insert
+    let unknown = "+14155550177";
+    let mut client = first.client.clone();
+    assert!(client
+        .lookup_number(LookupNumberRequest {
+            number: unknown.into(),
+            default_region: String::new()
+        })
+        .await
+        .is_err());
+    let db = first.direct().await;
+    db.batch_execute(
+        "insert into phone_numbers (org_id, agent_id, number) values
+         ('00000000-0000-4000-8000-00000000a001', '00000000-0000-4000-8000-00000000b001', '+14155550177')",
+    )
+    .await
+    .unwrap();
+    eventually(
+        "a new number is routable at once",
+        Duration::from_secs(2),
+        || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .lookup_number(LookupNumberRequest {
+                        number: unknown.into(),
+                        default_region: String::new(),
+                    })
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+    println!("invalidation lag (commit → both replicas answer anew): {lags:?}");
+}
+
+#[tokio::test]
+async fn a_change_committed_while_the_listener_is_down_is_replayed() {
+    // Entries stay trusted for an hour while unconfirmed: only the replay
+    // of the change log can bring the new value.
+    let app =
+        spawn_seeded_app_with(|config| config.cache_unconfirmed_ttl = Duration::from_secs(3600))
+            .await;
+    let mut client = app.client.clone();
+    let number = "+13125550100";
+    assert_eq!(
+        lookup(&mut client, number)
+            .await
+            .route
+            .unwrap()
+            .agent
+            .unwrap()
+            .name,
+        "Triage"
+    );
+
+    let db = app.direct().await;
+    let killed: i64 = db
+        .query_one(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity
+              where datname = current_database() and application_name = $1",
+            &[&switchboard::invalidation::APPLICATION_NAME],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "one listener session");
+    db.batch_execute("update agents set name = 'Night triage' where name = 'Triage'")
+        .await
+        .unwrap();
+
+    eventually(
+        "the change is applied after the listener reconnects",
+        Duration::from_secs(10),
+        || {
+            let mut client = client.clone();
+            async move {
+                lookup(&mut client, number)
+                    .await
+                    .route
+                    .unwrap()
+                    .agent
+                    .unwrap()
+                    .name
+                    == "Night triage"
+            }
+        },
+    )
+    .await;
+    let (code, body) = app.admin_get("/readyz").await;
+    assert_eq!(code, 200, "{body}");
+}
