@@ -2,7 +2,7 @@
 //! then run until a shutdown signal. `main` and the integration tests drive
 //! the same code; tests bind port 0 and stop it with their own signal.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
@@ -16,12 +16,16 @@ use crate::{
     invalidation::{self, ListenerStatus},
     proto::{self, call_router_server::CallRouterServer},
     routing::{CacheSettings, RouteCache, Router},
-    store::{PgStore, PoolSettings},
+    store::{
+        redis::{RedisSettings, RedisTier},
+        PgStore, PoolSettings,
+    },
     telemetry,
 };
 
-/// What the router resolves through: the route cache in front of PostgreSQL.
-type AppResolver = Arc<RouteCache<PgStore>>;
+/// What the router resolves through: L1 (in process) → L2 (Redis) → L3
+/// (PostgreSQL).
+type AppResolver = Arc<RouteCache<RedisTier<PgStore>>>;
 type RouterService = CallRouterServer<CallRouterService<AppResolver>>;
 
 /// A built, bound, not yet running Switchboard.
@@ -93,8 +97,24 @@ impl Application {
         let grpc_addr = grpc_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
-        let cache = Arc::new(RouteCache::new(
+        let l2 = RedisTier::new(
+            config.redis_url.expose_secret(),
             store.clone(),
+            RedisSettings {
+                ttl: config.redis_ttl,
+                negative_ttl: config.cache_negative_ttl,
+                timeout: config.redis_timeout,
+                // outlives any load: checkout, connect and query are bounded
+                tombstone_ttl: config.db_pool_wait
+                    + config.db_connect_timeout
+                    + config.db_query_timeout
+                    + Duration::from_secs(1),
+                key_prefix: config.redis_key_prefix.clone(),
+            },
+        )
+        .map_err(anyhow::Error::msg)?;
+        let cache = Arc::new(RouteCache::new(
+            l2,
             CacheSettings {
                 capacity: config.cache_capacity,
                 ttl: config.cache_ttl,

@@ -43,6 +43,14 @@ pub const DEFAULT_CACHE_NEGATIVE_TTL: &str = "5s";
 /// disconnected.
 pub const DEFAULT_CACHE_UNCONFIRMED_TTL: &str = "2s";
 
+/// Longest wait for one Redis command before falling through to PostgreSQL.
+/// A healthy Redis answers in well under a millisecond.
+pub const DEFAULT_REDIS_TIMEOUT: &str = "5ms";
+/// Namespace of Switchboard's Redis keys.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "switchboard";
+/// Lifetime of a route part in Redis (L2).
+pub const DEFAULT_REDIS_TTL: &str = "5m";
+
 /// Exit status for invalid configuration (`EX_USAGE` from sysexits.h).
 pub const EXIT_BAD_CONFIG: i32 = 64;
 
@@ -99,6 +107,19 @@ pub struct ServeConfig {
     /// transaction pooler: the invalidation listener's `LISTEN`.
     #[arg(long, env = "DATABASE_DIRECT_URL", value_parser = secret, hide_env_values = true)]
     pub database_direct_url: SecretString,
+    /// Redis URL: the route cache shared by all replicas (L2).
+    #[arg(long, env = "REDIS_URL", value_parser = secret, hide_env_values = true)]
+    pub redis_url: SecretString,
+    /// Longest wait for one Redis command.
+    #[arg(long, env = "SWITCHBOARD_REDIS_TIMEOUT", value_parser = duration, default_value = DEFAULT_REDIS_TIMEOUT)]
+    pub redis_timeout: Duration,
+    /// Lifetime of a route part in Redis.
+    #[arg(long, env = "SWITCHBOARD_REDIS_TTL", value_parser = duration, default_value = DEFAULT_REDIS_TTL)]
+    pub redis_ttl: Duration,
+    /// Namespace of Switchboard's Redis keys (several deployments may share
+    /// one Redis).
+    #[arg(long, env = "SWITCHBOARD_REDIS_KEY_PREFIX", default_value = DEFAULT_REDIS_KEY_PREFIX)]
+    pub redis_key_prefix: String,
     /// Numbers held in the route cache.
     #[arg(long, env = "SWITCHBOARD_CACHE_CAPACITY", default_value_t = DEFAULT_CACHE_CAPACITY)]
     pub cache_capacity: u64,
@@ -142,10 +163,18 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     /// A configuration with every default, for tests and embedding.
-    pub fn with_defaults(database_url: SecretString, database_direct_url: SecretString) -> Self {
+    pub fn with_defaults(
+        database_url: SecretString,
+        database_direct_url: SecretString,
+        redis_url: SecretString,
+    ) -> Self {
         Self {
             database_url,
             database_direct_url,
+            redis_url,
+            redis_timeout: duration(DEFAULT_REDIS_TIMEOUT).expect("valid default"),
+            redis_ttl: duration(DEFAULT_REDIS_TTL).expect("valid default"),
+            redis_key_prefix: DEFAULT_REDIS_KEY_PREFIX.to_string(),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             cache_ttl: duration(DEFAULT_CACHE_TTL).expect("valid default"),
             cache_negative_ttl: duration(DEFAULT_CACHE_NEGATIVE_TTL).expect("valid default"),
@@ -173,6 +202,8 @@ impl ServeConfig {
             ("SWITCHBOARD_DB_QUERY_TIMEOUT", self.db_query_timeout),
             ("SWITCHBOARD_REQUEST_TIMEOUT", self.request_timeout),
             ("SWITCHBOARD_CACHE_TTL", self.cache_ttl),
+            ("SWITCHBOARD_REDIS_TIMEOUT", self.redis_timeout),
+            ("SWITCHBOARD_REDIS_TTL", self.redis_ttl),
             ("SWITCHBOARD_CACHE_NEGATIVE_TTL", self.cache_negative_ttl),
             (
                 "SWITCHBOARD_CACHE_UNCONFIRMED_TTL",
@@ -333,31 +364,28 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn defaults() -> ServeConfig {
+        ServeConfig::with_defaults(
+            SecretString::from("postgres://x@h/db"),
+            SecretString::from("postgres://x@h/db"),
+            SecretString::from("redis://h/"),
+        )
+    }
+
     #[test]
     fn defaults_are_valid() {
-        ServeConfig::with_defaults(
-            SecretString::from("postgres://x@localhost/db"),
-            SecretString::from("postgres://x@localhost/db"),
-        )
-        .validate()
-        .unwrap();
+        defaults().validate().unwrap();
     }
 
     #[test]
     fn bad_values_are_rejected_with_the_variable_name() {
-        let mut config = ServeConfig::with_defaults(
-            SecretString::from("postgres://x@h/db"),
-            SecretString::from("postgres://x@h/db"),
-        );
+        let mut config = defaults();
         config.db_pool_size = 0;
         assert!(config
             .validate()
             .unwrap_err()
             .contains("SWITCHBOARD_DB_POOL_SIZE"));
-        let mut config = ServeConfig::with_defaults(
-            SecretString::from("postgres://x@h/db"),
-            SecretString::from("postgres://x@h/db"),
-        );
+        let mut config = defaults();
         config.db_query_timeout = Duration::ZERO;
         assert!(config
             .validate()

@@ -155,8 +155,12 @@ impl<R: Resolver> RouteCache<R> {
         &self.inner
     }
 
-    /// Evicts what `change` affects.
+    /// Evicts what `change` affects, here and in the tiers below (first
+    /// below, so a reload after the L1 eviction cannot find the old value
+    /// in L2).
     pub async fn apply(&self, change: &Change) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.invalidate(change).await;
         self.generation.fetch_add(1, Ordering::AcqRel);
         match change {
             Change::Number(number) => self.numbers.invalidate(number).await,

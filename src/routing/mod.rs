@@ -18,6 +18,7 @@ mod e164;
 
 use std::{future::Future, sync::Arc};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -43,7 +44,7 @@ pub struct Route {
 }
 
 /// A tenant.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Organization {
     pub id: Uuid,
     /// URL-safe unique name.
@@ -58,7 +59,7 @@ pub struct Organization {
 }
 
 /// An AI phone agent.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Agent {
     pub id: Uuid,
     pub name: String,
@@ -111,6 +112,13 @@ pub trait Resolver: Send + Sync + 'static {
         org_id: Uuid,
         phone: &E164,
     ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send;
+
+    /// Forgets what `change` affects, in this tier and the ones below it.
+    /// Tiers that keep nothing need not implement it.
+    fn invalidate(&self, change: &Change) -> impl Future<Output = ()> + Send {
+        let _ = change;
+        async {}
+    }
 }
 
 /// A shared resolver resolves like the one it shares.
@@ -128,6 +136,10 @@ impl<R: Resolver> Resolver for Arc<R> {
         phone: &E164,
     ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send {
         (**self).find_customer(org_id, phone)
+    }
+
+    fn invalidate(&self, change: &Change) -> impl Future<Output = ()> + Send {
+        (**self).invalidate(change)
     }
 }
 

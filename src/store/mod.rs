@@ -6,6 +6,7 @@
 
 pub mod migrate;
 pub mod postgres;
+pub mod redis;
 pub mod routing_changes;
 pub mod seed;
 

@@ -21,6 +21,7 @@ fn bad_configuration_exits_64_and_names_the_setting() {
             &[
                 ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
                 ("DATABASE_DIRECT_URL", "postgres://x@127.0.0.1/db"),
+                ("REDIS_URL", "redis://127.0.0.1/"),
                 ("SWITCHBOARD_DB_POOL_SIZE", "0"),
             ],
             "SWITCHBOARD_DB_POOL_SIZE",
@@ -29,6 +30,7 @@ fn bad_configuration_exits_64_and_names_the_setting() {
             &[
                 ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
                 ("DATABASE_DIRECT_URL", "postgres://x@127.0.0.1/db"),
+                ("REDIS_URL", "redis://127.0.0.1/"),
                 ("SWITCHBOARD_DB_QUERY_TIMEOUT", "soon"),
             ],
             "SWITCHBOARD_DB_QUERY_TIMEOUT",
@@ -37,6 +39,7 @@ fn bad_configuration_exits_64_and_names_the_setting() {
             &[
                 ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
                 ("DATABASE_DIRECT_URL", "postgres://x@127.0.0.1/db"),
+                ("REDIS_URL", "redis://127.0.0.1/"),
                 ("SWITCHBOARD_GRPC_ADDR", "everywhere"),
             ],
             "SWITCHBOARD_GRPC_ADDR",
@@ -63,6 +66,7 @@ fn secrets_are_not_echoed_in_errors() {
         .args(["serve"])
         .env("DATABASE_URL", "postgres://u:hunter2@127.0.0.1/db")
         .env("DATABASE_DIRECT_URL", "postgres://u:hunter2@127.0.0.1/db")
+        .env("REDIS_URL", "redis://:hunter2@127.0.0.1/")
         .env("SWITCHBOARD_DB_POOL_SIZE", "0")
         .output()
         .unwrap();

@@ -39,6 +39,7 @@ pub struct Stack {
     /// OS user PgBouncer must run as (it refuses root), if any.
     pub run_as: Option<String>,
     pub state_dir: PathBuf,
+    pub redis_url: String,
 }
 
 fn env(name: &str) -> String {
@@ -62,6 +63,7 @@ impl Stack {
             pgbouncer_bin: env("SWITCHBOARD_TEST_PGBOUNCER_BIN"),
             run_as: (!run_as.is_empty()).then_some(run_as),
             state_dir: PathBuf::from(env("SWITCHBOARD_STACK_DIR")),
+            redis_url: env("REDIS_URL"),
         }
     }
 
@@ -166,6 +168,7 @@ async fn spawn(
     let mut config = ServeConfig::with_defaults(
         SecretString::from(stack.pooled_url(port, &db_name)),
         SecretString::from(stack.daemon_direct_url(&db_name)),
+        SecretString::from(stack.redis_url.clone()),
     );
     config.grpc_addr = "127.0.0.1:0".parse().unwrap();
     config.admin_addr = "127.0.0.1:0".parse().unwrap();
@@ -179,13 +182,16 @@ pub async fn spawn_on(other: &TestApp) -> TestApp {
     let mut config = ServeConfig::with_defaults(
         SecretString::from(stack.pooled_url(stack.pgbouncer_port, &other.db_name)),
         SecretString::from(stack.daemon_direct_url(&other.db_name)),
+        SecretString::from(stack.redis_url.clone()),
     );
     config.grpc_addr = "127.0.0.1:0".parse().unwrap();
     config.admin_addr = "127.0.0.1:0".parse().unwrap();
     start(stack, other.db_name.clone(), config).await
 }
 
-async fn start(stack: Stack, db_name: String, config: ServeConfig) -> TestApp {
+async fn start(stack: Stack, db_name: String, mut config: ServeConfig) -> TestApp {
+    // every test database is its own deployment, with its own Redis keys
+    config.redis_key_prefix = db_name.clone();
     let app = Application::build(config)
         .await
         .expect("application builds");
