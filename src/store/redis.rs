@@ -74,18 +74,25 @@ pub struct RedisTier<R> {
 }
 
 impl<R: Resolver> RedisTier<R> {
-    /// Does not connect: the connection is opened in the background on first
-    /// use, so the daemon starts (and serves from PostgreSQL) without Redis.
+    /// Does not wait for Redis: the connection is opened in the background
+    /// (and retried on use), so the daemon starts, and serves from
+    /// PostgreSQL, without it. Once open, the multiplexed connection
+    /// reconnects by itself.
     pub fn new(redis_url: &str, inner: R, settings: RedisSettings) -> Result<Self, String> {
         let client = redis::Client::open(redis_url)
             .map_err(|e| format!("REDIS_URL is not a valid Redis URL: {e}"))?;
-        Ok(Self {
+        let tier = Self {
             inner: Arc::new(inner),
             client,
             connection: Arc::new(OnceCell::new()),
             connecting: Arc::new(AtomicBool::new(false)),
             settings,
-        })
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // start connecting now rather than on the first call
+            tier.connection();
+        }
+        Ok(tier)
     }
 
     pub fn inner(&self) -> &R {
@@ -112,6 +119,7 @@ impl<R: Resolver> RedisTier<R> {
                 match ConnectionManager::new_with_config(client, config).await {
                     Ok(connection) => {
                         let _ = cell.set(connection);
+                        metrics::gauge!("switchboard_redis_connected").set(1.0);
                         tracing::info!("connected to Redis");
                     }
                     Err(error) => {

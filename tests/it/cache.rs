@@ -214,3 +214,81 @@ async fn a_change_committed_while_the_listener_is_down_is_replayed() {
     let (code, body) = app.admin_get("/readyz").await;
     assert_eq!(code, 200, "{body}");
 }
+
+/// L2 is shared: a route one replica read from PostgreSQL is served to
+/// another replica from Redis even when that replica cannot reach
+/// PostgreSQL at all.
+#[tokio::test]
+async fn a_second_replica_is_served_from_redis() {
+    let first = spawn_seeded_app().await;
+    let mut client = first.client.clone();
+    lookup(&mut client, "+13125550100").await;
+
+    let stack = crate::helpers::Stack::from_env();
+    let mut bouncer = crate::helpers::PrivateBouncer::start(&stack).await;
+    let second = crate::helpers::spawn_on_via(&first, bouncer.port).await;
+    bouncer.kill();
+    // the first replica fills Redis off its call path: wait for it
+    let client = second.client.clone();
+    eventually(
+        "the second replica answers from Redis",
+        Duration::from_secs(5),
+        || {
+            let mut client = client.clone();
+            async move {
+                let reply = client
+                    .lookup_number(LookupNumberRequest {
+                        number: "+13125550100".into(),
+                        default_region: String::new(),
+                    })
+                    .await;
+                reply.is_ok_and(|r| r.into_inner().route.unwrap().agent.unwrap().name == "Triage")
+            }
+        },
+    )
+    .await;
+    let (_, metrics) = second.admin_get("/metrics").await;
+    assert!(
+        metrics.contains(r#"switchboard_cache_hits_total{tier="l2"}"#),
+        "{metrics}"
+    );
+}
+
+/// Redis going away costs latency, never a call.
+#[tokio::test]
+async fn calls_keep_routing_when_redis_dies() {
+    let mut redis = crate::helpers::PrivateRedis::start().await;
+    let url = redis.url();
+    let app = spawn_seeded_app_with(move |config| {
+        config.redis_url = secrecy::SecretString::from(url);
+        config.cache_capacity = 1; // keep L1 small so lookups reach L2
+    })
+    .await;
+    let mut client = app.client.clone();
+    let numbers = [
+        "+14155550100",
+        "+14155550142",
+        "+13125550100",
+        "+442079460123",
+    ];
+    for number in numbers {
+        lookup(&mut client, number).await;
+    }
+    redis.kill();
+    for _ in 0..5 {
+        for number in numbers {
+            let reply = client
+                .lookup_number(LookupNumberRequest {
+                    number: number.into(),
+                    default_region: String::new(),
+                })
+                .await;
+            assert!(reply.is_ok(), "{number} failed with Redis down: {reply:?}");
+        }
+    }
+    let (_, metrics) = app.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("switchboard_redis_fallbacks_total"),
+        "{metrics}"
+    );
+}

@@ -178,9 +178,15 @@ async fn spawn(
 
 /// A second daemon on `other`'s database: another replica.
 pub async fn spawn_on(other: &TestApp) -> TestApp {
+    let port = Stack::from_env().pgbouncer_port;
+    spawn_on_via(other, port).await
+}
+
+/// Another replica on `other`'s database, through the pooler on `pooler_port`.
+pub async fn spawn_on_via(other: &TestApp, pooler_port: u16) -> TestApp {
     let stack = Stack::from_env();
     let mut config = ServeConfig::with_defaults(
-        SecretString::from(stack.pooled_url(stack.pgbouncer_port, &other.db_name)),
+        SecretString::from(stack.pooled_url(pooler_port, &other.db_name)),
         SecretString::from(stack.daemon_direct_url(&other.db_name)),
         SecretString::from(stack.redis_url.clone()),
     );
@@ -423,4 +429,63 @@ fn os_user_ids(user: &str) -> (u32, u32) {
             .expect("numeric id")
     };
     (id("-u"), id("-g"))
+}
+
+/// A Redis of this test's own, which it may kill.
+pub struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        eventually(
+            "private redis accepting connections",
+            Duration::from_secs(10),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
