@@ -120,6 +120,7 @@ impl Application {
                 ttl: config.cache_ttl,
                 negative_ttl: config.cache_negative_ttl,
                 unconfirmed_ttl: config.cache_unconfirmed_ttl,
+                max_stale: config.cache_max_stale,
             },
         ));
         let listener_status = Arc::new(ListenerStatus::new());

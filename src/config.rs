@@ -43,6 +43,8 @@ pub const DEFAULT_CACHE_NEGATIVE_TTL: &str = "5s";
 /// disconnected.
 pub const DEFAULT_CACHE_UNCONFIRMED_TTL: &str = "2s";
 
+/// Oldest cached route served while the database cannot be read.
+pub const DEFAULT_CACHE_MAX_STALE: &str = "30m";
 /// Longest wait for one Redis command before falling through to PostgreSQL.
 /// A healthy Redis answers in well under a millisecond.
 pub const DEFAULT_REDIS_TIMEOUT: &str = "5ms";
@@ -70,7 +72,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: gRPC routing API and admin HTTP listener.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Apply pending database migrations (direct connection), then exit.
     Migrate(MigrateArgs),
     /// Load a data set into the database (direct connection), then exit.
@@ -132,6 +134,10 @@ pub struct ServeConfig {
     /// How long cached routes are trusted while the invalidation listener is down.
     #[arg(long, env = "SWITCHBOARD_CACHE_UNCONFIRMED_TTL", value_parser = duration, default_value = DEFAULT_CACHE_UNCONFIRMED_TTL)]
     pub cache_unconfirmed_ttl: Duration,
+    /// Oldest cached route served while the database cannot be read
+    /// (stale-if-error); uncached numbers get UNAVAILABLE meanwhile.
+    #[arg(long, env = "SWITCHBOARD_CACHE_MAX_STALE", value_parser = duration, default_value = DEFAULT_CACHE_MAX_STALE)]
+    pub cache_max_stale: Duration,
     /// gRPC listen address.
     #[arg(long, env = "SWITCHBOARD_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR)]
     pub grpc_addr: SocketAddr,
@@ -179,6 +185,7 @@ impl ServeConfig {
             cache_ttl: duration(DEFAULT_CACHE_TTL).expect("valid default"),
             cache_negative_ttl: duration(DEFAULT_CACHE_NEGATIVE_TTL).expect("valid default"),
             cache_unconfirmed_ttl: duration(DEFAULT_CACHE_UNCONFIRMED_TTL).expect("valid default"),
+            cache_max_stale: duration(DEFAULT_CACHE_MAX_STALE).expect("valid default"),
             grpc_addr: DEFAULT_GRPC_ADDR.parse().expect("valid default"),
             admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("valid default"),
             db_pool_size: DEFAULT_DB_POOL_SIZE,

@@ -42,7 +42,14 @@ pub struct CacheSettings {
     pub negative_ttl: Duration,
     /// How long an entry is trusted while the invalidation feed is down.
     pub unconfirmed_ttl: Duration,
+    /// Oldest entry served when the source cannot be read (stale-if-error);
+    /// past it, the caller gets the source's error.
+    pub max_stale: Duration,
 }
+
+/// After a failed refresh, a stale entry is served without retrying the
+/// source for this long, so an outage does not cost every call a timeout.
+const STALE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// One change from the routing change log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,12 +72,29 @@ struct Binding {
 struct Entry<T> {
     value: T,
     loaded_at: Instant,
+    /// Set on a stale entry kept after a failed refresh: no new refresh
+    /// before this instant.
+    retry_after: Option<Instant>,
+}
+
+impl<T> Entry<T> {
+    fn new(value: T, loaded_at: Instant) -> Self {
+        Self {
+            value,
+            loaded_at,
+            retry_after: None,
+        }
+    }
 }
 
 /// What L1 alone knows about a number.
 enum Lookup {
     /// Every part cached and trusted; `None` is a cached "no such number".
     Hit(Option<Route>),
+    /// Every part cached, but past its TTL or unconfirmed: refresh it, and
+    /// serve this copy if the refresh fails. `true` when a refresh failed
+    /// moments ago and must not be retried yet.
+    Stale(Route, bool),
     Miss,
     /// The binding is cached, its agent or organization is not.
     Partial,
@@ -88,7 +112,8 @@ enum LoadError {
 
 /// Negative entries expire after `negative_ttl`, positive ones after `ttl`.
 struct BindingExpiry {
-    ttl: Duration,
+    /// Positive entries: kept (for stale-if-error) up to the maximum age.
+    max_age: Duration,
     negative_ttl: Duration,
 }
 
@@ -100,7 +125,7 @@ impl Expiry<E164, Entry<Option<Binding>>> for BindingExpiry {
         _now: Instant,
     ) -> Option<Duration> {
         Some(if entry.value.is_some() {
-            self.ttl
+            self.max_age
         } else {
             self.negative_ttl
         })
@@ -125,17 +150,17 @@ impl<R: Resolver> RouteCache<R> {
         let numbers = Cache::builder()
             .max_capacity(settings.capacity)
             .expire_after(BindingExpiry {
-                ttl: settings.ttl,
+                max_age: settings.max_stale.max(settings.ttl),
                 negative_ttl: settings.negative_ttl,
             })
             .build();
         let agents = Cache::builder()
             .max_capacity(settings.capacity)
-            .time_to_live(settings.ttl)
+            .time_to_live(settings.max_stale.max(settings.ttl))
             .build();
         let organizations = Cache::builder()
             .max_capacity(settings.capacity)
-            .time_to_live(settings.ttl)
+            .time_to_live(settings.max_stale.max(settings.ttl))
             .build();
         Self {
             inner,
@@ -193,37 +218,44 @@ impl<R: Resolver> RouteCache<R> {
         self.len() == 0
     }
 
-    fn trusted<T>(&self, entry: &Entry<T>) -> bool {
-        self.confirmed.load(Ordering::Acquire)
-            || entry.loaded_at.elapsed() < self.settings.unconfirmed_ttl
+    /// Fresh: within its TTL, and confirmed by a live invalidation feed (or
+    /// younger than `unconfirmed_ttl`).
+    fn fresh<T>(&self, entry: &Entry<T>) -> bool {
+        let age = entry.loaded_at.elapsed();
+        age < self.settings.ttl
+            && (self.confirmed.load(Ordering::Acquire) || age < self.settings.unconfirmed_ttl)
     }
 
     /// The route from L1 alone.
     async fn cached(&self, number: &E164) -> Lookup {
-        let Some(binding) = self.numbers.get(number).await.filter(|e| self.trusted(e)) else {
+        let Some(binding) = self.numbers.get(number).await else {
             return Lookup::Miss;
         };
-        let Some(binding) = binding.value else {
-            return Lookup::Hit(None);
+        let Some(bound) = &binding.value else {
+            // unknown numbers: never served past their own short TTL
+            return if self.fresh(&binding) {
+                Lookup::Hit(None)
+            } else {
+                Lookup::Miss
+            };
         };
-        let agent = self
-            .agents
-            .get(&binding.agent_id)
-            .await
-            .filter(|e| self.trusted(e));
-        let org = self
-            .organizations
-            .get(&binding.org_id)
-            .await
-            .filter(|e| self.trusted(e));
-        match (agent, org) {
-            (Some(agent), Some(org)) => Lookup::Hit(Some(Route {
-                number: number.clone(),
-                number_active: binding.number_active,
-                organization: org.value,
-                agent: agent.value,
-            })),
-            _ => Lookup::Partial,
+        let agent = self.agents.get(&bound.agent_id).await;
+        let org = self.organizations.get(&bound.org_id).await;
+        let (Some(agent), Some(org)) = (agent, org) else {
+            return Lookup::Partial;
+        };
+        let all_fresh = self.fresh(&binding) && self.fresh(&agent) && self.fresh(&org);
+        let route = Route {
+            number: number.clone(),
+            number_active: bound.number_active,
+            organization: org.value,
+            agent: agent.value,
+        };
+        if all_fresh {
+            Lookup::Hit(Some(route))
+        } else {
+            let backing_off = binding.retry_after.is_some_and(|t| Instant::now() < t);
+            Lookup::Stale(route, backing_off)
         }
     }
 
@@ -254,28 +286,13 @@ impl<R: Resolver> RouteCache<R> {
                 });
                 if let Some((binding, agent, org)) = &binding {
                     self.agents
-                        .insert(
-                            binding.agent_id,
-                            Entry {
-                                value: agent.clone(),
-                                loaded_at,
-                            },
-                        )
+                        .insert(binding.agent_id, Entry::new(agent.clone(), loaded_at))
                         .await;
                     self.organizations
-                        .insert(
-                            binding.org_id,
-                            Entry {
-                                value: org.clone(),
-                                loaded_at,
-                            },
-                        )
+                        .insert(binding.org_id, Entry::new(org.clone(), loaded_at))
                         .await;
                 }
-                Ok(Entry {
-                    value: binding.map(|(b, _, _)| b),
-                    loaded_at,
-                })
+                Ok(Entry::new(binding.map(|(b, _, _)| b), loaded_at))
             })
             .await;
         let route = match loaded {
@@ -296,7 +313,9 @@ impl<R: Resolver> RouteCache<R> {
             // Assemble from what was just cached; if a change evicted a
             // part in the meantime, ask the source directly.
             None => match self.cached(number).await {
+                // just loaded: current even where a zero TTL calls it stale
                 Lookup::Hit(route) => Ok(route),
+                Lookup::Stale(route, _) => Ok(Some(route)),
                 Lookup::Miss | Lookup::Partial => self.inner.resolve(number).await,
             },
         }
@@ -306,24 +325,56 @@ impl<R: Resolver> RouteCache<R> {
 impl<R: Resolver> Resolver for RouteCache<R> {
     async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
         let started = Instant::now();
-        match self.cached(number).await {
+        let stale = match self.cached(number).await {
             Lookup::Hit(route) => {
                 metrics::counter!("switchboard_cache_hits_total", "tier" => "l1").increment(1);
                 metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "l1")
                     .record(started.elapsed().as_secs_f64());
                 return Ok(route);
             }
-            Lookup::Miss => {}
+            Lookup::Stale(route, true) => {
+                // a refresh failed moments ago: do not queue behind another
+                serve_stale(number);
+                return Ok(Some(route));
+            }
+            Lookup::Miss => None,
             // The binding is cached but its agent or org was evicted by a
-            // change: reload the route whole (one joined query refills all
-            // three parts).
-            Lookup::Partial => self.numbers.invalidate(number).await,
-        }
+            // change, or the entry is due a refresh: reload the route whole
+            // (one joined query refills all three parts).
+            Lookup::Partial => {
+                self.numbers.invalidate(number).await;
+                None
+            }
+            Lookup::Stale(route, false) => {
+                let binding = self.numbers.get(number).await;
+                self.numbers.invalidate(number).await;
+                Some((route, binding))
+            }
+        };
         metrics::counter!("switchboard_cache_misses_total", "tier" => "l1").increment(1);
+        let generation = self.generation.load(Ordering::Acquire);
         let result = self.load(number).await;
         metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "source")
             .record(started.elapsed().as_secs_f64());
-        result
+        match (result, stale) {
+            // Stale-if-error: the source is unreachable, the copy is within
+            // the maximum age. Keep it, and do not retry for a moment.
+            (
+                Err(ResolveError::Timeout(_) | ResolveError::Unavailable(_)),
+                Some((route, Some(binding))),
+            ) if binding.loaded_at.elapsed() < self.settings.max_stale => {
+                if self.generation.load(Ordering::Acquire) == generation {
+                    let kept = Entry {
+                        retry_after: Some(Instant::now() + STALE_RETRY_AFTER),
+                        ..binding
+                    };
+                    self.numbers.insert(number.clone(), kept).await;
+                }
+                serve_stale(number);
+                Ok(Some(route))
+            }
+            (result, _) => result,
+        }
     }
 
     /// Customers are looked up once per call, not per hot number: not cached.
@@ -334,6 +385,11 @@ impl<R: Resolver> Resolver for RouteCache<R> {
     ) -> Result<Option<Customer>, ResolveError> {
         self.inner.find_customer(org_id, phone).await
     }
+}
+
+fn serve_stale(number: &E164) {
+    metrics::counter!("switchboard_cache_stale_served_total").increment(1);
+    tracing::warn!(%number, "routing data unavailable; serving a stale cached route");
 }
 
 #[cfg(test)]
@@ -353,6 +409,8 @@ mod tests {
     struct Table {
         routes: Mutex<Vec<Route>>,
         reads: AtomicUsize,
+        /// When set, reads fail as if the database were down.
+        down: std::sync::atomic::AtomicBool,
         gate: Option<Arc<Notify>>,
         entered: Arc<Notify>,
     }
@@ -360,6 +418,9 @@ mod tests {
     impl Resolver for Table {
         async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
             self.reads.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(ResolveError::Unavailable("connection refused".into()));
+            }
             let found = self
                 .routes
                 .lock()
@@ -407,6 +468,7 @@ mod tests {
             ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(60),
             unconfirmed_ttl: Duration::from_secs(60),
+            max_stale: Duration::from_secs(600),
         }
     }
 
@@ -561,5 +623,54 @@ mod tests {
             2,
             "unconfirmed entry reread"
         );
+    }
+
+    #[tokio::test]
+    async fn stale_routes_are_served_while_the_source_is_down_up_to_the_maximum_age() {
+        let table = Table::default();
+        table
+            .routes
+            .lock()
+            .unwrap()
+            .push(route("+14155550100", "Reception"));
+        // every entry is due a refresh at once
+        let cache = RouteCache::new(
+            table,
+            CacheSettings {
+                ttl: Duration::ZERO,
+                ..settings()
+            },
+        );
+        cache.set_confirmed(true);
+        cache.resolve(&number()).await.unwrap();
+        cache.inner().down.store(true, Ordering::SeqCst);
+
+        let stale = cache.resolve(&number()).await.unwrap().unwrap();
+        assert_eq!(stale.agent.name, "Reception");
+        let reads = cache.inner().reads.load(Ordering::SeqCst);
+        assert_eq!(reads, 2, "the refresh was tried");
+        // within the back-off the source is not tried again
+        cache.resolve(&number()).await.unwrap().unwrap();
+        assert_eq!(cache.inner().reads.load(Ordering::SeqCst), reads);
+
+        // past the maximum age: the source's error
+        let strict = RouteCache::new(
+            Table::default(),
+            CacheSettings {
+                ttl: Duration::ZERO,
+                max_stale: Duration::ZERO,
+                ..settings()
+            },
+        );
+        strict
+            .inner()
+            .routes
+            .lock()
+            .unwrap()
+            .push(route("+14155550100", "Reception"));
+        strict.set_confirmed(true);
+        strict.resolve(&number()).await.unwrap();
+        strict.inner().down.store(true, Ordering::SeqCst);
+        assert!(strict.resolve(&number()).await.is_err());
     }
 }

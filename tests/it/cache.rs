@@ -211,8 +211,13 @@ async fn a_change_committed_while_the_listener_is_down_is_replayed() {
         },
     )
     .await;
-    let (code, body) = app.admin_get("/readyz").await;
-    assert_eq!(code, 200, "{body}");
+    let admin = app.admin_addr;
+    eventually(
+        "ready again after the reconnect",
+        Duration::from_secs(5),
+        || async move { crate::helpers::http_get(admin, "/readyz").await.0 == 200 },
+    )
+    .await;
 }
 
 /// L2 is shared: a route one replica read from PostgreSQL is served to
@@ -261,7 +266,7 @@ async fn calls_keep_routing_when_redis_dies() {
     let url = redis.url();
     let app = spawn_seeded_app_with(move |config| {
         config.redis_url = secrecy::SecretString::from(url);
-        config.cache_capacity = 1; // keep L1 small so lookups reach L2
+        config.cache_ttl = Duration::from_millis(1); // every lookup refreshes through L2
     })
     .await;
     let mut client = app.client.clone();
@@ -291,4 +296,47 @@ async fn calls_keep_routing_when_redis_dies() {
         metrics.contains("switchboard_redis_fallbacks_total"),
         "{metrics}"
     );
+}
+
+/// Stale-if-error: with the database unreachable, a cached route past its
+/// TTL is still served, up to the maximum age and no further.
+#[tokio::test]
+async fn stale_routes_are_served_during_an_outage_up_to_the_maximum_age() {
+    let stack = crate::helpers::Stack::from_env();
+    for (max_stale, served) in [
+        (Duration::from_secs(3600), true),
+        (Duration::from_millis(1), false),
+    ] {
+        let mut bouncer = crate::helpers::PrivateBouncer::start(&stack).await;
+        let mut redis = crate::helpers::PrivateRedis::start().await;
+        let redis_url = redis.url();
+        let app = crate::helpers::spawn_seeded_app_via(bouncer.port, |config| {
+            config.redis_url = secrecy::SecretString::from(redis_url);
+            config.cache_ttl = Duration::from_millis(1); // every entry due a refresh
+            config.cache_max_stale = max_stale;
+        })
+        .await;
+        let mut client = app.client.clone();
+        lookup(&mut client, "+14155550100").await;
+        // nothing but L1 left
+        bouncer.kill();
+        redis.kill();
+        tokio::time::sleep(Duration::from_millis(5)).await; // age the entry past max_stale
+        let reply = client
+            .lookup_number(LookupNumberRequest {
+                number: "+14155550100".into(),
+                default_region: String::new(),
+            })
+            .await;
+        assert_eq!(reply.is_ok(), served, "max_stale {max_stale:?}: {reply:?}");
+        if served {
+            let (_, metrics) = app.admin_get("/metrics").await;
+            assert!(
+                metrics.contains("switchboard_cache_stale_served_total"),
+                "{metrics}"
+            );
+        } else {
+            assert_eq!(reply.unwrap_err().code(), tonic::Code::Unavailable);
+        }
+    }
 }
