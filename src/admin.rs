@@ -7,7 +7,7 @@ use axum::{extract::State, http::StatusCode, routing::get, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::{invalidation::ListenerStatus, store::PgStore};
+use crate::{app::WarmStart, invalidation::ListenerStatus, store::PgStore};
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -18,6 +18,8 @@ pub struct AdminState {
     pub store: PgStore,
     /// The invalidation listener's state, reported by `/readyz`.
     pub listener: Arc<ListenerStatus>,
+    /// Whether warm start has finished, reported by `/readyz`.
+    pub warm: Arc<WarmStart>,
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` resolves.
@@ -47,9 +49,9 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
     )
 }
 
-/// Ready when the routing database answers through the pooler and the
+/// Ready when the routing database answers through the pooler, the
 /// invalidation listener is connected (without it, cached routes could be
-/// stale). The answer names each check, for the operator reading it at 3 a.m.
+/// stale) and warm start has finished. The answer names each check, for the operator reading it at 3 a.m.
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     let database = state.store.ping().await;
     let listening = state.listener.is_connected();
@@ -63,7 +65,13 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     } else {
         "invalidation listener: disconnected (cached routes trusted only briefly)\n"
     });
-    if database.is_ok() && listening {
+    let warmed = state.warm.is_finished();
+    body.push_str(if warmed {
+        "warm start: finished\n"
+    } else {
+        "warm start: in progress\n"
+    });
+    if database.is_ok() && listening && warmed {
         (StatusCode::OK, format!("ready\n{body}"))
     } else {
         (

@@ -156,15 +156,24 @@ impl Application {
         });
         let mut listener: JoinHandle<()> = tokio::spawn(invalidation::run(
             config.database_direct_url.expose_secret().to_string(),
-            cache,
+            cache.clone(),
             listener_status.clone(),
             stop_rx.clone(),
+        ));
+        let warm = Arc::new(WarmStart::default());
+        tokio::spawn(warm_start(
+            store.clone(),
+            cache,
+            listener_status.clone(),
+            config.cache_warm_limit,
+            warm.clone(),
         ));
         let mut admin: JoinHandle<anyhow::Result<()>> = tokio::spawn({
             let state = AdminState {
                 metrics: telemetry::metrics_handle(),
                 store,
                 listener: listener_status,
+                warm,
             };
             let stopped = stopped(stop_rx);
             async move {
@@ -208,6 +217,50 @@ impl Application {
         tracing::info!("switchboard stopped");
         Ok(())
     }
+}
+
+/// Warm start's progress, reported by `/readyz`.
+#[derive(Debug, Default)]
+pub struct WarmStart {
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl WarmStart {
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Preloads every active route into L1 when there are at most `limit`.
+/// Waits for the invalidation listener first, so no change can fall between
+/// the preload and the feed that keeps it fresh. Finishes (and lets the
+/// daemon report ready) whatever happens: a failed preload means a cold
+/// start, not an unready daemon.
+async fn warm_start(
+    store: PgStore,
+    cache: AppResolver,
+    listener: Arc<ListenerStatus>,
+    limit: usize,
+    warm: Arc<WarmStart>,
+) {
+    if limit > 0 {
+        while !listener.is_connected() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match store.active_routes(limit).await {
+            Ok(Some(routes)) => {
+                let loaded = cache.preload(routes).await;
+                tracing::info!(routes = loaded, "warm start: routes preloaded");
+            }
+            Ok(None) => tracing::info!(
+                limit,
+                "warm start skipped: more active numbers than the limit"
+            ),
+            Err(error) => tracing::warn!(%error, "warm start failed; starting cold"),
+        }
+    }
+    warm.finished
+        .store(true, std::sync::atomic::Ordering::Release);
 }
 
 /// Resolves once the stop flag is raised (or its sender is gone).

@@ -43,6 +43,8 @@ pub const DEFAULT_CACHE_NEGATIVE_TTL: &str = "5s";
 /// disconnected.
 pub const DEFAULT_CACHE_UNCONFIRMED_TTL: &str = "2s";
 
+/// Warm start preloads every active route when there are at most this many.
+pub const DEFAULT_CACHE_WARM_LIMIT: usize = 100_000;
 /// Oldest cached route served while the database cannot be read.
 pub const DEFAULT_CACHE_MAX_STALE: &str = "30m";
 /// Longest wait for one Redis command before falling through to PostgreSQL.
@@ -134,6 +136,10 @@ pub struct ServeConfig {
     /// How long cached routes are trusted while the invalidation listener is down.
     #[arg(long, env = "SWITCHBOARD_CACHE_UNCONFIRMED_TTL", value_parser = duration, default_value = DEFAULT_CACHE_UNCONFIRMED_TTL)]
     pub cache_unconfirmed_ttl: Duration,
+    /// Preload every active route before reporting ready, when there are at
+    /// most this many (0: never).
+    #[arg(long, env = "SWITCHBOARD_CACHE_WARM_LIMIT", default_value_t = DEFAULT_CACHE_WARM_LIMIT)]
+    pub cache_warm_limit: usize,
     /// Oldest cached route served while the database cannot be read
     /// (stale-if-error); uncached numbers get UNAVAILABLE meanwhile.
     #[arg(long, env = "SWITCHBOARD_CACHE_MAX_STALE", value_parser = duration, default_value = DEFAULT_CACHE_MAX_STALE)]
@@ -186,6 +192,7 @@ impl ServeConfig {
             cache_negative_ttl: duration(DEFAULT_CACHE_NEGATIVE_TTL).expect("valid default"),
             cache_unconfirmed_ttl: duration(DEFAULT_CACHE_UNCONFIRMED_TTL).expect("valid default"),
             cache_max_stale: duration(DEFAULT_CACHE_MAX_STALE).expect("valid default"),
+            cache_warm_limit: DEFAULT_CACHE_WARM_LIMIT,
             grpc_addr: DEFAULT_GRPC_ADDR.parse().expect("valid default"),
             admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("valid default"),
             db_pool_size: DEFAULT_DB_POOL_SIZE,

@@ -203,6 +203,41 @@ impl<R: Resolver> RouteCache<R> {
         metrics::counter!("switchboard_cache_flushes_total").increment(1);
     }
 
+    /// Fills the cache with `routes` (warm start) and returns how many it
+    /// kept. If an invalidation arrives meanwhile, the preload is dropped
+    /// (part of it may predate the change) and routes load on demand.
+    pub async fn preload(&self, routes: Vec<Route>) -> usize {
+        let started_at = self.generation.load(Ordering::Acquire);
+        let loaded_at = Instant::now();
+        let mut inserted = 0;
+        for route in routes {
+            if self.generation.load(Ordering::Acquire) != started_at {
+                break;
+            }
+            let binding = Binding {
+                number_active: route.number_active,
+                org_id: route.organization.id,
+                agent_id: route.agent.id,
+            };
+            self.agents
+                .insert(binding.agent_id, Entry::new(route.agent, loaded_at))
+                .await;
+            self.organizations
+                .insert(binding.org_id, Entry::new(route.organization, loaded_at))
+                .await;
+            self.numbers
+                .insert(route.number, Entry::new(Some(binding), loaded_at))
+                .await;
+            inserted += 1;
+        }
+        if self.generation.load(Ordering::Acquire) != started_at {
+            // the last insertions may have raced the eviction
+            self.flush();
+            return 0;
+        }
+        inserted
+    }
+
     /// Whether entries are confirmed by a live invalidation feed. When not,
     /// entries older than `unconfirmed_ttl` are treated as misses.
     pub fn set_confirmed(&self, confirmed: bool) {

@@ -225,13 +225,17 @@ async fn a_change_committed_while_the_listener_is_down_is_replayed() {
 /// PostgreSQL at all.
 #[tokio::test]
 async fn a_second_replica_is_served_from_redis() {
-    let first = spawn_seeded_app().await;
+    // no warm start: the first lookup must go through L2 to PostgreSQL
+    let first = spawn_seeded_app_with(|config| config.cache_warm_limit = 0).await;
     let mut client = first.client.clone();
     lookup(&mut client, "+13125550100").await;
 
     let stack = crate::helpers::Stack::from_env();
     let mut bouncer = crate::helpers::PrivateBouncer::start(&stack).await;
-    let second = crate::helpers::spawn_on_via(&first, bouncer.port).await;
+    let second = crate::helpers::spawn_on_via(&first, bouncer.port, |config| {
+        config.cache_warm_limit = 0; // its L1 starts empty
+    })
+    .await;
     bouncer.kill();
     // the first replica fills Redis off its call path: wait for it
     let client = second.client.clone();
@@ -338,5 +342,28 @@ async fn stale_routes_are_served_during_an_outage_up_to_the_maximum_age() {
         } else {
             assert_eq!(reply.unwrap_err().code(), tonic::Code::Unavailable);
         }
+    }
+}
+
+/// Warm start: a replica reports ready with every active route already in
+/// L1, so even the first call for a number needs no database.
+#[tokio::test]
+async fn warm_start_preloads_every_active_route_before_ready() {
+    let stack = crate::helpers::Stack::from_env();
+    for (limit, preloaded) in [(100_000, true), (0, false)] {
+        let mut bouncer = crate::helpers::PrivateBouncer::start(&stack).await;
+        let app = crate::helpers::spawn_seeded_app_via(bouncer.port, |config| {
+            config.cache_warm_limit = limit;
+        })
+        .await; // returns once /readyz says ready
+        bouncer.kill();
+        let mut client = app.client.clone();
+        let reply = client
+            .lookup_number(LookupNumberRequest {
+                number: "+13125550100".into(),
+                default_region: String::new(),
+            })
+            .await;
+        assert_eq!(reply.is_ok(), preloaded, "warm limit {limit}: {reply:?}");
     }
 }

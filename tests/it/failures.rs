@@ -133,7 +133,8 @@ async fn dead_pooler_serves_cached_routes_answers_unavailable_for_others_then_re
     let mut bouncer = PrivateBouncer::start(&stack).await;
     let port = bouncer.port;
     let mut app = spawn_seeded_app_via(port, |config| {
-        config.db_query_timeout = Duration::from_millis(250)
+        config.db_query_timeout = Duration::from_millis(250);
+        config.cache_warm_limit = 0; // keep UNCACHED uncached
     })
     .await;
     let deadline = Duration::from_millis(500);
@@ -188,7 +189,8 @@ async fn hung_database_answers_unavailable_before_the_client_deadline() {
     // A query timeout longer than the client's deadline: the request
     // deadline alone must bound the wait.
     let mut app = spawn_seeded_app_via(port, |config| {
-        config.db_query_timeout = Duration::from_secs(5)
+        config.db_query_timeout = Duration::from_secs(5);
+        config.cache_warm_limit = 0; // keep UNCACHED uncached
     })
     .await;
     app.client

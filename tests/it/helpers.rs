@@ -179,11 +179,15 @@ async fn spawn(
 /// A second daemon on `other`'s database: another replica.
 pub async fn spawn_on(other: &TestApp) -> TestApp {
     let port = Stack::from_env().pgbouncer_port;
-    spawn_on_via(other, port).await
+    spawn_on_via(other, port, |_| {}).await
 }
 
 /// Another replica on `other`'s database, through the pooler on `pooler_port`.
-pub async fn spawn_on_via(other: &TestApp, pooler_port: u16) -> TestApp {
+pub async fn spawn_on_via(
+    other: &TestApp,
+    pooler_port: u16,
+    tweak: impl FnOnce(&mut ServeConfig),
+) -> TestApp {
     let stack = Stack::from_env();
     let mut config = ServeConfig::with_defaults(
         SecretString::from(stack.pooled_url(pooler_port, &other.db_name)),
@@ -192,6 +196,7 @@ pub async fn spawn_on_via(other: &TestApp, pooler_port: u16) -> TestApp {
     );
     config.grpc_addr = "127.0.0.1:0".parse().unwrap();
     config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    tweak(&mut config);
     start(stack, other.db_name.clone(), config).await
 }
 
