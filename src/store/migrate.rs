@@ -130,7 +130,11 @@ async fn set_daemon_password(client: &Client, password: &SecretString) -> Result
     loop {
         match client.batch_execute(&sql).await {
             Ok(()) => return Ok(()),
-            Err(e) if attempt < 5 && e.to_string().contains("concurrently updated") => {
+            Err(e)
+                if attempt < 5
+                    && e.as_db_error()
+                        .is_some_and(|db| db.message().contains("concurrently updated")) =>
+            {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
             }
