@@ -11,6 +11,8 @@ const INCLUDES: &[&str] = &["proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // migrations are embedded by refinery at compile time
+    println!("cargo:rerun-if-changed=migrations");
 
     let descriptors = protox::compile(PROTOS, INCLUDES)?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);

@@ -1,13 +1,13 @@
 //! The admin HTTP listener, separate from gRPC: `/metrics` (Prometheus text
 //! format), `/livez` (the process runs) and `/readyz` (it can route now).
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use axum::{extract::State, http::StatusCode, routing::get, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::store::PgStore;
+use crate::{app::WarmStart, invalidation::ListenerStatus, store::PgStore};
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -16,6 +16,10 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     /// Pinged by `/readyz`.
     pub store: PgStore,
+    /// The invalidation listener's state, reported by `/readyz`.
+    pub listener: Arc<ListenerStatus>,
+    /// Whether warm start has finished, reported by `/readyz`.
+    pub warm: Arc<WarmStart>,
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` resolves.
@@ -45,15 +49,35 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
     )
 }
 
-/// Ready when the routing database answers through the pooler. The answer
-/// names the failing check, for the operator reading it at 3 a.m.
+/// Ready when the routing database answers through the pooler, the
+/// invalidation listener is connected (without it, cached routes could be
+/// stale) and warm start has finished. The answer names each check, for the operator reading it at 3 a.m.
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready\ndatabase: ok\n".into()),
-        Err(error) => (
+    let database = state.store.ping().await;
+    let listening = state.listener.is_connected();
+    let mut body = String::new();
+    match &database {
+        Ok(()) => body.push_str("database: ok\n"),
+        Err(error) => body.push_str(&format!("database: {error}\n")),
+    }
+    body.push_str(if listening {
+        "invalidation listener: connected\n"
+    } else {
+        "invalidation listener: disconnected (cached routes trusted only briefly)\n"
+    });
+    let warmed = state.warm.is_finished();
+    body.push_str(if warmed {
+        "warm start: finished\n"
+    } else {
+        "warm start: in progress\n"
+    });
+    if database.is_ok() && listening && warmed {
+        (StatusCode::OK, format!("ready\n{body}"))
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready\ndatabase: {error}\n"),
-        ),
+            format!("not ready\n{body}"),
+        )
     }
 }
 

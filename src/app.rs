@@ -2,7 +2,7 @@
 //! then run until a shutdown signal. `main` and the integration tests drive
 //! the same code; tests bind port 0 and stop it with their own signal.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
@@ -13,13 +13,20 @@ use crate::{
     admin::{self, AdminState},
     api::CallRouterService,
     config::ServeConfig,
+    invalidation::{self, ListenerStatus},
     proto::{self, call_router_server::CallRouterServer},
-    routing::Router,
-    store::{PgStore, PoolSettings},
+    routing::{CacheSettings, RouteCache, Router},
+    store::{
+        redis::{RedisSettings, RedisTier},
+        PgStore, PoolSettings,
+    },
     telemetry,
 };
 
-type RouterService = CallRouterServer<CallRouterService<PgStore>>;
+/// What the router resolves through: L1 (in process) → L2 (Redis) → L3
+/// (PostgreSQL).
+type AppResolver = Arc<RouteCache<RedisTier<PgStore>>>;
+type RouterService = CallRouterServer<CallRouterService<AppResolver>>;
 
 /// A built, bound, not yet running Switchboard.
 pub struct Application {
@@ -90,7 +97,34 @@ impl Application {
         let grpc_addr = grpc_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
-        let router = Arc::new(Router::new(store.clone()));
+        let l2 = RedisTier::new(
+            config.redis_url.expose_secret(),
+            store.clone(),
+            RedisSettings {
+                ttl: config.redis_ttl,
+                negative_ttl: config.cache_negative_ttl,
+                timeout: config.redis_timeout,
+                // outlives any load: checkout, connect and query are bounded
+                tombstone_ttl: config.db_pool_wait
+                    + config.db_connect_timeout
+                    + config.db_query_timeout
+                    + Duration::from_secs(1),
+                key_prefix: config.redis_key_prefix.clone(),
+            },
+        )
+        .map_err(anyhow::Error::msg)?;
+        let cache = Arc::new(RouteCache::new(
+            l2,
+            CacheSettings {
+                capacity: config.cache_capacity,
+                ttl: config.cache_ttl,
+                negative_ttl: config.cache_negative_ttl,
+                unconfirmed_ttl: config.cache_unconfirmed_ttl,
+                max_stale: config.cache_max_stale,
+            },
+        ));
+        let listener_status = Arc::new(ListenerStatus::new());
+        let router = Arc::new(Router::new(cache.clone()));
         let service = CallRouterServer::new(CallRouterService::new(router, config.request_timeout))
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(config.max_message_bytes);
@@ -120,10 +154,26 @@ impl Application {
                     .context("gRPC server failed")
             }
         });
+        let mut listener: JoinHandle<()> = tokio::spawn(invalidation::run(
+            config.database_direct_url.expose_secret().to_string(),
+            cache.clone(),
+            listener_status.clone(),
+            stop_rx.clone(),
+        ));
+        let warm = Arc::new(WarmStart::default());
+        tokio::spawn(warm_start(
+            store.clone(),
+            cache,
+            listener_status.clone(),
+            config.cache_warm_limit,
+            warm.clone(),
+        ));
         let mut admin: JoinHandle<anyhow::Result<()>> = tokio::spawn({
             let state = AdminState {
                 metrics: telemetry::metrics_handle(),
                 store,
+                listener: listener_status,
+                warm,
             };
             let stopped = stopped(stop_rx);
             async move {
@@ -138,6 +188,9 @@ impl Application {
             () = shutdown => {}
             result = &mut grpc => return Err(unexpected_stop("gRPC server", result)),
             result = &mut admin => return Err(unexpected_stop("admin server", result)),
+            result = &mut listener => {
+                return Err(unexpected_stop("invalidation listener", result.map(Ok)));
+            }
         }
 
         tracing::info!("shutting down: health NOT_SERVING, draining in-flight requests");
@@ -158,9 +211,56 @@ impl Application {
             Ok(result) => result.context("admin server task panicked")??,
             Err(_) => admin.abort(),
         }
+        if tokio::time::timeout(grace, &mut listener).await.is_err() {
+            listener.abort();
+        }
         tracing::info!("switchboard stopped");
         Ok(())
     }
+}
+
+/// Warm start's progress, reported by `/readyz`.
+#[derive(Debug, Default)]
+pub struct WarmStart {
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl WarmStart {
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Preloads every active route into L1 when there are at most `limit`.
+/// Waits for the invalidation listener first, so no change can fall between
+/// the preload and the feed that keeps it fresh. Finishes (and lets the
+/// daemon report ready) whatever happens: a failed preload means a cold
+/// start, not an unready daemon.
+async fn warm_start(
+    store: PgStore,
+    cache: AppResolver,
+    listener: Arc<ListenerStatus>,
+    limit: usize,
+    warm: Arc<WarmStart>,
+) {
+    if limit > 0 {
+        while !listener.is_connected() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match store.active_routes(limit).await {
+            Ok(Some(routes)) => {
+                let loaded = cache.preload(routes).await;
+                tracing::info!(routes = loaded, "warm start: routes preloaded");
+            }
+            Ok(None) => tracing::info!(
+                limit,
+                "warm start skipped: more active numbers than the limit"
+            ),
+            Err(error) => tracing::warn!(%error, "warm start failed; starting cold"),
+        }
+    }
+    warm.finished
+        .store(true, std::sync::atomic::Ordering::Release);
 }
 
 /// Resolves once the stop flag is raised (or its sender is gone).

@@ -31,6 +31,30 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// How long shutdown waits for in-flight requests.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
 
+/// Numbers held in the route cache (L1). A million numbers take a few
+/// hundred megabytes at most.
+pub const DEFAULT_CACHE_CAPACITY: u64 = 1_000_000;
+/// Safety-net lifetime of a cached route; changes arrive by invalidation
+/// within milliseconds, the TTL only bounds the damage of a missed one.
+pub const DEFAULT_CACHE_TTL: &str = "5m";
+/// Lifetime of a cached "no such number".
+pub const DEFAULT_CACHE_NEGATIVE_TTL: &str = "5s";
+/// How long a cached route is trusted while the invalidation listener is
+/// disconnected.
+pub const DEFAULT_CACHE_UNCONFIRMED_TTL: &str = "2s";
+
+/// Warm start preloads every active route when there are at most this many.
+pub const DEFAULT_CACHE_WARM_LIMIT: usize = 100_000;
+/// Oldest cached route served while the database cannot be read.
+pub const DEFAULT_CACHE_MAX_STALE: &str = "30m";
+/// Longest wait for one Redis command before falling through to PostgreSQL.
+/// A healthy Redis answers in well under a millisecond.
+pub const DEFAULT_REDIS_TIMEOUT: &str = "5ms";
+/// Namespace of Switchboard's Redis keys.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "switchboard";
+/// Lifetime of a route part in Redis (L2).
+pub const DEFAULT_REDIS_TTL: &str = "5m";
+
 /// Exit status for invalid configuration (`EX_USAGE` from sysexits.h).
 pub const EXIT_BAD_CONFIG: i32 = 64;
 
@@ -50,7 +74,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: gRPC routing API and admin HTTP listener.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Apply pending database migrations (direct connection), then exit.
     Migrate(MigrateArgs),
     /// Load a data set into the database (direct connection), then exit.
@@ -83,6 +107,43 @@ pub struct ServeConfig {
     /// 6543, or PgBouncer): routing reads.
     #[arg(long, env = "DATABASE_URL", value_parser = secret, hide_env_values = true)]
     pub database_url: SecretString,
+    /// PostgreSQL URL of a direct (or session-mode) connection, never the
+    /// transaction pooler: the invalidation listener's `LISTEN`.
+    #[arg(long, env = "DATABASE_DIRECT_URL", value_parser = secret, hide_env_values = true)]
+    pub database_direct_url: SecretString,
+    /// Redis URL: the route cache shared by all replicas (L2).
+    #[arg(long, env = "REDIS_URL", value_parser = secret, hide_env_values = true)]
+    pub redis_url: SecretString,
+    /// Longest wait for one Redis command.
+    #[arg(long, env = "SWITCHBOARD_REDIS_TIMEOUT", value_parser = duration, default_value = DEFAULT_REDIS_TIMEOUT)]
+    pub redis_timeout: Duration,
+    /// Lifetime of a route part in Redis.
+    #[arg(long, env = "SWITCHBOARD_REDIS_TTL", value_parser = duration, default_value = DEFAULT_REDIS_TTL)]
+    pub redis_ttl: Duration,
+    /// Namespace of Switchboard's Redis keys (several deployments may share
+    /// one Redis).
+    #[arg(long, env = "SWITCHBOARD_REDIS_KEY_PREFIX", default_value = DEFAULT_REDIS_KEY_PREFIX)]
+    pub redis_key_prefix: String,
+    /// Numbers held in the route cache.
+    #[arg(long, env = "SWITCHBOARD_CACHE_CAPACITY", default_value_t = DEFAULT_CACHE_CAPACITY)]
+    pub cache_capacity: u64,
+    /// Safety-net lifetime of a cached route.
+    #[arg(long, env = "SWITCHBOARD_CACHE_TTL", value_parser = duration, default_value = DEFAULT_CACHE_TTL)]
+    pub cache_ttl: Duration,
+    /// Lifetime of a cached "no such number".
+    #[arg(long, env = "SWITCHBOARD_CACHE_NEGATIVE_TTL", value_parser = duration, default_value = DEFAULT_CACHE_NEGATIVE_TTL)]
+    pub cache_negative_ttl: Duration,
+    /// How long cached routes are trusted while the invalidation listener is down.
+    #[arg(long, env = "SWITCHBOARD_CACHE_UNCONFIRMED_TTL", value_parser = duration, default_value = DEFAULT_CACHE_UNCONFIRMED_TTL)]
+    pub cache_unconfirmed_ttl: Duration,
+    /// Preload every active route before reporting ready, when there are at
+    /// most this many (0: never).
+    #[arg(long, env = "SWITCHBOARD_CACHE_WARM_LIMIT", default_value_t = DEFAULT_CACHE_WARM_LIMIT)]
+    pub cache_warm_limit: usize,
+    /// Oldest cached route served while the database cannot be read
+    /// (stale-if-error); uncached numbers get UNAVAILABLE meanwhile.
+    #[arg(long, env = "SWITCHBOARD_CACHE_MAX_STALE", value_parser = duration, default_value = DEFAULT_CACHE_MAX_STALE)]
+    pub cache_max_stale: Duration,
     /// gRPC listen address.
     #[arg(long, env = "SWITCHBOARD_GRPC_ADDR", default_value = DEFAULT_GRPC_ADDR)]
     pub grpc_addr: SocketAddr,
@@ -114,9 +175,24 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     /// A configuration with every default, for tests and embedding.
-    pub fn with_defaults(database_url: SecretString) -> Self {
+    pub fn with_defaults(
+        database_url: SecretString,
+        database_direct_url: SecretString,
+        redis_url: SecretString,
+    ) -> Self {
         Self {
             database_url,
+            database_direct_url,
+            redis_url,
+            redis_timeout: duration(DEFAULT_REDIS_TIMEOUT).expect("valid default"),
+            redis_ttl: duration(DEFAULT_REDIS_TTL).expect("valid default"),
+            redis_key_prefix: DEFAULT_REDIS_KEY_PREFIX.to_string(),
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            cache_ttl: duration(DEFAULT_CACHE_TTL).expect("valid default"),
+            cache_negative_ttl: duration(DEFAULT_CACHE_NEGATIVE_TTL).expect("valid default"),
+            cache_unconfirmed_ttl: duration(DEFAULT_CACHE_UNCONFIRMED_TTL).expect("valid default"),
+            cache_max_stale: duration(DEFAULT_CACHE_MAX_STALE).expect("valid default"),
+            cache_warm_limit: DEFAULT_CACHE_WARM_LIMIT,
             grpc_addr: DEFAULT_GRPC_ADDR.parse().expect("valid default"),
             admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("valid default"),
             db_pool_size: DEFAULT_DB_POOL_SIZE,
@@ -139,10 +215,21 @@ impl ServeConfig {
             ("SWITCHBOARD_DB_CONNECT_TIMEOUT", self.db_connect_timeout),
             ("SWITCHBOARD_DB_QUERY_TIMEOUT", self.db_query_timeout),
             ("SWITCHBOARD_REQUEST_TIMEOUT", self.request_timeout),
+            ("SWITCHBOARD_CACHE_TTL", self.cache_ttl),
+            ("SWITCHBOARD_REDIS_TIMEOUT", self.redis_timeout),
+            ("SWITCHBOARD_REDIS_TTL", self.redis_ttl),
+            ("SWITCHBOARD_CACHE_NEGATIVE_TTL", self.cache_negative_ttl),
+            (
+                "SWITCHBOARD_CACHE_UNCONFIRMED_TTL",
+                self.cache_unconfirmed_ttl,
+            ),
         ] {
             if value.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
             }
+        }
+        if self.cache_capacity == 0 {
+            return Err("SWITCHBOARD_CACHE_CAPACITY must be at least 1".into());
         }
         if self.max_message_bytes < 1024 {
             return Err("SWITCHBOARD_MAX_MESSAGE_BYTES must be at least 1024".into());
@@ -291,22 +378,28 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn defaults() -> ServeConfig {
+        ServeConfig::with_defaults(
+            SecretString::from("postgres://x@h/db"),
+            SecretString::from("postgres://x@h/db"),
+            SecretString::from("redis://h/"),
+        )
+    }
+
     #[test]
     fn defaults_are_valid() {
-        ServeConfig::with_defaults(SecretString::from("postgres://x@localhost/db"))
-            .validate()
-            .unwrap();
+        defaults().validate().unwrap();
     }
 
     #[test]
     fn bad_values_are_rejected_with_the_variable_name() {
-        let mut config = ServeConfig::with_defaults(SecretString::from("postgres://x@h/db"));
+        let mut config = defaults();
         config.db_pool_size = 0;
         assert!(config
             .validate()
             .unwrap_err()
             .contains("SWITCHBOARD_DB_POOL_SIZE"));
-        let mut config = ServeConfig::with_defaults(SecretString::from("postgres://x@h/db"));
+        let mut config = defaults();
         config.db_query_timeout = Duration::ZERO;
         assert!(config
             .validate()

@@ -30,6 +30,7 @@ pub mod api;
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod invalidation;
 pub mod proto;
 pub mod routing;
 pub mod shutdown;

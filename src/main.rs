@@ -44,7 +44,7 @@ async fn run(command: Command) -> ExitCode {
                 eprintln!("error: {message}");
                 return ExitCode::from(EXIT_BAD_CONFIG as u8);
             }
-            let app = match Application::build(config).await {
+            let app = match Application::build(*config).await {
                 Ok(app) => app,
                 Err(error) => return fail("cannot start", &error),
             };

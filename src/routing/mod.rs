@@ -13,13 +13,16 @@
 //! Nothing here knows about gRPC or SQL: the API layer converts to and from
 //! protobuf, the store layer owns every query.
 
+mod cache;
 mod e164;
 
 use std::{future::Future, sync::Arc};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+pub use cache::{CacheSettings, Change, RouteCache};
 pub use e164::{NumberError, Region, E164, MAX_INPUT_BYTES};
 
 /// Longest accepted gateway call id (SIP Call-IDs, Twilio CallSids, ...).
@@ -41,7 +44,7 @@ pub struct Route {
 }
 
 /// A tenant.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Organization {
     pub id: Uuid,
     /// URL-safe unique name.
@@ -56,7 +59,7 @@ pub struct Organization {
 }
 
 /// An AI phone agent.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Agent {
     pub id: Uuid,
     pub name: String,
@@ -109,6 +112,35 @@ pub trait Resolver: Send + Sync + 'static {
         org_id: Uuid,
         phone: &E164,
     ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send;
+
+    /// Forgets what `change` affects, in this tier and the ones below it.
+    /// Tiers that keep nothing need not implement it.
+    fn invalidate(&self, change: &Change) -> impl Future<Output = ()> + Send {
+        let _ = change;
+        async {}
+    }
+}
+
+/// A shared resolver resolves like the one it shares.
+impl<R: Resolver> Resolver for Arc<R> {
+    fn resolve(
+        &self,
+        number: &E164,
+    ) -> impl Future<Output = Result<Option<Route>, ResolveError>> + Send {
+        (**self).resolve(number)
+    }
+
+    fn find_customer(
+        &self,
+        org_id: Uuid,
+        phone: &E164,
+    ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send {
+        (**self).find_customer(org_id, phone)
+    }
+
+    fn invalidate(&self, change: &Change) -> impl Future<Output = ()> + Send {
+        (**self).invalidate(change)
+    }
 }
 
 /// Which part of a route is switched off.

@@ -122,10 +122,23 @@ async fn set_daemon_password(client: &Client, password: &SecretString) -> Result
     let verifier = postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes());
     // DDL takes no parameters; the verifier is base64 and `$`-separated, so
     // quoting it as a literal is safe.
-    client
-        .batch_execute(&format!(
-            "alter role {DAEMON_ROLE} with login password '{verifier}'"
-        ))
-        .await?;
-    Ok(())
+    let sql = format!("alter role {DAEMON_ROLE} with login password '{verifier}'");
+    // Roles are cluster-wide: migrations of other databases in the same
+    // cluster may update the role at the same moment ("tuple concurrently
+    // updated"). That is worth a few retries, not a failed migration.
+    let mut attempt = 0;
+    loop {
+        match client.batch_execute(&sql).await {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if attempt < 5
+                    && e.as_db_error()
+                        .is_some_and(|db| db.message().contains("concurrently updated")) =>
+            {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }

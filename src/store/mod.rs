@@ -6,6 +6,8 @@
 
 pub mod migrate;
 pub mod postgres;
+pub mod redis;
+pub mod routing_changes;
 pub mod seed;
 
 pub use postgres::{PgStore, PoolSettings};

@@ -70,6 +70,18 @@ const RESOLVE_NUMBER_SQL: &str = "
       join public.agents a on a.org_id = p.org_id and a.id = p.agent_id
      where p.number = $1";
 
+/// Every active route, for warm start; `$1` caps the rows read.
+const ACTIVE_ROUTES_SQL: &str = "
+    select p.number, p.is_active,
+           o.id, o.slug, o.name, o.plan_tier::text, o.settings,
+           o.is_active and o.deleted_at is null,
+           a.id, a.name, a.voice_id, a.llm_config, a.is_active
+      from public.phone_numbers p
+      join public.organizations o on o.id = p.org_id
+      join public.agents a on a.org_id = p.org_id and a.id = p.agent_id
+     where p.is_active
+     limit $1";
+
 const FIND_CUSTOMER_SQL: &str = "
     select c.id, c.phone, c.name, c.email
       from public.customers c
@@ -111,6 +123,22 @@ impl PgStore {
     /// Whether the database answers through the pooler right now.
     pub async fn ping(&self) -> Result<(), ResolveError> {
         self.query_typed("ping", "select 1", &[]).await.map(drop)
+    }
+
+    /// Every active route, if there are at most `limit`; `None` when there
+    /// are more (too many to preload).
+    pub async fn active_routes(&self, limit: usize) -> Result<Option<Vec<Route>>, ResolveError> {
+        let cap = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let rows = self
+            .query_typed("active_routes", ACTIVE_ROUTES_SQL, &[(&cap, Type::INT8)])
+            .await?;
+        if rows.len() > limit {
+            return Ok(None);
+        }
+        rows.iter()
+            .map(route_from_row)
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     /// Pool occupancy, for metrics and readiness.

@@ -20,6 +20,8 @@ fn bad_configuration_exits_64_and_names_the_setting() {
         (
             &[
                 ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
+                ("DATABASE_DIRECT_URL", "postgres://x@127.0.0.1/db"),
+                ("REDIS_URL", "redis://127.0.0.1/"),
                 ("SWITCHBOARD_DB_POOL_SIZE", "0"),
             ],
             "SWITCHBOARD_DB_POOL_SIZE",
@@ -27,6 +29,8 @@ fn bad_configuration_exits_64_and_names_the_setting() {
         (
             &[
                 ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
+                ("DATABASE_DIRECT_URL", "postgres://x@127.0.0.1/db"),
+                ("REDIS_URL", "redis://127.0.0.1/"),
                 ("SWITCHBOARD_DB_QUERY_TIMEOUT", "soon"),
             ],
             "SWITCHBOARD_DB_QUERY_TIMEOUT",
@@ -34,6 +38,8 @@ fn bad_configuration_exits_64_and_names_the_setting() {
         (
             &[
                 ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
+                ("DATABASE_DIRECT_URL", "postgres://x@127.0.0.1/db"),
+                ("REDIS_URL", "redis://127.0.0.1/"),
                 ("SWITCHBOARD_GRPC_ADDR", "everywhere"),
             ],
             "SWITCHBOARD_GRPC_ADDR",
@@ -59,6 +65,8 @@ fn secrets_are_not_echoed_in_errors() {
     let output = switchboard()
         .args(["serve"])
         .env("DATABASE_URL", "postgres://u:hunter2@127.0.0.1/db")
+        .env("DATABASE_DIRECT_URL", "postgres://u:hunter2@127.0.0.1/db")
+        .env("REDIS_URL", "redis://:hunter2@127.0.0.1/")
         .env("SWITCHBOARD_DB_POOL_SIZE", "0")
         .output()
         .unwrap();

@@ -39,6 +39,7 @@ pub struct Stack {
     /// OS user PgBouncer must run as (it refuses root), if any.
     pub run_as: Option<String>,
     pub state_dir: PathBuf,
+    pub redis_url: String,
 }
 
 fn env(name: &str) -> String {
@@ -62,11 +63,20 @@ impl Stack {
             pgbouncer_bin: env("SWITCHBOARD_TEST_PGBOUNCER_BIN"),
             run_as: (!run_as.is_empty()).then_some(run_as),
             state_dir: PathBuf::from(env("SWITCHBOARD_STACK_DIR")),
+            redis_url: env("REDIS_URL"),
         }
     }
 
     pub fn direct_url(&self, db: &str) -> String {
         format!("postgres://postgres@{}:{}/{db}", self.pg_host, self.pg_port)
+    }
+
+    /// The daemon's direct session (LISTEN): its own role, no pooler.
+    pub fn daemon_direct_url(&self, db: &str) -> String {
+        format!(
+            "postgres://{DAEMON_ROLE}@{}:{}/{db}",
+            self.pg_host, self.pg_port
+        )
     }
 
     /// The daemon's view: its own least-privilege role, through a pooler.
@@ -100,39 +110,10 @@ pub async fn create_database(stack: &Stack) -> String {
         daemon_password: Some(SecretString::from("local")),
         ..Default::default()
     };
-    run_migrations(&mut client, &options)
+    migrate::run(&mut client, &options)
         .await
         .expect("migrations apply");
     name
-}
-
-/// [`migrate::run`], for tests that migrate databases concurrently. The
-/// daemon's role is shared by every database of the cluster, and two
-/// sessions setting its password at the same moment make one of them fail
-/// with "tuple concurrently updated"; that run is repeated (re-running is
-/// idempotent). Any other error is returned as is.
-pub async fn run_migrations(
-    client: &mut tokio_postgres::Client,
-    options: &MigrateOptions,
-) -> Result<Vec<migrate::Applied>, migrate::MigrateError> {
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        match migrate::run(client, options).await {
-            Err(error) if attempts < 5 && raced_on_shared_role(&error) => continue,
-            result => return result,
-        }
-    }
-}
-
-fn raced_on_shared_role(error: &migrate::MigrateError) -> bool {
-    const RACE: &str = "tuple concurrently updated";
-    match error {
-        migrate::MigrateError::Database(e) => {
-            e.as_db_error().is_some_and(|db| db.message() == RACE)
-        }
-        migrate::MigrateError::Migration(e) => e.to_string().contains(RACE),
-    }
 }
 
 /// A running daemon and what a test needs to talk to it.
@@ -179,11 +160,7 @@ pub async fn spawn_app_on(
     db_name: String,
     tweak: impl FnOnce(&mut ServeConfig),
 ) -> TestApp {
-    let mut config = ServeConfig::with_defaults(SecretString::from(
-        stack.pooled_url(stack.pgbouncer_port, &db_name),
-    ));
-    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-    config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    let mut config = config_for(&stack, &db_name, stack.pgbouncer_port);
     tweak(&mut config);
     start(stack, db_name, config).await
 }
@@ -208,15 +185,46 @@ async fn spawn(
         store::seed::demo(&mut client).await.expect("seed");
     }
     let port = pooler_port.unwrap_or(stack.pgbouncer_port);
-    let mut config =
-        ServeConfig::with_defaults(SecretString::from(stack.pooled_url(port, &db_name)));
-    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-    config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    let mut config = config_for(&stack, &db_name, port);
     tweak(&mut config);
     start(stack, db_name, config).await
 }
 
-async fn start(stack: Stack, db_name: String, config: ServeConfig) -> TestApp {
+/// A second daemon on `other`'s database: another replica.
+pub async fn spawn_on(other: &TestApp) -> TestApp {
+    let port = Stack::from_env().pgbouncer_port;
+    spawn_on_via(other, port, |_| {}).await
+}
+
+/// Another replica on `other`'s database, through the pooler on `pooler_port`.
+pub async fn spawn_on_via(
+    other: &TestApp,
+    pooler_port: u16,
+    tweak: impl FnOnce(&mut ServeConfig),
+) -> TestApp {
+    let stack = Stack::from_env();
+    let mut config = config_for(&stack, &other.db_name, pooler_port);
+    tweak(&mut config);
+    start(stack, other.db_name.clone(), config).await
+}
+
+/// The daemon's configuration for `db_name`: pooled through the PgBouncer on
+/// `pooler_port` as the daemon's role, LISTEN on the direct port, the
+/// stack's Redis, both listeners on port 0.
+fn config_for(stack: &Stack, db_name: &str, pooler_port: u16) -> ServeConfig {
+    let mut config = ServeConfig::with_defaults(
+        SecretString::from(stack.pooled_url(pooler_port, db_name)),
+        SecretString::from(stack.daemon_direct_url(db_name)),
+        SecretString::from(stack.redis_url.clone()),
+    );
+    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+async fn start(stack: Stack, db_name: String, mut config: ServeConfig) -> TestApp {
+    // every test database is its own deployment, with its own Redis keys
+    config.redis_key_prefix = db_name.clone();
     let app = Application::build(config)
         .await
         .expect("application builds");
@@ -229,6 +237,14 @@ async fn start(stack: Stack, db_name: String, config: ServeConfig) -> TestApp {
     let client = CallRouterClient::connect(format!("http://{grpc_addr}"))
         .await
         .expect("connect to the daemon");
+    // Like a load balancer: no traffic before /readyz says so (the route
+    // cache is trusted once the invalidation listener has connected).
+    eventually(
+        "the daemon reports ready",
+        Duration::from_secs(10),
+        || async move { http_get(admin_addr, "/readyz").await.0 == 200 },
+    )
+    .await;
     TestApp {
         grpc_addr,
         admin_addr,
@@ -440,4 +456,63 @@ fn os_user_ids(user: &str) -> (u32, u32) {
             .expect("numeric id")
     };
     (id("-u"), id("-g"))
+}
+
+/// A Redis of this test's own, which it may kill.
+pub struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        eventually(
+            "private redis accepting connections",
+            Duration::from_secs(10),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod adoption;
+mod cache;
 mod cli;
 mod failures;
 mod grpc_surface;

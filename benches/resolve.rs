@@ -1,0 +1,125 @@
+//! Cost of one route resolution on each tier: an L1 (in-process) hit, an
+//! L2 (Redis) hit, and L3 (PostgreSQL through PgBouncer in transaction
+//! mode). Compare them as ratios within one run; absolute times on a shared
+//! machine move by 2× between runs.
+//!
+//! Needs the local stack: `deploy/local/stack up`, then
+//! `eval "$(deploy/local/stack env)"; cargo bench --bench resolve`.
+
+use std::{hint::black_box, time::Duration};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use secrecy::SecretString;
+use switchboard::{
+    routing::{CacheSettings, Resolver, RouteCache, E164},
+    store::{
+        self,
+        migrate::{self, MigrateOptions},
+        redis::{RedisSettings, RedisTier},
+        PgStore, PoolSettings,
+    },
+};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run `eval \"$(deploy/local/stack env)\"` first")
+    })
+}
+
+/// A fresh, migrated, seeded database; returns its pooled URL.
+async fn bench_database() -> String {
+    let name = format!("sb_bench_{}", uuid::Uuid::new_v4().simple());
+    let admin = store::connect_direct(&env("SWITCHBOARD_TEST_PG_ADMIN_URL"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("create database {name}"))
+        .await
+        .unwrap();
+    let (host, pg, bouncer) = (
+        env("SWITCHBOARD_TEST_PG_HOST"),
+        env("SWITCHBOARD_TEST_PG_PORT"),
+        env("SWITCHBOARD_TEST_PGBOUNCER_PORT"),
+    );
+    let mut client = store::connect_direct(&format!("postgres://postgres@{host}:{pg}/{name}"))
+        .await
+        .unwrap();
+    let options = MigrateOptions {
+        daemon_password: Some(SecretString::from("local")),
+        ..Default::default()
+    };
+    migrate::run(&mut client, &options).await.unwrap();
+    store::seed::demo(&mut client).await.unwrap();
+    format!(
+        "postgres://{}@{host}:{bouncer}/{name}",
+        migrate::DAEMON_ROLE
+    )
+}
+
+fn pool_settings() -> PoolSettings {
+    PoolSettings {
+        max_size: 4,
+        wait_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+        query_timeout: Duration::from_secs(1),
+    }
+}
+
+fn resolve(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let number = E164::from_canonical("+14155550100").unwrap();
+    let (l3, l2, l1) = runtime.block_on(async {
+        let url = bench_database().await;
+        let l3 = PgStore::new(&url, &pool_settings()).unwrap();
+        let redis = RedisSettings {
+            ttl: Duration::from_secs(600),
+            negative_ttl: Duration::from_secs(5),
+            timeout: Duration::from_millis(50),
+            tombstone_ttl: Duration::from_secs(5),
+            key_prefix: format!("bench-{}", uuid::Uuid::new_v4().simple()),
+        };
+        let l2 = RedisTier::new(
+            &env("REDIS_URL"),
+            PgStore::new(&url, &pool_settings()).unwrap(),
+            redis,
+        )
+        .unwrap();
+        let l1 = RouteCache::new(
+            PgStore::new(&url, &pool_settings()).unwrap(),
+            CacheSettings {
+                capacity: 1000,
+                ttl: Duration::from_secs(600),
+                negative_ttl: Duration::from_secs(5),
+                unconfirmed_ttl: Duration::from_secs(600),
+                max_stale: Duration::from_secs(600),
+            },
+        );
+        l1.set_confirmed(true);
+        // warm every tier: L2 fills in the background
+        assert!(l3.resolve(&number).await.unwrap().is_some());
+        for _ in 0..20 {
+            l2.resolve(&number).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        l1.resolve(&number).await.unwrap();
+        (l3, l2, l1)
+    });
+
+    let mut group = c.benchmark_group("resolve");
+    group.bench_function("l1_hit", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(l1.resolve(&number).await.unwrap()) })
+    });
+    group.bench_function("l2_redis_hit", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(l2.resolve(&number).await.unwrap()) })
+    });
+    group.bench_function("l3_postgres_via_pgbouncer", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(l3.resolve(&number).await.unwrap()) })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, resolve);
+criterion_main!(benches);

@@ -1,0 +1,231 @@
+//! Keeps every replica's route cache fresh: one dedicated session on the
+//! direct connection (`DATABASE_DIRECT_URL`; a transaction pooler would hand
+//! `LISTEN` to whichever server connection it likes and silently lose
+//! notifications) listens on `switchboard_routing_changes` and evicts what
+//! each change names.
+//!
+//! NOTIFY is the doorbell, `switchboard.routing_changes` is the truth: after
+//! every (re)connect the listener replays the log from the last id it saw,
+//! so nothing committed while it was away is missed. When it cannot prove
+//! that (first start, or a pruned log), it flushes the cache. While it is
+//! disconnected the cache trusts entries only briefly, and `/readyz` says
+//! so.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicI64, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::{AsyncMessage, Client, Notification};
+use uuid::Uuid;
+
+use crate::{
+    routing::{Change, Resolver, RouteCache, E164},
+    store::routing_changes,
+};
+
+/// The channel the change-log trigger notifies.
+pub const CHANNEL: &str = "switchboard_routing_changes";
+/// Changes committed out of id order (a transaction that took its id early
+/// and committed late) are caught by replaying this far back in time too.
+const REPLAY_OVERLAP: Duration = Duration::from_secs(10);
+/// `application_name` of the listening session.
+pub const APPLICATION_NAME: &str = "switchboard-listener";
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `/readyz` and the cache need to know about the listener.
+#[derive(Debug, Default)]
+pub struct ListenerStatus {
+    connected: AtomicBool,
+    /// Highest change id applied; -1 before the first session.
+    last_id: AtomicI64,
+}
+
+impl ListenerStatus {
+    pub fn new() -> Self {
+        Self {
+            connected: AtomicBool::new(false),
+            last_id: AtomicI64::new(-1),
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+}
+
+/// Runs the listener until `stop` is raised, reconnecting with backoff.
+pub async fn run<R: Resolver>(
+    direct_url: String,
+    cache: Arc<RouteCache<R>>,
+    status: Arc<ListenerStatus>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = RECONNECT_MIN;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            result = session(&direct_url, &cache, &status) => {
+                if let Err(error) = result {
+                    tracing::warn!(%error, "invalidation listener disconnected; reconnecting");
+                }
+            }
+        }
+        if status.connected.swap(false, Ordering::AcqRel) {
+            backoff = RECONNECT_MIN;
+        }
+        cache.set_confirmed(false);
+        metrics::gauge!("switchboard_invalidation_listener_connected").set(0.0);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(RECONNECT_MAX);
+    }
+}
+
+/// One listening session: connect, LISTEN, replay, then apply notifications
+/// until the connection ends.
+async fn session<R: Resolver>(
+    url: &str,
+    cache: &RouteCache<R>,
+    status: &ListenerStatus,
+) -> Result<(), String> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| format!("DATABASE_DIRECT_URL: {e}"))?;
+    // visible in pg_stat_activity, so an operator can tell this session apart
+    config.application_name(APPLICATION_NAME);
+    let (client, mut connection) =
+        tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| format!("connect: {e}"))?;
+    let (tx, mut notifications) = mpsc::unbounded_channel::<Notification>();
+    // The connection must be polled for the client to work; poll_message
+    // also yields the notifications.
+    let mut driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    let _ = tx.send(n);
+                }
+                Ok(_) => {}
+                Err(e) => return format!("connection: {e}"),
+            }
+        }
+        "connection closed".to_string()
+    });
+
+    client
+        .batch_execute(&format!("listen {CHANNEL}"))
+        .await
+        .map_err(|e| format!("listen: {e}"))?;
+    replay(&client, cache, status).await?;
+    status.connected.store(true, Ordering::Release);
+    cache.set_confirmed(true);
+    metrics::gauge!("switchboard_invalidation_listener_connected").set(1.0);
+    tracing::info!("invalidation listener connected");
+
+    loop {
+        tokio::select! {
+            notification = notifications.recv() => match notification {
+                Some(n) => apply_notification(&n, cache, status).await,
+                None => break,
+            },
+            ended = &mut driver => {
+                return Err(ended.unwrap_or_else(|e| format!("driver task died: {e}")));
+            }
+        }
+    }
+    Err(driver
+        .await
+        .unwrap_or_else(|e| format!("driver task died: {e}")))
+}
+
+/// Applies every change the log holds past what this replica has seen.
+async fn replay<R: Resolver>(
+    client: &Client,
+    cache: &RouteCache<R>,
+    status: &ListenerStatus,
+) -> Result<(), String> {
+    let last = status.last_id.load(Ordering::Acquire);
+    let log = routing_changes::since(client, last, REPLAY_OVERLAP)
+        .await
+        .map_err(|e| format!("replay: {e}"))?;
+    let gap_unprovable = last < 0
+        || match log.oldest_id {
+            Some(oldest) => oldest > last + 1,
+            // an empty log after we saw changes: it was pruned
+            None => last > 0,
+        };
+    if gap_unprovable {
+        // First session, or the log no longer reaches back to what we saw:
+        // the gap cannot be proven closed.
+        cache.flush();
+        tracing::info!("route cache flushed: change log gap cannot be proven closed");
+    }
+    let mut applied = 0usize;
+    for change in &log.changes {
+        if let Some(parsed) = parse_change(&change.entity, &change.key) {
+            cache.apply(&parsed).await;
+            applied += 1;
+        }
+        status.last_id.fetch_max(change.id, Ordering::AcqRel);
+    }
+    status
+        .last_id
+        .fetch_max(log.newest_id.unwrap_or(0), Ordering::AcqRel);
+    metrics::counter!("switchboard_invalidations_replayed_total").increment(applied as u64);
+    Ok(())
+}
+
+async fn apply_notification<R: Resolver>(
+    notification: &Notification,
+    cache: &RouteCache<R>,
+    status: &ListenerStatus,
+) {
+    metrics::counter!("switchboard_invalidations_received_total").increment(1);
+    let Ok(payload) = serde_json::from_str::<Value>(notification.payload()) else {
+        tracing::warn!("ignoring a malformed routing change notification");
+        return;
+    };
+    let change = payload["entity"]
+        .as_str()
+        .zip(payload["key"].as_str())
+        .and_then(|(entity, key)| parse_change(entity, key));
+    let Some(change) = change else {
+        tracing::warn!("ignoring a routing change notification naming nothing known");
+        return;
+    };
+    cache.apply(&change).await;
+    if let Some(id) = payload["id"].as_i64() {
+        status.last_id.fetch_max(id, Ordering::AcqRel);
+    }
+    metrics::counter!("switchboard_invalidations_applied_total").increment(1);
+    if let Some(at) = payload["at"].as_f64() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        metrics::histogram!("switchboard_invalidation_lag_seconds").record((now - at).max(0.0));
+    }
+}
+
+fn parse_change(entity: &str, key: &str) -> Option<Change> {
+    match entity {
+        "number" => E164::from_canonical(key).ok().map(Change::Number),
+        "agent" => Uuid::parse_str(key).ok().map(Change::Agent),
+        "organization" => Uuid::parse_str(key).ok().map(Change::Organization),
+        _ => None,
+    }
+}

@@ -1,0 +1,711 @@
+//! L1: the in-process route cache in front of any [`Resolver`].
+//!
+//! What changes independently is cached separately: the number's binding
+//! (number → org, agent, active flag), the agent, and the organization. A
+//! change to an organization's settings is then one eviction, not one per
+//! number of that organization.
+//!
+//! * Bounded by entry count, with a TTL as a safety net; unknown numbers are
+//!   cached too (negative entries) with a short TTL, so scanners and
+//!   misdials do not reach the database on every attempt.
+//! * Concurrent misses for one number are coalesced into one load.
+//! * Freshness comes from invalidations ([`RouteCache::apply`]), driven by
+//!   the database's change log (`crate::invalidation`). While that feed is
+//!   down, entries older than `unconfirmed_ttl` are not trusted.
+//! * A load that read a row before a change committed must not re-insert it
+//!   after the change's eviction: every eviction bumps a generation counter,
+//!   and a load that sees the counter move while it ran does not keep what it
+//!   read (see [`RouteCache::resolve`]).
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use moka::{future::Cache, Expiry};
+use uuid::Uuid;
+
+use super::{Agent, Customer, Organization, ResolveError, Resolver, Route, E164};
+
+/// L1 sizing and lifetimes.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Most numbers held (agents and organizations are bounded by the same
+    /// figure, and are far fewer).
+    pub capacity: u64,
+    /// Safety-net lifetime of a positive entry.
+    pub ttl: Duration,
+    /// Lifetime of a "no such number" entry.
+    pub negative_ttl: Duration,
+    /// How long an entry is trusted while the invalidation feed is down.
+    pub unconfirmed_ttl: Duration,
+    /// Oldest entry served when the source cannot be read (stale-if-error);
+    /// past it, the caller gets the source's error.
+    pub max_stale: Duration,
+}
+
+/// After a failed refresh, a stale entry is served without retrying the
+/// source for this long, so an outage does not cost every call a timeout.
+const STALE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// One change from the routing change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Number(E164),
+    Agent(Uuid),
+    Organization(Uuid),
+}
+
+/// A number's binding: what the number points at.
+#[derive(Debug, Clone)]
+struct Binding {
+    number_active: bool,
+    org_id: Uuid,
+    agent_id: Uuid,
+}
+
+/// A cached value and when it was read from the source.
+#[derive(Debug, Clone)]
+struct Entry<T> {
+    value: T,
+    loaded_at: Instant,
+    /// Set on a stale entry kept after a failed refresh: no new refresh
+    /// before this instant.
+    retry_after: Option<Instant>,
+}
+
+impl<T> Entry<T> {
+    fn new(value: T, loaded_at: Instant) -> Self {
+        Self {
+            value,
+            loaded_at,
+            retry_after: None,
+        }
+    }
+}
+
+/// What L1 alone knows about a number.
+enum Lookup {
+    /// Every part cached and trusted; `None` is a cached "no such number".
+    Hit(Option<Route>),
+    /// Every part cached, but past its TTL or unconfirmed: refresh it, and
+    /// serve this copy if the refresh fails. `true` when a refresh failed
+    /// moments ago and must not be retried yet.
+    Stale(Route, bool),
+    Miss,
+    /// The binding is cached, its agent or organization is not.
+    Partial,
+}
+
+/// Why a coalesced load did not produce a value to cache.
+#[derive(Debug)]
+enum LoadError {
+    /// The source failed; every waiter gets the error.
+    Source(ResolveError),
+    /// An invalidation ran while the source was read: the result answers
+    /// the requests that waited for it, but is not cached.
+    Raced(Option<Route>),
+}
+
+/// Negative entries expire after `negative_ttl`, positive ones after `ttl`.
+struct BindingExpiry {
+    /// Positive entries: kept (for stale-if-error) up to the maximum age.
+    max_age: Duration,
+    negative_ttl: Duration,
+}
+
+impl Expiry<E164, Entry<Option<Binding>>> for BindingExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &E164,
+        entry: &Entry<Option<Binding>>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(if entry.value.is_some() {
+            self.max_age
+        } else {
+            self.negative_ttl
+        })
+    }
+}
+
+/// The L1 cache around a [`Resolver`] (`R`, the next tier down).
+pub struct RouteCache<R> {
+    inner: R,
+    settings: CacheSettings,
+    numbers: Cache<E164, Entry<Option<Binding>>>,
+    agents: Cache<Uuid, Entry<Arc<Agent>>>,
+    organizations: Cache<Uuid, Entry<Arc<Organization>>>,
+    /// Bumped by every eviction; see the module docs.
+    generation: AtomicU64,
+    /// Whether the invalidation feed is connected (entries fully trusted).
+    confirmed: AtomicBool,
+}
+
+impl<R: Resolver> RouteCache<R> {
+    pub fn new(inner: R, settings: CacheSettings) -> Self {
+        let numbers = Cache::builder()
+            .max_capacity(settings.capacity)
+            .expire_after(BindingExpiry {
+                max_age: settings.max_stale.max(settings.ttl),
+                negative_ttl: settings.negative_ttl,
+            })
+            .build();
+        let agents = Cache::builder()
+            .max_capacity(settings.capacity)
+            .time_to_live(settings.max_stale.max(settings.ttl))
+            .build();
+        let organizations = Cache::builder()
+            .max_capacity(settings.capacity)
+            .time_to_live(settings.max_stale.max(settings.ttl))
+            .build();
+        Self {
+            inner,
+            settings,
+            numbers,
+            agents,
+            organizations,
+            generation: AtomicU64::new(0),
+            // Until the invalidation feed has connected and replayed, nothing
+            // confirms that entries are current.
+            confirmed: AtomicBool::new(false),
+        }
+    }
+
+    /// The next tier down.
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+
+    /// Evicts what `change` affects, here and in the tiers below (first
+    /// below, so a reload after the L1 eviction cannot find the old value
+    /// in L2).
+    pub async fn apply(&self, change: &Change) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.inner.invalidate(change).await;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        match change {
+            Change::Number(number) => self.numbers.invalidate(number).await,
+            Change::Agent(id) => self.agents.invalidate(id).await,
+            Change::Organization(id) => self.organizations.invalidate(id).await,
+        }
+    }
+
+    /// Evicts everything: for when changes may have been missed.
+    pub fn flush(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.numbers.invalidate_all();
+        self.agents.invalidate_all();
+        self.organizations.invalidate_all();
+        metrics::counter!("switchboard_cache_flushes_total").increment(1);
+    }
+
+    /// Fills the cache with `routes` (warm start) and returns how many it
+    /// kept. If an invalidation arrives meanwhile, the preload is dropped
+    /// (part of it may predate the change) and routes load on demand.
+    pub async fn preload(&self, routes: Vec<Route>) -> usize {
+        let started_at = self.generation.load(Ordering::Acquire);
+        let loaded_at = Instant::now();
+        let mut inserted = 0;
+        for route in routes {
+            if self.generation.load(Ordering::Acquire) != started_at {
+                break;
+            }
+            let binding = Binding {
+                number_active: route.number_active,
+                org_id: route.organization.id,
+                agent_id: route.agent.id,
+            };
+            self.agents
+                .insert(binding.agent_id, Entry::new(route.agent, loaded_at))
+                .await;
+            self.organizations
+                .insert(binding.org_id, Entry::new(route.organization, loaded_at))
+                .await;
+            self.numbers
+                .insert(route.number, Entry::new(Some(binding), loaded_at))
+                .await;
+            inserted += 1;
+        }
+        if self.generation.load(Ordering::Acquire) != started_at {
+            // the last insertions may have raced the eviction
+            self.flush();
+            return 0;
+        }
+        inserted
+    }
+
+    /// Whether entries are confirmed by a live invalidation feed. When not,
+    /// entries older than `unconfirmed_ttl` are treated as misses.
+    pub fn set_confirmed(&self, confirmed: bool) {
+        self.confirmed.store(confirmed, Ordering::Release);
+    }
+
+    /// Numbers currently cached (approximate), for metrics.
+    pub fn len(&self) -> u64 {
+        self.numbers.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fresh: within its TTL, and confirmed by a live invalidation feed (or
+    /// younger than `unconfirmed_ttl`).
+    fn fresh<T>(&self, entry: &Entry<T>) -> bool {
+        let age = entry.loaded_at.elapsed();
+        age < self.settings.ttl
+            && (self.confirmed.load(Ordering::Acquire) || age < self.settings.unconfirmed_ttl)
+    }
+
+    /// The route from L1 alone.
+    async fn cached(&self, number: &E164) -> Lookup {
+        let Some(binding) = self.numbers.get(number).await else {
+            return Lookup::Miss;
+        };
+        let Some(bound) = &binding.value else {
+            // unknown numbers: never served past their own short TTL
+            return if self.fresh(&binding) {
+                Lookup::Hit(None)
+            } else {
+                Lookup::Miss
+            };
+        };
+        let agent = self.agents.get(&bound.agent_id).await;
+        let org = self.organizations.get(&bound.org_id).await;
+        let (Some(agent), Some(org)) = (agent, org) else {
+            return Lookup::Partial;
+        };
+        let all_fresh = self.fresh(&binding) && self.fresh(&agent) && self.fresh(&org);
+        let route = Route {
+            number: number.clone(),
+            number_active: bound.number_active,
+            organization: org.value,
+            agent: agent.value,
+        };
+        if all_fresh {
+            Lookup::Hit(Some(route))
+        } else {
+            let backing_off = binding.retry_after.is_some_and(|t| Instant::now() < t);
+            Lookup::Stale(route, backing_off)
+        }
+    }
+
+    /// Reads the route from the next tier, coalescing concurrent misses for
+    /// the same number into one read, and caches its parts unless an
+    /// invalidation ran meanwhile.
+    async fn load(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
+        let started_at = self.generation.load(Ordering::Acquire);
+        let loaded = self
+            .numbers
+            .try_get_with_by_ref(number, async {
+                let route = self
+                    .inner
+                    .resolve(number)
+                    .await
+                    .map_err(LoadError::Source)?;
+                if self.generation.load(Ordering::Acquire) != started_at {
+                    return Err(LoadError::Raced(route));
+                }
+                let loaded_at = Instant::now();
+                let binding = route.as_ref().map(|route| {
+                    let binding = Binding {
+                        number_active: route.number_active,
+                        org_id: route.organization.id,
+                        agent_id: route.agent.id,
+                    };
+                    (binding, route.agent.clone(), route.organization.clone())
+                });
+                if let Some((binding, agent, org)) = &binding {
+                    self.agents
+                        .insert(binding.agent_id, Entry::new(agent.clone(), loaded_at))
+                        .await;
+                    self.organizations
+                        .insert(binding.org_id, Entry::new(org.clone(), loaded_at))
+                        .await;
+                }
+                Ok(Entry::new(binding.map(|(b, _, _)| b), loaded_at))
+            })
+            .await;
+        let route = match loaded {
+            Ok(_) => None,
+            Err(error) => match &*error {
+                LoadError::Source(e) => return Err(e.clone()),
+                LoadError::Raced(route) => Some(route.clone()),
+            },
+        };
+        if self.generation.load(Ordering::Acquire) != started_at {
+            // An eviction may have run between the check above and the
+            // insertion: drop what this load cached. Evicting more than
+            // needed costs a reload; keeping a stale entry would not be safe.
+            self.numbers.invalidate(number).await;
+        }
+        match route {
+            Some(raced) => Ok(raced),
+            // Assemble from what was just cached; if a change evicted a
+            // part in the meantime, ask the source directly.
+            None => match self.cached(number).await {
+                // just loaded: current even where a zero TTL calls it stale
+                Lookup::Hit(route) => Ok(route),
+                Lookup::Stale(route, _) => Ok(Some(route)),
+                Lookup::Miss | Lookup::Partial => self.inner.resolve(number).await,
+            },
+        }
+    }
+}
+
+impl<R: Resolver> Resolver for RouteCache<R> {
+    async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
+        let started = Instant::now();
+        let stale = match self.cached(number).await {
+            Lookup::Hit(route) => {
+                metrics::counter!("switchboard_cache_hits_total", "tier" => "l1").increment(1);
+                metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "l1")
+                    .record(started.elapsed().as_secs_f64());
+                return Ok(route);
+            }
+            Lookup::Stale(route, true) => {
+                // a refresh failed moments ago: do not queue behind another
+                serve_stale(number);
+                return Ok(Some(route));
+            }
+            Lookup::Miss => None,
+            // The binding is cached but its agent or org was evicted by a
+            // change, or the entry is due a refresh: reload the route whole
+            // (one joined query refills all three parts).
+            Lookup::Partial => {
+                self.numbers.invalidate(number).await;
+                None
+            }
+            Lookup::Stale(route, false) => {
+                let binding = self.numbers.get(number).await;
+                self.numbers.invalidate(number).await;
+                Some((route, binding))
+            }
+        };
+        metrics::counter!("switchboard_cache_misses_total", "tier" => "l1").increment(1);
+        let generation = self.generation.load(Ordering::Acquire);
+        let result = self.load(number).await;
+        metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "source")
+            .record(started.elapsed().as_secs_f64());
+        match (result, stale) {
+            // Stale-if-error: the source is unreachable, the copy is within
+            // the maximum age. Keep it, and do not retry for a moment.
+            (
+                Err(ResolveError::Timeout(_) | ResolveError::Unavailable(_)),
+                Some((route, Some(binding))),
+            ) if binding.loaded_at.elapsed() < self.settings.max_stale => {
+                if self.generation.load(Ordering::Acquire) == generation {
+                    let kept = Entry {
+                        retry_after: Some(Instant::now() + STALE_RETRY_AFTER),
+                        ..binding
+                    };
+                    self.numbers.insert(number.clone(), kept).await;
+                }
+                serve_stale(number);
+                Ok(Some(route))
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// Customers are looked up once per call, not per hot number: not cached.
+    async fn find_customer(
+        &self,
+        org_id: Uuid,
+        phone: &E164,
+    ) -> Result<Option<Customer>, ResolveError> {
+        self.inner.find_customer(org_id, phone).await
+    }
+}
+
+fn serve_stale(number: &E164) {
+    metrics::counter!("switchboard_cache_stale_served_total").increment(1);
+    tracing::warn!(%number, "routing data unavailable; serving a stale cached route");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    };
+
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// The next tier down, in memory: a route table the test edits, a read
+    /// counter, and an optional gate that holds reads until released.
+    #[derive(Default)]
+    struct Table {
+        routes: Mutex<Vec<Route>>,
+        reads: AtomicUsize,
+        /// When set, reads fail as if the database were down.
+        down: std::sync::atomic::AtomicBool,
+        gate: Option<Arc<Notify>>,
+        entered: Arc<Notify>,
+    }
+
+    impl Resolver for Table {
+        async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(ResolveError::Unavailable("connection refused".into()));
+            }
+            let found = self
+                .routes
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|r| &r.number == number)
+                .cloned();
+            self.entered.notify_one();
+            if let Some(gate) = &self.gate {
+                gate.notified().await;
+            }
+            Ok(found)
+        }
+
+        async fn find_customer(&self, _: Uuid, _: &E164) -> Result<Option<Customer>, ResolveError> {
+            Ok(None)
+        }
+    }
+
+    fn route(number: &str, agent_name: &str) -> Route {
+        Route {
+            number: E164::from_canonical(number).unwrap(),
+            number_active: true,
+            organization: Arc::new(Organization {
+                id: Uuid::from_u128(1),
+                slug: "acme".into(),
+                name: "Acme".into(),
+                plan_tier: "pro".into(),
+                settings: Default::default(),
+                is_active: true,
+            }),
+            agent: Arc::new(Agent {
+                id: Uuid::from_u128(2),
+                name: agent_name.into(),
+                voice_id: "v".into(),
+                llm_config: Default::default(),
+                is_active: true,
+            }),
+        }
+    }
+
+    fn settings() -> CacheSettings {
+        CacheSettings {
+            capacity: 1000,
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(60),
+            unconfirmed_ttl: Duration::from_secs(60),
+            max_stale: Duration::from_secs(600),
+        }
+    }
+
+    fn number() -> E164 {
+        E164::from_canonical("+14155550100").unwrap()
+    }
+
+    #[tokio::test]
+    async fn hits_do_not_read_the_source_and_misses_are_coalesced() {
+        let gate = Arc::new(Notify::new());
+        let table = Table {
+            gate: Some(gate.clone()),
+            ..Default::default()
+        };
+        table
+            .routes
+            .lock()
+            .unwrap()
+            .push(route("+14155550100", "Reception"));
+        let cache = Arc::new(RouteCache::new(table, settings()));
+        cache.set_confirmed(true);
+
+        let waiters: Vec<_> = (0..100)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.resolve(&number()).await })
+            })
+            .collect();
+        cache.inner().entered.notified().await;
+        gate.notify_waiters();
+        for waiter in waiters {
+            // late arrivals may find the gate closed again: keep it open
+            gate.notify_waiters();
+            assert_eq!(
+                waiter.await.unwrap().unwrap().unwrap().agent.name,
+                "Reception"
+            );
+        }
+        assert_eq!(
+            cache.inner().reads.load(Ordering::SeqCst),
+            1,
+            "100 misses, one read"
+        );
+
+        for _ in 0..10 {
+            cache.resolve(&number()).await.unwrap();
+        }
+        assert_eq!(
+            cache.inner().reads.load(Ordering::SeqCst),
+            1,
+            "hits read nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_numbers_are_cached_as_absent() {
+        let cache = RouteCache::new(Table::default(), settings());
+        cache.set_confirmed(true);
+        assert!(cache.resolve(&number()).await.unwrap().is_none());
+        assert!(cache.resolve(&number()).await.unwrap().is_none());
+        assert_eq!(cache.inner().reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn each_kind_of_change_evicts_what_it_names() {
+        let table = Table::default();
+        table
+            .routes
+            .lock()
+            .unwrap()
+            .push(route("+14155550100", "Reception"));
+        let cache = RouteCache::new(table, settings());
+        cache.set_confirmed(true);
+        let changes = [
+            Change::Number(number()),
+            Change::Agent(Uuid::from_u128(2)),
+            Change::Organization(Uuid::from_u128(1)),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            cache.resolve(&number()).await.unwrap();
+            let name = format!("Reception v{i}");
+            cache.inner().routes.lock().unwrap()[0] = route("+14155550100", &name);
+            cache.apply(change).await;
+            let resolved = cache.resolve(&number()).await.unwrap().unwrap();
+            assert_eq!(resolved.agent.name, name, "after {change:?}");
+        }
+    }
+
+    /// A load that read the old row, then an update and its eviction, then
+    /// the load finishing: the old row must not stay cached.
+    #[tokio::test]
+    async fn a_slow_load_racing_an_update_does_not_cache_the_old_row() {
+        let gate = Arc::new(Notify::new());
+        let table = Table {
+            gate: Some(gate.clone()),
+            ..Default::default()
+        };
+        table
+            .routes
+            .lock()
+            .unwrap()
+            .push(route("+14155550100", "Old"));
+        let cache = Arc::new(RouteCache::new(table, settings()));
+        cache.set_confirmed(true);
+
+        let slow = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.resolve(&number()).await }
+        });
+        cache.inner().entered.notified().await; // the load has read "Old"
+        cache.inner().routes.lock().unwrap()[0] = route("+14155550100", "New");
+        cache.apply(&Change::Agent(Uuid::from_u128(2))).await;
+        gate.notify_one(); // the slow load finishes after the eviction
+
+        // the racing request itself is answered with what it read
+        assert_eq!(slow.await.unwrap().unwrap().unwrap().agent.name, "Old");
+        // but the next one reads the new row
+        let next = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.resolve(&number()).await }
+        });
+        tokio::time::timeout(Duration::from_secs(5), cache.inner().entered.notified())
+            .await
+            .expect("the next lookup reads the source instead of a stale entry");
+        gate.notify_one();
+        assert_eq!(next.await.unwrap().unwrap().unwrap().agent.name, "New");
+    }
+
+    #[tokio::test]
+    async fn entries_are_not_trusted_long_while_unconfirmed() {
+        let table = Table::default();
+        table
+            .routes
+            .lock()
+            .unwrap()
+            .push(route("+14155550100", "Reception"));
+        let cache = RouteCache::new(
+            table,
+            CacheSettings {
+                unconfirmed_ttl: Duration::ZERO,
+                ..settings()
+            },
+        );
+        cache.set_confirmed(true);
+        cache.resolve(&number()).await.unwrap();
+        cache.resolve(&number()).await.unwrap();
+        assert_eq!(cache.inner().reads.load(Ordering::SeqCst), 1);
+        cache.set_confirmed(false);
+        cache.resolve(&number()).await.unwrap();
+        assert_eq!(
+            cache.inner().reads.load(Ordering::SeqCst),
+            2,
+            "unconfirmed entry reread"
+        );
+    }
+
+    #[tokio::test]
+    async fn stale_routes_are_served_while_the_source_is_down_up_to_the_maximum_age() {
+        let table = Table::default();
+        table
+            .routes
+            .lock()
+            .unwrap()
+            .push(route("+14155550100", "Reception"));
+        // every entry is due a refresh at once
+        let cache = RouteCache::new(
+            table,
+            CacheSettings {
+                ttl: Duration::ZERO,
+                ..settings()
+            },
+        );
+        cache.set_confirmed(true);
+        cache.resolve(&number()).await.unwrap();
+        cache.inner().down.store(true, Ordering::SeqCst);
+
+        let stale = cache.resolve(&number()).await.unwrap().unwrap();
+        assert_eq!(stale.agent.name, "Reception");
+        let reads = cache.inner().reads.load(Ordering::SeqCst);
+        assert_eq!(reads, 2, "the refresh was tried");
+        // within the back-off the source is not tried again
+        cache.resolve(&number()).await.unwrap().unwrap();
+        assert_eq!(cache.inner().reads.load(Ordering::SeqCst), reads);
+
+        // past the maximum age: the source's error
+        let strict = RouteCache::new(
+            Table::default(),
+            CacheSettings {
+                ttl: Duration::ZERO,
+                max_stale: Duration::ZERO,
+                ..settings()
+            },
+        );
+        strict
+            .inner()
+            .routes
+            .lock()
+            .unwrap()
+            .push(route("+14155550100", "Reception"));
+        strict.set_confirmed(true);
+        strict.resolve(&number()).await.unwrap();
+        strict.inner().down.store(true, Ordering::SeqCst);
+        assert!(strict.resolve(&number()).await.is_err());
+    }
+}

@@ -1,0 +1,327 @@
+//! L2: the route cache shared by every replica, in Redis.
+//!
+//! [`RedisTier`] sits between the in-process cache and PostgreSQL and
+//! implements [`Resolver`] like both. As in L1, the number's binding, the
+//! agent and the organization are separate keys (`<prefix>:v1:n:<number>`,
+//! `…:a:<id>`, `…:o:<id>`; the `v1` changes whenever the encoding does),
+//! encoded with MessagePack.
+//!
+//! Redis is an optimisation, never a dependency: every command has its own
+//! short timeout (the client can otherwise block for about a second while it
+//! reconnects), and any failure or timeout falls through to the next tier,
+//! counted in `switchboard_redis_fallbacks_total`. Fills happen off the call
+//! path.
+//!
+//! Invalidation overwrites a key with a short-lived tombstone instead of
+//! deleting it, and fills only write absent keys (`SET NX`): a replica whose
+//! load read a row just before a change committed cannot put the old row
+//! back while the tombstone stands, and the tombstone outlives any load.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use redis::{aio::ConnectionManager, AsyncCommands, SetExpiry, SetOptions};
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use crate::routing::{Agent, Change, Customer, Organization, ResolveError, Resolver, Route, E164};
+
+/// Version of the key layout and encoding, part of every key.
+const LAYOUT: &str = "v1";
+/// Written over an invalidated key. Longer than any load can take (loads
+/// are bounded by the request timeout).
+const TOMBSTONE: &[u8] = b"tombstone";
+
+/// L2 settings.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// Lifetime of a cached route part.
+    pub ttl: Duration,
+    /// Lifetime of a cached "no such number".
+    pub negative_ttl: Duration,
+    /// Longest wait for one Redis command.
+    pub timeout: Duration,
+    /// Lifetime of an invalidation tombstone.
+    pub tombstone_ttl: Duration,
+    /// Namespace of every key, so several deployments can share a Redis.
+    pub key_prefix: String,
+}
+
+/// A number's binding as stored in L2.
+#[derive(Debug, Serialize, Deserialize)]
+enum Binding {
+    Bound {
+        number_active: bool,
+        org_id: Uuid,
+        agent_id: Uuid,
+    },
+    Absent,
+}
+
+/// Redis in front of `R` (PostgreSQL).
+pub struct RedisTier<R> {
+    inner: Arc<R>,
+    client: redis::Client,
+    connection: Arc<OnceCell<ConnectionManager>>,
+    connecting: Arc<AtomicBool>,
+    settings: RedisSettings,
+}
+
+impl<R: Resolver> RedisTier<R> {
+    /// Does not wait for Redis: the connection is opened in the background
+    /// (and retried on use), so the daemon starts, and serves from
+    /// PostgreSQL, without it. Once open, the multiplexed connection
+    /// reconnects by itself.
+    pub fn new(redis_url: &str, inner: R, settings: RedisSettings) -> Result<Self, String> {
+        let client = redis::Client::open(redis_url)
+            .map_err(|e| format!("REDIS_URL is not a valid Redis URL: {e}"))?;
+        let tier = Self {
+            inner: Arc::new(inner),
+            client,
+            connection: Arc::new(OnceCell::new()),
+            connecting: Arc::new(AtomicBool::new(false)),
+            settings,
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // start connecting now rather than on the first call
+            tier.connection();
+        }
+        Ok(tier)
+    }
+
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+
+    /// The shared multiplexed connection, if it is up; otherwise starts
+    /// connecting in the background and answers `None` at once.
+    fn connection(&self) -> Option<ConnectionManager> {
+        if let Some(connection) = self.connection.get() {
+            return Some(connection.clone());
+        }
+        if !self.connecting.swap(true, Ordering::AcqRel) {
+            let (client, cell, connecting) = (
+                self.client.clone(),
+                self.connection.clone(),
+                self.connecting.clone(),
+            );
+            let timeout = self.settings.timeout.max(Duration::from_millis(500));
+            tokio::spawn(async move {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(timeout)
+                    .set_response_timeout(timeout);
+                match ConnectionManager::new_with_config(client, config).await {
+                    Ok(connection) => {
+                        let _ = cell.set(connection);
+                        metrics::gauge!("switchboard_redis_connected").set(1.0);
+                        tracing::info!("connected to Redis");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot connect to Redis; serving without L2")
+                    }
+                }
+                connecting.store(false, Ordering::Release);
+            });
+        }
+        None
+    }
+
+    /// Runs one Redis command within the timeout; `None` on any failure.
+    async fn command<T, F>(
+        &self,
+        what: &'static str,
+        run: impl FnOnce(ConnectionManager) -> F,
+    ) -> Option<T>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let Some(connection) = self.connection() else {
+            fallback("not_connected");
+            return None;
+        };
+        match tokio::time::timeout(self.settings.timeout, run(connection)).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, what, "Redis command failed");
+                fallback("error");
+                None
+            }
+            Err(_) => {
+                fallback("timeout");
+                None
+            }
+        }
+    }
+
+    /// The route from L2 alone: `Some(None)` is a cached "no such number".
+    async fn cached(&self, number: &E164) -> Option<Option<Route>> {
+        let key = self.settings.number_key(number);
+        let raw: Option<Vec<u8>> = self
+            .command("get", |mut c| async move { c.get(key).await })
+            .await?;
+        let binding: Binding = decode(raw.as_deref()?)?;
+        let Binding::Bound {
+            number_active,
+            org_id,
+            agent_id,
+        } = binding
+        else {
+            return Some(None);
+        };
+        let keys = [
+            self.settings.agent_key(agent_id),
+            self.settings.org_key(org_id),
+        ];
+        let parts: Vec<Option<Vec<u8>>> = self
+            .command("mget", |mut c| async move { c.mget(&keys).await })
+            .await?;
+        let agent: Agent = decode(parts.first()?.as_deref()?)?;
+        let organization: Organization = decode(parts.get(1)?.as_deref()?)?;
+        Some(Some(Route {
+            number: number.clone(),
+            number_active,
+            organization: Arc::new(organization),
+            agent: Arc::new(agent),
+        }))
+    }
+
+    /// Writes what was read from the next tier, off the call path, only
+    /// where no value or tombstone stands.
+    fn fill(&self, number: &E164, route: Option<&Route>) {
+        let Some(connection) = self.connection() else {
+            return;
+        };
+        let settings = self.settings.clone();
+        let mut writes: Vec<(String, Vec<u8>, Duration)> = Vec::with_capacity(3);
+        match route {
+            None => writes.push((
+                self.settings.number_key(number),
+                encode(&Binding::Absent),
+                settings.negative_ttl,
+            )),
+            Some(route) => {
+                let binding = Binding::Bound {
+                    number_active: route.number_active,
+                    org_id: route.organization.id,
+                    agent_id: route.agent.id,
+                };
+                writes.push((
+                    self.settings.number_key(number),
+                    encode(&binding),
+                    settings.ttl,
+                ));
+                writes.push((
+                    self.settings.agent_key(route.agent.id),
+                    encode(&*route.agent),
+                    settings.ttl,
+                ));
+                writes.push((
+                    self.settings.org_key(route.organization.id),
+                    encode(&*route.organization),
+                    settings.ttl,
+                ));
+            }
+        }
+        tokio::spawn(async move {
+            let mut pipe = redis::pipe();
+            for (key, value, ttl) in writes {
+                let options = SetOptions::default()
+                    .conditional_set(redis::ExistenceCheck::NX)
+                    .with_expiration(SetExpiry::PX(ttl.as_millis() as u64));
+                pipe.set_options(key, value, options).ignore();
+            }
+            let mut connection = connection;
+            let written = tokio::time::timeout(
+                settings.timeout * 4,
+                pipe.query_async::<()>(&mut connection),
+            )
+            .await;
+            if !matches!(written, Ok(Ok(()))) {
+                fallback("fill");
+            }
+        });
+    }
+}
+
+impl<R: Resolver> Resolver for RedisTier<R> {
+    async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
+        let started = Instant::now();
+        if let Some(route) = self.cached(number).await {
+            metrics::counter!("switchboard_cache_hits_total", "tier" => "l2").increment(1);
+            metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "l2")
+                .record(started.elapsed().as_secs_f64());
+            return Ok(route);
+        }
+        metrics::counter!("switchboard_cache_misses_total", "tier" => "l2").increment(1);
+        let started = Instant::now();
+        let route = self.inner.resolve(number).await?;
+        metrics::counter!("switchboard_cache_hits_total", "tier" => "l3").increment(1);
+        metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "l3")
+            .record(started.elapsed().as_secs_f64());
+        self.fill(number, route.as_ref());
+        Ok(route)
+    }
+
+    async fn find_customer(
+        &self,
+        org_id: Uuid,
+        phone: &E164,
+    ) -> Result<Option<Customer>, ResolveError> {
+        self.inner.find_customer(org_id, phone).await
+    }
+
+    async fn invalidate(&self, change: &Change) {
+        let key = match change {
+            Change::Number(number) => self.settings.number_key(number),
+            Change::Agent(id) => self.settings.agent_key(*id),
+            Change::Organization(id) => self.settings.org_key(*id),
+        };
+        let ttl = self.settings.tombstone_ttl.as_millis() as u64;
+        let written = self
+            .command("tombstone", |mut c| async move {
+                c.pset_ex::<_, _, ()>(key, TOMBSTONE, ttl).await
+            })
+            .await;
+        if written.is_none() {
+            metrics::counter!("switchboard_redis_invalidation_failures_total").increment(1);
+        }
+        self.inner.invalidate(change).await;
+    }
+}
+
+impl RedisSettings {
+    fn number_key(&self, number: &E164) -> String {
+        format!("{}:{LAYOUT}:n:{number}", self.key_prefix)
+    }
+
+    fn agent_key(&self, id: Uuid) -> String {
+        format!("{}:{LAYOUT}:a:{id}", self.key_prefix)
+    }
+
+    fn org_key(&self, id: Uuid) -> String {
+        format!("{}:{LAYOUT}:o:{id}", self.key_prefix)
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec(value).expect("route parts always encode")
+}
+
+/// A tombstone or an undecodable value (another version's encoding) is a
+/// miss.
+fn decode<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Option<T> {
+    if raw == TOMBSTONE {
+        return None;
+    }
+    rmp_serde::from_slice(raw).ok()
+}
+
+fn fallback(why: &'static str) {
+    metrics::counter!("switchboard_redis_fallbacks_total", "why" => why).increment(1);
+}

@@ -1,0 +1,79 @@
+//! Reading the routing change log (`switchboard.routing_changes`, written by
+//! triggers, see migrations/V4) for the invalidation listener's replay.
+
+use std::time::Duration;
+
+use tokio_postgres::{types::Type, Client};
+
+/// One logged change.
+#[derive(Debug, Clone)]
+pub struct LoggedChange {
+    pub id: i64,
+    /// `number`, `agent` or `organization`.
+    pub entity: String,
+    /// The E.164 number or the agent's / organization's id.
+    pub key: String,
+}
+
+/// What a replay found.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeLog {
+    /// Changes after the requested id (and within the overlap), in id order.
+    pub changes: Vec<LoggedChange>,
+    /// Smallest id still in the log: above `last + 1` means rows the caller
+    /// never saw may have been pruned.
+    pub oldest_id: Option<i64>,
+    pub newest_id: Option<i64>,
+}
+
+const BOUNDS_SQL: &str = "select min(id), max(id) from switchboard.routing_changes";
+
+/// Everything after `last_id`, plus whatever was logged up to `overlap`
+/// before it: a transaction can take its id early and commit late, so ids do
+/// not arrive in order. Applying a change twice is harmless.
+const SINCE_SQL: &str = "
+    select id, entity, key
+      from switchboard.routing_changes
+     where id > $1
+        or changed_at > (select changed_at from switchboard.routing_changes where id = $1)
+                        - make_interval(secs => $2)
+     order by id";
+
+/// Reads the log's bounds and, when `last_id` is not negative, the changes
+/// after it.
+pub async fn since(
+    client: &Client,
+    last_id: i64,
+    overlap: Duration,
+) -> Result<ChangeLog, tokio_postgres::Error> {
+    let bounds = client.query_typed(BOUNDS_SQL, &[]).await?;
+    let (oldest_id, newest_id) = bounds
+        .first()
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap_or_default();
+    let changes = if last_id < 0 {
+        Vec::new()
+    } else {
+        client
+            .query_typed(
+                SINCE_SQL,
+                &[
+                    (&last_id, Type::INT8),
+                    (&overlap.as_secs_f64(), Type::FLOAT8),
+                ],
+            )
+            .await?
+            .iter()
+            .map(|row| LoggedChange {
+                id: row.get(0),
+                entity: row.get(1),
+                key: row.get(2),
+            })
+            .collect()
+    };
+    Ok(ChangeLog {
+        changes,
+        oldest_id,
+        newest_id,
+    })
+}

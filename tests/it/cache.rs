@@ -1,0 +1,369 @@
+//! The route cache kept fresh by the database's change log: every replica
+//! sees each kind of change within milliseconds, and a change committed
+//! while a replica's listener is down still reaches it.
+
+use std::time::{Duration, Instant};
+
+use switchboard::proto::{LookupNumberRequest, LookupNumberResponse};
+use tonic::transport::Channel;
+
+use crate::helpers::{eventually, spawn_on, spawn_seeded_app, spawn_seeded_app_with, TestApp};
+
+type Client = switchboard::proto::call_router_client::CallRouterClient<Channel>;
+
+async fn lookup(client: &mut Client, number: &str) -> LookupNumberResponse {
+    client
+        .lookup_number(LookupNumberRequest {
+            number: number.into(),
+            default_region: String::new(),
+        })
+        .await
+        .expect("lookup")
+        .into_inner()
+}
+
+/// Runs `change` and waits until every app's answer for `number` satisfies
+/// `applied`; returns the slowest replica's delay after the commit.
+async fn time_until_applied(
+    apps: &[&TestApp],
+    number: &str,
+    change: &str,
+    applied: impl Fn(&LookupNumberResponse) -> bool,
+) -> Duration {
+    let db = apps[0].direct().await;
+    db.batch_execute(change).await.expect(change);
+    let committed = Instant::now();
+    for app in apps {
+        let mut client = app.client.clone();
+        loop {
+            if applied(&lookup(&mut client, number).await) {
+                break;
+            }
+            // Far below the cache TTL (minutes): only the push invalidation
+            // can make this pass.
+            assert!(
+                committed.elapsed() < Duration::from_secs(2),
+                "{change} not applied"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+    committed.elapsed()
+}
+
+#[tokio::test]
+async fn every_kind_of_change_reaches_two_replicas() {
+    let first = spawn_seeded_app().await;
+    let second = spawn_on(&first).await;
+    let number = "+14155550142";
+    for app in [&first, &second] {
+        let mut client = app.client.clone();
+        assert_eq!(
+            lookup(&mut client, number)
+                .await
+                .route
+                .unwrap()
+                .agent
+                .unwrap()
+                .name,
+            "Leasing"
+        );
+    }
+    let apps = [&first, &second];
+    let agent_name = |r: &LookupNumberResponse| {
+        r.route
+            .as_ref()
+            .unwrap()
+            .agent
+            .as_ref()
+            .unwrap()
+            .name
+            .clone()
+    };
+    let org_name = |r: &LookupNumberResponse| {
+        r.route
+            .as_ref()
+            .unwrap()
+            .organization
+            .as_ref()
+            .unwrap()
+            .name
+            .clone()
+    };
+
+    let mut lags = Vec::new();
+    lags.push(
+        time_until_applied(
+            &apps,
+            number,
+            "update agents set name = 'Leasing desk' where id = '00000000-0000-4000-8000-00000000b002'",
+            |r| agent_name(r) == "Leasing desk",
+        )
+        .await,
+    );
+    lags.push(
+        time_until_applied(
+            &apps,
+            number,
+            "update organizations set name = 'Northwind Homes' where slug = 'northwind-realty'",
+            |r| org_name(r) == "Northwind Homes",
+        )
+        .await,
+    );
+    lags.push(
+        time_until_applied(
+            &apps,
+            number,
+            "update agents set is_active = true where name = 'After hours';
+             update phone_numbers set agent_id = '00000000-0000-4000-8000-00000000b003'
+              where number = '+14155550142'",
+            |r| agent_name(r) == "After hours",
+        )
+        .await,
+    );
+    // a new number: its cached "not found" must not outlive the insert
+    let unknown = "+14155550177";
+    let mut client = first.client.clone();
+    assert!(client
+        .lookup_number(LookupNumberRequest {
+            number: unknown.into(),
+            default_region: String::new()
+        })
+        .await
+        .is_err());
+    let db = first.direct().await;
+    db.batch_execute(
+        "insert into phone_numbers (org_id, agent_id, number) values
+         ('00000000-0000-4000-8000-00000000a001', '00000000-0000-4000-8000-00000000b001', '+14155550177')",
+    )
+    .await
+    .unwrap();
+    eventually(
+        "a new number is routable at once",
+        Duration::from_secs(2),
+        || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .lookup_number(LookupNumberRequest {
+                        number: unknown.into(),
+                        default_region: String::new(),
+                    })
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+    println!("invalidation lag (commit → both replicas answer anew): {lags:?}");
+}
+
+#[tokio::test]
+async fn a_change_committed_while_the_listener_is_down_is_replayed() {
+    // Entries stay trusted for an hour while unconfirmed: only the replay
+    // of the change log can bring the new value.
+    let app =
+        spawn_seeded_app_with(|config| config.cache_unconfirmed_ttl = Duration::from_secs(3600))
+            .await;
+    let mut client = app.client.clone();
+    let number = "+13125550100";
+    assert_eq!(
+        lookup(&mut client, number)
+            .await
+            .route
+            .unwrap()
+            .agent
+            .unwrap()
+            .name,
+        "Triage"
+    );
+
+    let db = app.direct().await;
+    let killed: i64 = db
+        .query_one(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity
+              where datname = current_database() and application_name = $1",
+            &[&switchboard::invalidation::APPLICATION_NAME],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "one listener session");
+    db.batch_execute("update agents set name = 'Night triage' where name = 'Triage'")
+        .await
+        .unwrap();
+
+    eventually(
+        "the change is applied after the listener reconnects",
+        Duration::from_secs(10),
+        || {
+            let mut client = client.clone();
+            async move {
+                lookup(&mut client, number)
+                    .await
+                    .route
+                    .unwrap()
+                    .agent
+                    .unwrap()
+                    .name
+                    == "Night triage"
+            }
+        },
+    )
+    .await;
+    let admin = app.admin_addr;
+    eventually(
+        "ready again after the reconnect",
+        Duration::from_secs(5),
+        || async move { crate::helpers::http_get(admin, "/readyz").await.0 == 200 },
+    )
+    .await;
+}
+
+/// L2 is shared: a route one replica read from PostgreSQL is served to
+/// another replica from Redis even when that replica cannot reach
+/// PostgreSQL at all.
+#[tokio::test]
+async fn a_second_replica_is_served_from_redis() {
+    // no warm start: the first lookup must go through L2 to PostgreSQL
+    let first = spawn_seeded_app_with(|config| config.cache_warm_limit = 0).await;
+    let mut client = first.client.clone();
+    lookup(&mut client, "+13125550100").await;
+
+    let stack = crate::helpers::Stack::from_env();
+    let mut bouncer = crate::helpers::PrivateBouncer::start(&stack).await;
+    let second = crate::helpers::spawn_on_via(&first, bouncer.port, |config| {
+        config.cache_warm_limit = 0; // its L1 starts empty
+    })
+    .await;
+    bouncer.kill();
+    // the first replica fills Redis off its call path: wait for it
+    let client = second.client.clone();
+    eventually(
+        "the second replica answers from Redis",
+        Duration::from_secs(5),
+        || {
+            let mut client = client.clone();
+            async move {
+                let reply = client
+                    .lookup_number(LookupNumberRequest {
+                        number: "+13125550100".into(),
+                        default_region: String::new(),
+                    })
+                    .await;
+                reply.is_ok_and(|r| r.into_inner().route.unwrap().agent.unwrap().name == "Triage")
+            }
+        },
+    )
+    .await;
+    let (_, metrics) = second.admin_get("/metrics").await;
+    assert!(
+        metrics.contains(r#"switchboard_cache_hits_total{tier="l2"}"#),
+        "{metrics}"
+    );
+}
+
+/// Redis going away costs latency, never a call.
+#[tokio::test]
+async fn calls_keep_routing_when_redis_dies() {
+    let mut redis = crate::helpers::PrivateRedis::start().await;
+    let url = redis.url();
+    let app = spawn_seeded_app_with(move |config| {
+        config.redis_url = secrecy::SecretString::from(url);
+        config.cache_ttl = Duration::from_millis(1); // every lookup refreshes through L2
+    })
+    .await;
+    let mut client = app.client.clone();
+    let numbers = [
+        "+14155550100",
+        "+14155550142",
+        "+13125550100",
+        "+442079460123",
+    ];
+    for number in numbers {
+        lookup(&mut client, number).await;
+    }
+    redis.kill();
+    for _ in 0..5 {
+        for number in numbers {
+            let reply = client
+                .lookup_number(LookupNumberRequest {
+                    number: number.into(),
+                    default_region: String::new(),
+                })
+                .await;
+            assert!(reply.is_ok(), "{number} failed with Redis down: {reply:?}");
+        }
+    }
+    let (_, metrics) = app.admin_get("/metrics").await;
+    assert!(
+        metrics.contains("switchboard_redis_fallbacks_total"),
+        "{metrics}"
+    );
+}
+
+/// Stale-if-error: with the database unreachable, a cached route past its
+/// TTL is still served, up to the maximum age and no further.
+#[tokio::test]
+async fn stale_routes_are_served_during_an_outage_up_to_the_maximum_age() {
+    let stack = crate::helpers::Stack::from_env();
+    for (max_stale, served) in [
+        (Duration::from_secs(3600), true),
+        (Duration::from_millis(1), false),
+    ] {
+        let mut bouncer = crate::helpers::PrivateBouncer::start(&stack).await;
+        let mut redis = crate::helpers::PrivateRedis::start().await;
+        let redis_url = redis.url();
+        let app = crate::helpers::spawn_seeded_app_via(bouncer.port, |config| {
+            config.redis_url = secrecy::SecretString::from(redis_url);
+            config.cache_ttl = Duration::from_millis(1); // every entry due a refresh
+            config.cache_max_stale = max_stale;
+        })
+        .await;
+        let mut client = app.client.clone();
+        lookup(&mut client, "+14155550100").await;
+        // nothing but L1 left
+        bouncer.kill();
+        redis.kill();
+        tokio::time::sleep(Duration::from_millis(5)).await; // age the entry past max_stale
+        let reply = client
+            .lookup_number(LookupNumberRequest {
+                number: "+14155550100".into(),
+                default_region: String::new(),
+            })
+            .await;
+        assert_eq!(reply.is_ok(), served, "max_stale {max_stale:?}: {reply:?}");
+        if served {
+            let (_, metrics) = app.admin_get("/metrics").await;
+            assert!(
+                metrics.contains("switchboard_cache_stale_served_total"),
+                "{metrics}"
+            );
+        } else {
+            assert_eq!(reply.unwrap_err().code(), tonic::Code::Unavailable);
+        }
+    }
+}
+
+/// Warm start: a replica reports ready with every active route already in
+/// L1, so even the first call for a number needs no database.
+#[tokio::test]
+async fn warm_start_preloads_every_active_route_before_ready() {
+    let stack = crate::helpers::Stack::from_env();
+    for (limit, preloaded) in [(100_000, true), (0, false)] {
+        let mut bouncer = crate::helpers::PrivateBouncer::start(&stack).await;
+        let app = crate::helpers::spawn_seeded_app_via(bouncer.port, |config| {
+            config.cache_warm_limit = limit;
+        })
+        .await; // returns once /readyz says ready
+        bouncer.kill();
+        let mut client = app.client.clone();
+        let reply = client
+            .lookup_number(LookupNumberRequest {
+                number: "+13125550100".into(),
+                default_region: String::new(),
+            })
+            .await;
+        assert_eq!(reply.is_ok(), preloaded, "warm limit {limit}: {reply:?}");
+    }
+}
