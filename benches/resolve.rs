@@ -1,16 +1,21 @@
 //! Cost of one route resolution on each tier: an L1 (in-process) hit, an
 //! L2 (Redis) hit, and L3 (PostgreSQL through PgBouncer in transaction
-//! mode). Compare them as ratios within one run; absolute times on a shared
+//! mode); and the invalidation lag from a commit to a fresh answer. Compare them as ratios within one run; absolute times on a shared
 //! machine move by 2× between runs.
 //!
 //! Needs the local stack: `deploy/local/stack up`, then
 //! `eval "$(deploy/local/stack env)"; cargo bench --bench resolve`.
 
-use std::{hint::black_box, time::Duration};
+use std::{
+    hint::black_box,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use secrecy::SecretString;
 use switchboard::{
+    invalidation::{self, ListenerStatus},
     routing::{CacheSettings, Resolver, RouteCache, E164},
     store::{
         self,
@@ -19,6 +24,7 @@ use switchboard::{
         PgStore, PoolSettings,
     },
 };
+use tokio::sync::watch;
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -26,8 +32,9 @@ fn env(name: &str) -> String {
     })
 }
 
-/// A fresh, migrated, seeded database; returns its pooled URL.
-async fn bench_database() -> String {
+/// A fresh, migrated, seeded database: (pooled URL as the daemon, direct
+/// URL as the daemon, direct URL as the superuser).
+async fn bench_database() -> (String, String, String) {
     let name = format!("sb_bench_{}", uuid::Uuid::new_v4().simple());
     let admin = store::connect_direct(&env("SWITCHBOARD_TEST_PG_ADMIN_URL"))
         .await
@@ -50,9 +57,11 @@ async fn bench_database() -> String {
     };
     migrate::run(&mut client, &options).await.unwrap();
     store::seed::demo(&mut client).await.unwrap();
-    format!(
-        "postgres://{}@{host}:{bouncer}/{name}",
-        migrate::DAEMON_ROLE
+    let daemon = migrate::DAEMON_ROLE;
+    (
+        format!("postgres://{daemon}@{host}:{bouncer}/{name}"),
+        format!("postgres://{daemon}@{host}:{pg}/{name}"),
+        format!("postgres://postgres@{host}:{pg}/{name}"),
     )
 }
 
@@ -69,7 +78,7 @@ fn resolve(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let number = E164::from_canonical("+14155550100").unwrap();
     let (l3, l2, l1) = runtime.block_on(async {
-        let url = bench_database().await;
+        let (url, _, _) = bench_database().await;
         let l3 = PgStore::new(&url, &pool_settings()).unwrap();
         let redis = RedisSettings {
             ttl: Duration::from_secs(600),
@@ -121,5 +130,67 @@ fn resolve(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, resolve);
+/// Invalidation lag: from an update's commit to the replica's cache
+/// answering with the new row (trigger → NOTIFY → LISTEN session →
+/// eviction → reload).
+fn invalidation_lag(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let number = E164::from_canonical("+14155550100").unwrap();
+    let (cache, admin, _stop) = runtime.block_on(async {
+        let (url, daemon_direct, superuser) = bench_database().await;
+        let cache = Arc::new(RouteCache::new(
+            PgStore::new(&url, &pool_settings()).unwrap(),
+            CacheSettings {
+                capacity: 1000,
+                ttl: Duration::from_secs(600),
+                negative_ttl: Duration::from_secs(5),
+                unconfirmed_ttl: Duration::from_secs(600),
+                max_stale: Duration::from_secs(600),
+            },
+        ));
+        let status = Arc::new(ListenerStatus::new());
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(invalidation::run(
+            daemon_direct,
+            cache.clone(),
+            status.clone(),
+            stopped,
+        ));
+        while !status.is_connected() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let admin = store::connect_direct(&superuser).await.unwrap();
+        (cache, admin, stop)
+    });
+    let mut version = 0u64;
+    c.bench_function("invalidation/commit_to_fresh_answer", |b| {
+        b.to_async(&runtime).iter_custom(|iters| {
+            let (cache, admin, number) = (cache.clone(), &admin, number.clone());
+            let first = version;
+            version += iters;
+            async move {
+                let mut total = Duration::ZERO;
+                for i in 0..iters {
+                    let name = format!("Reception {}", first + i);
+                    cache.resolve(&number).await.unwrap(); // cached
+                    admin
+                        .execute(
+                            "update agents set name = $1 where id = '00000000-0000-4000-8000-00000000b001'",
+                            &[&name],
+                        )
+                        .await
+                        .unwrap();
+                    let committed = Instant::now();
+                    while cache.resolve(&number).await.unwrap().unwrap().agent.name != name {
+                        tokio::task::yield_now().await;
+                    }
+                    total += committed.elapsed();
+                }
+                total
+            }
+        })
+    });
+}
+
+criterion_group!(benches, resolve, invalidation_lag);
 criterion_main!(benches);
