@@ -74,6 +74,17 @@ fn pool_settings() -> PoolSettings {
     }
 }
 
+/// Entries that stay fresh for the whole run.
+fn cache_settings() -> CacheSettings {
+    CacheSettings {
+        capacity: 1000,
+        ttl: Duration::from_secs(600),
+        negative_ttl: Duration::from_secs(5),
+        unconfirmed_ttl: Duration::from_secs(600),
+        max_stale: Duration::from_secs(600),
+    }
+}
+
 fn resolve(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let number = E164::from_canonical("+14155550100").unwrap();
@@ -95,13 +106,7 @@ fn resolve(c: &mut Criterion) {
         .unwrap();
         let l1 = RouteCache::new(
             PgStore::new(&url, &pool_settings()).unwrap(),
-            CacheSettings {
-                capacity: 1000,
-                ttl: Duration::from_secs(600),
-                negative_ttl: Duration::from_secs(5),
-                unconfirmed_ttl: Duration::from_secs(600),
-                max_stale: Duration::from_secs(600),
-            },
+            cache_settings(),
         );
         l1.set_confirmed(true);
         // warm every tier: L2 fills in the background
@@ -140,13 +145,7 @@ fn invalidation_lag(c: &mut Criterion) {
         let (url, daemon_direct, superuser) = bench_database().await;
         let cache = Arc::new(RouteCache::new(
             PgStore::new(&url, &pool_settings()).unwrap(),
-            CacheSettings {
-                capacity: 1000,
-                ttl: Duration::from_secs(600),
-                negative_ttl: Duration::from_secs(5),
-                unconfirmed_ttl: Duration::from_secs(600),
-                max_stale: Duration::from_secs(600),
-            },
+            cache_settings(),
         ));
         let status = Arc::new(ListenerStatus::new());
         let (stop, stopped) = watch::channel(false);

@@ -57,30 +57,27 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-/// One resolution, one round trip: the number joined to its org and agent.
-/// The composite key `(org_id, agent_id)` guarantees the agent belongs to the
-/// number's organization.
-const RESOLVE_NUMBER_SQL: &str = "
+/// A route row: the number joined to its org and agent, in the column order
+/// `route_from_row` reads. The composite key `(org_id, agent_id)` guarantees
+/// the agent belongs to the number's organization.
+macro_rules! route_select {
+    () => {
+        "
     select p.number, p.is_active,
            o.id, o.slug, o.name, o.plan_tier::text, o.settings,
            o.is_active and o.deleted_at is null,
            a.id, a.name, a.voice_id, a.llm_config, a.is_active
       from public.phone_numbers p
       join public.organizations o on o.id = p.org_id
-      join public.agents a on a.org_id = p.org_id and a.id = p.agent_id
-     where p.number = $1";
+      join public.agents a on a.org_id = p.org_id and a.id = p.agent_id"
+    };
+}
+
+/// One resolution, one round trip.
+const RESOLVE_NUMBER_SQL: &str = concat!(route_select!(), "\n     where p.number = $1");
 
 /// Every active route, for warm start; `$1` caps the rows read.
-const ACTIVE_ROUTES_SQL: &str = "
-    select p.number, p.is_active,
-           o.id, o.slug, o.name, o.plan_tier::text, o.settings,
-           o.is_active and o.deleted_at is null,
-           a.id, a.name, a.voice_id, a.llm_config, a.is_active
-      from public.phone_numbers p
-      join public.organizations o on o.id = p.org_id
-      join public.agents a on a.org_id = p.org_id and a.id = p.agent_id
-     where p.is_active
-     limit $1";
+const ACTIVE_ROUTES_SQL: &str = concat!(route_select!(), "\n     where p.is_active\n     limit $1");
 
 const FIND_CUSTOMER_SQL: &str = "
     select c.id, c.phone, c.name, c.email
