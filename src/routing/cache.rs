@@ -255,20 +255,21 @@ impl<R: Resolver> RouteCache<R> {
 
     /// Fresh: within its TTL, and confirmed by a live invalidation feed (or
     /// younger than `unconfirmed_ttl`).
-    fn fresh<T>(&self, entry: &Entry<T>) -> bool {
-        let age = entry.loaded_at.elapsed();
+    fn fresh<T>(&self, entry: &Entry<T>, now: Instant) -> bool {
+        let age = now.saturating_duration_since(entry.loaded_at);
         age < self.settings.ttl
             && (self.confirmed.load(Ordering::Acquire) || age < self.settings.unconfirmed_ttl)
     }
 
     /// The route from L1 alone.
     async fn cached(&self, number: &E164) -> Lookup {
+        let now = Instant::now();
         let Some(binding) = self.numbers.get(number).await else {
             return Lookup::Miss;
         };
         let Some(bound) = &binding.value else {
             // unknown numbers: never served past their own short TTL
-            return if self.fresh(&binding) {
+            return if self.fresh(&binding, now) {
                 Lookup::Hit(None)
             } else {
                 Lookup::Miss
@@ -279,7 +280,8 @@ impl<R: Resolver> RouteCache<R> {
         let (Some(agent), Some(org)) = (agent, org) else {
             return Lookup::Partial;
         };
-        let all_fresh = self.fresh(&binding) && self.fresh(&agent) && self.fresh(&org);
+        let all_fresh =
+            self.fresh(&binding, now) && self.fresh(&agent, now) && self.fresh(&org, now);
         let route = Route {
             number: number.clone(),
             number_active: bound.number_active,
@@ -289,7 +291,7 @@ impl<R: Resolver> RouteCache<R> {
         if all_fresh {
             Lookup::Hit(Some(route))
         } else {
-            let backing_off = binding.retry_after.is_some_and(|t| Instant::now() < t);
+            let backing_off = binding.retry_after.is_some_and(|t| now < t);
             Lookup::Stale(route, backing_off)
         }
     }
@@ -511,20 +513,37 @@ mod tests {
         E164::from_canonical("+14155550100").unwrap()
     }
 
+    /// A confirmed cache over a table holding `number()` → `agent_name`
+    /// (nothing when `None`), reads held at `gate` when given.
+    fn cache_over(
+        agent_name: Option<&str>,
+        gate: Option<Arc<Notify>>,
+        settings: CacheSettings,
+    ) -> RouteCache<Table> {
+        let table = Table {
+            gate,
+            ..Default::default()
+        };
+        if let Some(name) = agent_name {
+            table
+                .routes
+                .lock()
+                .unwrap()
+                .push(route("+14155550100", name));
+        }
+        let cache = RouteCache::new(table, settings);
+        cache.set_confirmed(true);
+        cache
+    }
+
     #[tokio::test]
     async fn hits_do_not_read_the_source_and_misses_are_coalesced() {
         let gate = Arc::new(Notify::new());
-        let table = Table {
-            gate: Some(gate.clone()),
-            ..Default::default()
-        };
-        table
-            .routes
-            .lock()
-            .unwrap()
-            .push(route("+14155550100", "Reception"));
-        let cache = Arc::new(RouteCache::new(table, settings()));
-        cache.set_confirmed(true);
+        let cache = Arc::new(cache_over(
+            Some("Reception"),
+            Some(gate.clone()),
+            settings(),
+        ));
 
         let waiters: Vec<_> = (0..100)
             .map(|_| {
@@ -560,8 +579,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_numbers_are_cached_as_absent() {
-        let cache = RouteCache::new(Table::default(), settings());
-        cache.set_confirmed(true);
+        let cache = cache_over(None, None, settings());
         assert!(cache.resolve(&number()).await.unwrap().is_none());
         assert!(cache.resolve(&number()).await.unwrap().is_none());
         assert_eq!(cache.inner().reads.load(Ordering::SeqCst), 1);
@@ -569,14 +587,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_kind_of_change_evicts_what_it_names() {
-        let table = Table::default();
-        table
-            .routes
-            .lock()
-            .unwrap()
-            .push(route("+14155550100", "Reception"));
-        let cache = RouteCache::new(table, settings());
-        cache.set_confirmed(true);
+        let cache = cache_over(Some("Reception"), None, settings());
         let changes = [
             Change::Number(number()),
             Change::Agent(Uuid::from_u128(2)),
@@ -597,17 +608,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_load_racing_an_update_does_not_cache_the_old_row() {
         let gate = Arc::new(Notify::new());
-        let table = Table {
-            gate: Some(gate.clone()),
-            ..Default::default()
-        };
-        table
-            .routes
-            .lock()
-            .unwrap()
-            .push(route("+14155550100", "Old"));
-        let cache = Arc::new(RouteCache::new(table, settings()));
-        cache.set_confirmed(true);
+        let cache = Arc::new(cache_over(Some("Old"), Some(gate.clone()), settings()));
 
         let slow = tokio::spawn({
             let cache = cache.clone();
@@ -634,20 +635,14 @@ mod tests {
 
     #[tokio::test]
     async fn entries_are_not_trusted_long_while_unconfirmed() {
-        let table = Table::default();
-        table
-            .routes
-            .lock()
-            .unwrap()
-            .push(route("+14155550100", "Reception"));
-        let cache = RouteCache::new(
-            table,
+        let cache = cache_over(
+            Some("Reception"),
+            None,
             CacheSettings {
                 unconfirmed_ttl: Duration::ZERO,
                 ..settings()
             },
         );
-        cache.set_confirmed(true);
         cache.resolve(&number()).await.unwrap();
         cache.resolve(&number()).await.unwrap();
         assert_eq!(cache.inner().reads.load(Ordering::SeqCst), 1);
@@ -662,21 +657,15 @@ mod tests {
 
     #[tokio::test]
     async fn stale_routes_are_served_while_the_source_is_down_up_to_the_maximum_age() {
-        let table = Table::default();
-        table
-            .routes
-            .lock()
-            .unwrap()
-            .push(route("+14155550100", "Reception"));
         // every entry is due a refresh at once
-        let cache = RouteCache::new(
-            table,
+        let cache = cache_over(
+            Some("Reception"),
+            None,
             CacheSettings {
                 ttl: Duration::ZERO,
                 ..settings()
             },
         );
-        cache.set_confirmed(true);
         cache.resolve(&number()).await.unwrap();
         cache.inner().down.store(true, Ordering::SeqCst);
 
@@ -689,21 +678,15 @@ mod tests {
         assert_eq!(cache.inner().reads.load(Ordering::SeqCst), reads);
 
         // past the maximum age: the source's error
-        let strict = RouteCache::new(
-            Table::default(),
+        let strict = cache_over(
+            Some("Reception"),
+            None,
             CacheSettings {
                 ttl: Duration::ZERO,
                 max_stale: Duration::ZERO,
                 ..settings()
             },
         );
-        strict
-            .inner()
-            .routes
-            .lock()
-            .unwrap()
-            .push(route("+14155550100", "Reception"));
-        strict.set_confirmed(true);
         strict.resolve(&number()).await.unwrap();
         strict.inner().down.store(true, Ordering::SeqCst);
         assert!(strict.resolve(&number()).await.is_err());

@@ -11,12 +11,16 @@ use crate::helpers::{eventually, spawn_on, spawn_seeded_app, spawn_seeded_app_wi
 
 type Client = switchboard::proto::call_router_client::CallRouterClient<Channel>;
 
+fn request(number: &str) -> LookupNumberRequest {
+    LookupNumberRequest {
+        number: number.into(),
+        default_region: String::new(),
+    }
+}
+
 async fn lookup(client: &mut Client, number: &str) -> LookupNumberResponse {
     client
-        .lookup_number(LookupNumberRequest {
-            number: number.into(),
-            default_region: String::new(),
-        })
+        .lookup_number(request(number))
         .await
         .expect("lookup")
         .into_inner()
@@ -70,67 +74,33 @@ async fn every_kind_of_change_reaches_two_replicas() {
         );
     }
     let apps = [&first, &second];
-    let agent_name = |r: &LookupNumberResponse| {
-        r.route
-            .as_ref()
-            .unwrap()
-            .agent
-            .as_ref()
-            .unwrap()
-            .name
-            .clone()
-    };
-    let org_name = |r: &LookupNumberResponse| {
-        r.route
-            .as_ref()
-            .unwrap()
-            .organization
-            .as_ref()
-            .unwrap()
-            .name
-            .clone()
-    };
-
-    let mut lags = Vec::new();
-    lags.push(
-        time_until_applied(
-            &apps,
-            number,
+    let agent_name = |r: &LookupNumberResponse| r.route.clone().unwrap().agent.unwrap().name;
+    let org_name = |r: &LookupNumberResponse| r.route.clone().unwrap().organization.unwrap().name;
+    type Check = Box<dyn Fn(&LookupNumberResponse) -> bool>;
+    let changes: [(&str, Check); 3] = [
+        (
             "update agents set name = 'Leasing desk' where id = '00000000-0000-4000-8000-00000000b002'",
-            |r| agent_name(r) == "Leasing desk",
-        )
-        .await,
-    );
-    lags.push(
-        time_until_applied(
-            &apps,
-            number,
+            Box::new(move |r| agent_name(r) == "Leasing desk"),
+        ),
+        (
             "update organizations set name = 'Northwind Homes' where slug = 'northwind-realty'",
-            |r| org_name(r) == "Northwind Homes",
-        )
-        .await,
-    );
-    lags.push(
-        time_until_applied(
-            &apps,
-            number,
+            Box::new(move |r| org_name(r) == "Northwind Homes"),
+        ),
+        (
             "update agents set is_active = true where name = 'After hours';
              update phone_numbers set agent_id = '00000000-0000-4000-8000-00000000b003'
               where number = '+14155550142'",
-            |r| agent_name(r) == "After hours",
-        )
-        .await,
-    );
+            Box::new(move |r| agent_name(r) == "After hours"),
+        ),
+    ];
+    let mut lags = Vec::new();
+    for (change, applied) in &changes {
+        lags.push(time_until_applied(&apps, number, change, applied).await);
+    }
     // a new number: its cached "not found" must not outlive the insert
     let unknown = "+14155550177";
     let mut client = first.client.clone();
-    assert!(client
-        .lookup_number(LookupNumberRequest {
-            number: unknown.into(),
-            default_region: String::new()
-        })
-        .await
-        .is_err());
+    assert!(client.lookup_number(request(unknown)).await.is_err());
     let db = first.direct().await;
     db.batch_execute(
         "insert into phone_numbers (org_id, agent_id, number) values
@@ -143,15 +113,7 @@ async fn every_kind_of_change_reaches_two_replicas() {
         Duration::from_secs(2),
         || {
             let mut client = client.clone();
-            async move {
-                client
-                    .lookup_number(LookupNumberRequest {
-                        number: unknown.into(),
-                        default_region: String::new(),
-                    })
-                    .await
-                    .is_ok()
-            }
+            async move { client.lookup_number(request(unknown)).await.is_ok() }
         },
     )
     .await;
@@ -245,12 +207,7 @@ async fn a_second_replica_is_served_from_redis() {
         || {
             let mut client = client.clone();
             async move {
-                let reply = client
-                    .lookup_number(LookupNumberRequest {
-                        number: "+13125550100".into(),
-                        default_region: String::new(),
-                    })
-                    .await;
+                let reply = client.lookup_number(request("+13125550100")).await;
                 reply.is_ok_and(|r| r.into_inner().route.unwrap().agent.unwrap().name == "Triage")
             }
         },
@@ -286,12 +243,7 @@ async fn calls_keep_routing_when_redis_dies() {
     redis.kill();
     for _ in 0..5 {
         for number in numbers {
-            let reply = client
-                .lookup_number(LookupNumberRequest {
-                    number: number.into(),
-                    default_region: String::new(),
-                })
-                .await;
+            let reply = client.lookup_number(request(number)).await;
             assert!(reply.is_ok(), "{number} failed with Redis down: {reply:?}");
         }
     }
@@ -326,12 +278,7 @@ async fn stale_routes_are_served_during_an_outage_up_to_the_maximum_age() {
         bouncer.kill();
         redis.kill();
         tokio::time::sleep(Duration::from_millis(5)).await; // age the entry past max_stale
-        let reply = client
-            .lookup_number(LookupNumberRequest {
-                number: "+14155550100".into(),
-                default_region: String::new(),
-            })
-            .await;
+        let reply = client.lookup_number(request("+14155550100")).await;
         assert_eq!(reply.is_ok(), served, "max_stale {max_stale:?}: {reply:?}");
         if served {
             let (_, metrics) = app.admin_get("/metrics").await;
@@ -358,12 +305,7 @@ async fn warm_start_preloads_every_active_route_before_ready() {
         .await; // returns once /readyz says ready
         bouncer.kill();
         let mut client = app.client.clone();
-        let reply = client
-            .lookup_number(LookupNumberRequest {
-                number: "+13125550100".into(),
-                default_region: String::new(),
-            })
-            .await;
+        let reply = client.lookup_number(request("+13125550100")).await;
         assert_eq!(reply.is_ok(), preloaded, "warm limit {limit}: {reply:?}");
     }
 }
