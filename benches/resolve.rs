@@ -15,7 +15,7 @@ use std::{
 use criterion::{criterion_group, criterion_main, Criterion};
 use secrecy::SecretString;
 use switchboard::{
-    invalidation::{self, ListenerStatus},
+    invalidation,
     routing::{CacheSettings, Resolver, RouteCache, E164},
     store::{
         self,
@@ -147,15 +147,9 @@ fn invalidation_lag(c: &mut Criterion) {
             PgStore::new(&url, &pool_settings()).unwrap(),
             cache_settings(),
         ));
-        let status = Arc::new(ListenerStatus::new());
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(invalidation::run(
-            daemon_direct,
-            cache.clone(),
-            status.clone(),
-            stopped,
-        ));
-        while !status.is_connected() {
+        tokio::spawn(invalidation::run(daemon_direct, cache.clone(), stopped));
+        while !cache.is_confirmed() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let admin = store::connect_direct(&superuser).await.unwrap();

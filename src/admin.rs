@@ -7,7 +7,10 @@ use axum::{extract::State, http::StatusCode, routing::get, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::{app::WarmStart, invalidation::ListenerStatus, store::PgStore};
+use crate::{
+    app::{AppResolver, WarmStart},
+    store::PgStore,
+};
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -16,8 +19,9 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     /// Pinged by `/readyz`.
     pub store: PgStore,
-    /// The invalidation listener's state, reported by `/readyz`.
-    pub listener: Arc<ListenerStatus>,
+    /// The route cache: whether its invalidation listener is connected is
+    /// reported by `/readyz`.
+    pub cache: AppResolver,
     /// Whether warm start has finished, reported by `/readyz`.
     pub warm: Arc<WarmStart>,
 }
@@ -54,7 +58,7 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
 /// stale) and warm start has finished. The answer names each check, for the operator reading it at 3 a.m.
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     let database = state.store.ping().await;
-    let listening = state.listener.is_connected();
+    let listening = state.cache.is_confirmed();
     let mut body = String::new();
     match &database {
         Ok(()) => body.push_str("database: ok\n"),

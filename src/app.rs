@@ -13,7 +13,7 @@ use crate::{
     admin::{self, AdminState},
     api::CallRouterService,
     config::ServeConfig,
-    invalidation::{self, ListenerStatus},
+    invalidation,
     proto::{self, call_router_server::CallRouterServer},
     routing::{CacheSettings, RouteCache, Router},
     store::{
@@ -25,7 +25,7 @@ use crate::{
 
 /// What the router resolves through: L1 (in process) → L2 (Redis) → L3
 /// (PostgreSQL).
-type AppResolver = Arc<RouteCache<RedisTier<PgStore>>>;
+pub(crate) type AppResolver = Arc<RouteCache<RedisTier<PgStore>>>;
 type RouterService = CallRouterServer<CallRouterService<AppResolver>>;
 
 /// A built, bound, not yet running Switchboard.
@@ -123,7 +123,6 @@ impl Application {
                 max_stale: config.cache_max_stale,
             },
         ));
-        let listener_status = Arc::new(ListenerStatus::new());
         let router = Arc::new(Router::new(cache.clone()));
         let service = CallRouterServer::new(CallRouterService::new(router, config.request_timeout))
             .max_decoding_message_size(config.max_message_bytes)
@@ -157,14 +156,12 @@ impl Application {
         let mut listener: JoinHandle<()> = tokio::spawn(invalidation::run(
             config.database_direct_url.expose_secret().to_string(),
             cache.clone(),
-            listener_status.clone(),
             stop_rx.clone(),
         ));
         let warm = Arc::new(WarmStart::default());
         tokio::spawn(warm_start(
             store.clone(),
-            cache,
-            listener_status.clone(),
+            cache.clone(),
             config.cache_warm_limit,
             warm.clone(),
         ));
@@ -172,7 +169,7 @@ impl Application {
             let state = AdminState {
                 metrics: telemetry::metrics_handle(),
                 store,
-                listener: listener_status,
+                cache,
                 warm,
             };
             let stopped = stopped(stop_rx);
@@ -236,15 +233,9 @@ impl WarmStart {
 /// the preload and the feed that keeps it fresh. Finishes (and lets the
 /// daemon report ready) whatever happens: a failed preload means a cold
 /// start, not an unready daemon.
-async fn warm_start(
-    store: PgStore,
-    cache: AppResolver,
-    listener: Arc<ListenerStatus>,
-    limit: usize,
-    warm: Arc<WarmStart>,
-) {
+async fn warm_start(store: PgStore, cache: AppResolver, limit: usize, warm: Arc<WarmStart>) {
     if limit > 0 {
-        while !listener.is_connected() {
+        while !cache.is_confirmed() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         match store.active_routes(limit).await {

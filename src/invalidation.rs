@@ -7,13 +7,13 @@
 //! NOTIFY is the doorbell, `switchboard.routing_changes` is the truth: after
 //! every (re)connect the listener replays the log from the last id it saw,
 //! so nothing committed while it was away is missed. When it cannot prove
-//! that (first start, or a pruned log), it flushes the cache. While it is
-//! disconnected the cache trusts entries only briefly, and `/readyz` says
-//! so.
+//! that (first start, or a pruned log), it flushes the cache. Whether it is
+//! connected is the cache's `is_confirmed`: while it is not, the cache
+//! trusts entries only briefly, and `/readyz` says so.
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicI64, Ordering},
+        atomic::{AtomicI64, Ordering},
         Arc,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -41,34 +41,21 @@ const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What `/readyz` and the cache need to know about the listener.
-#[derive(Debug, Default)]
-pub struct ListenerStatus {
-    connected: AtomicBool,
+/// What the listener remembers across sessions.
+struct Progress {
     /// Highest change id applied; -1 before the first session.
     last_id: AtomicI64,
-}
-
-impl ListenerStatus {
-    pub fn new() -> Self {
-        Self {
-            connected: AtomicBool::new(false),
-            last_id: AtomicI64::new(-1),
-        }
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
-    }
 }
 
 /// Runs the listener until `stop` is raised, reconnecting with backoff.
 pub async fn run<R: Resolver>(
     direct_url: String,
     cache: Arc<RouteCache<R>>,
-    status: Arc<ListenerStatus>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let status = Progress {
+        last_id: AtomicI64::new(-1),
+    };
     let mut backoff = RECONNECT_MIN;
     loop {
         tokio::select! {
@@ -79,7 +66,8 @@ pub async fn run<R: Resolver>(
                 }
             }
         }
-        if status.connected.swap(false, Ordering::AcqRel) {
+        if cache.is_confirmed() {
+            // it was connected: start the backoff over
             backoff = RECONNECT_MIN;
         }
         cache.set_confirmed(false);
@@ -97,7 +85,7 @@ pub async fn run<R: Resolver>(
 async fn session<R: Resolver>(
     url: &str,
     cache: &RouteCache<R>,
-    status: &ListenerStatus,
+    status: &Progress,
 ) -> Result<(), String> {
     let mut config: tokio_postgres::Config = url
         .parse()
@@ -131,7 +119,6 @@ async fn session<R: Resolver>(
         .await
         .map_err(|e| format!("listen: {e}"))?;
     replay(&client, cache, status).await?;
-    status.connected.store(true, Ordering::Release);
     cache.set_confirmed(true);
     metrics::gauge!("switchboard_invalidation_listener_connected").set(1.0);
     tracing::info!("invalidation listener connected");
@@ -156,7 +143,7 @@ async fn session<R: Resolver>(
 async fn replay<R: Resolver>(
     client: &Client,
     cache: &RouteCache<R>,
-    status: &ListenerStatus,
+    status: &Progress,
 ) -> Result<(), String> {
     let last = status.last_id.load(Ordering::Acquire);
     let log = routing_changes::since(client, last, REPLAY_OVERLAP)
@@ -192,7 +179,7 @@ async fn replay<R: Resolver>(
 async fn apply_notification<R: Resolver>(
     notification: &Notification,
     cache: &RouteCache<R>,
-    status: &ListenerStatus,
+    status: &Progress,
 ) {
     metrics::counter!("switchboard_invalidations_received_total").increment(1);
     let Ok(payload) = serde_json::from_str::<Value>(notification.payload()) else {

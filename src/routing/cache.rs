@@ -244,6 +244,11 @@ impl<R: Resolver> RouteCache<R> {
         self.confirmed.store(confirmed, Ordering::Release);
     }
 
+    /// Whether the invalidation feed is connected and caught up.
+    pub fn is_confirmed(&self) -> bool {
+        self.confirmed.load(Ordering::Acquire)
+    }
+
     /// Numbers currently cached (approximate), for metrics.
     pub fn len(&self) -> u64 {
         self.numbers.entry_count()
