@@ -11,13 +11,15 @@ use tonic::transport::{server::TcpIncoming, Server};
 
 use crate::{
     admin::{self, AdminState},
+    admission::{Admission, AdmissionSettings, PlanLimits},
     api::CallRouterService,
     config::ServeConfig,
     invalidation,
     proto::{self, call_router_server::CallRouterServer},
+    recorder::{Recorder, RecorderSettings, Spool, SpoolSettings},
     routing::{CacheSettings, RouteCache, Router},
     store::{
-        redis::{RedisSettings, RedisTier},
+        redis::{LazyConnection, RedisSettings, RedisTier},
         PgStore, PoolSettings,
     },
     telemetry,
@@ -34,14 +36,18 @@ pub struct Application {
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
     store: PgStore,
+    spool: Spool,
 }
 
 impl Application {
-    /// Validates the configuration, builds the database pool and binds both
-    /// listeners. Does not wait for the database: a daemon started during a
-    /// database outage comes up, reports not ready, and recovers by itself.
+    /// Validates the configuration, builds the database pool, opens the
+    /// recorder's spool and binds both listeners. Does not wait for the
+    /// database: a daemon started during a database outage comes up,
+    /// reports not ready, and recovers by itself.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
+        // before anything counts: opening the spool already may
+        telemetry::metrics_handle();
         let store = PgStore::new(
             config.database_url.expose_secret(),
             &PoolSettings {
@@ -52,6 +58,17 @@ impl Application {
             },
         )
         .map_err(anyhow::Error::msg)?;
+        let spool = Spool::open(SpoolSettings {
+            dir: config.spool_dir.clone(),
+            max_bytes: config.spool_max_bytes,
+            segment_bytes: config.spool_segment_bytes,
+        })
+        .with_context(|| {
+            format!(
+                "cannot open the spool in {} (SWITCHBOARD_SPOOL_DIR)",
+                config.spool_dir.display()
+            )
+        })?;
         let grpc_listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
@@ -63,6 +80,7 @@ impl Application {
             grpc_listener,
             admin_listener,
             store,
+            spool,
         })
     }
 
@@ -81,9 +99,9 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then stops in order: health says
-    /// NOT_SERVING, listeners stop accepting, in-flight requests finish
-    /// (bounded by the shutdown grace). Returns an error if a server stops
-    /// by itself.
+    /// NOT_SERVING, listeners stop accepting, in-flight requests finish,
+    /// the recorder drains (each bounded by the shutdown grace). Returns an
+    /// error if a server or the recorder stops by itself.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -93,12 +111,19 @@ impl Application {
             grpc_listener,
             admin_listener,
             store,
+            spool,
         } = self;
         let grpc_addr = grpc_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
-        let l2 = RedisTier::new(
+        let redis = LazyConnection::new(
             config.redis_url.expose_secret(),
+            // inside the client; every use bounds its own wait far shorter
+            Duration::from_millis(500),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let l2 = RedisTier::with_connection(
+            redis.clone(),
             store.clone(),
             RedisSettings {
                 ttl: config.redis_ttl,
@@ -111,8 +136,7 @@ impl Application {
                     + Duration::from_secs(1),
                 key_prefix: config.redis_key_prefix.clone(),
             },
-        )
-        .map_err(anyhow::Error::msg)?;
+        );
         let cache = Arc::new(RouteCache::new(
             l2,
             CacheSettings {
@@ -123,7 +147,38 @@ impl Application {
                 max_stale: config.cache_max_stale,
             },
         ));
-        let router = Arc::new(Router::new(cache.clone()));
+        let admission = Admission::new(
+            redis,
+            AdmissionSettings {
+                mode: config.admission_mode,
+                on_redis_down: config.admission_on_redis_down,
+                limits: PlanLimits {
+                    starter: config.limit_starter,
+                    pro: config.limit_pro,
+                    enterprise: config.limit_enterprise,
+                },
+                max_call_duration: config.max_call_duration,
+                timeout: config.admission_timeout,
+                key_prefix: config.redis_key_prefix.clone(),
+            },
+        );
+        // stopped only after the gRPC server has answered its last request
+        let (recorder_stop_tx, recorder_stop_rx) = watch::channel(false);
+        let (recorder, mut batcher) = Recorder::start(
+            store.clone(),
+            RecorderSettings {
+                queue_capacity: config.recorder_queue,
+                batch_size: config.recorder_batch_size,
+                flush_interval: config.recorder_flush_interval,
+                write_timeout: config.recorder_write_timeout,
+                retry_interval: config.recorder_retry_interval,
+                spool_dir: config.spool_dir.clone(),
+            },
+            spool,
+            recorder_stop_rx,
+            config.shutdown_grace,
+        );
+        let router = Arc::new(Router::new(cache.clone(), admission, recorder));
         let service = CallRouterServer::new(CallRouterService::new(router, config.request_timeout))
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(config.max_message_bytes);
@@ -188,6 +243,7 @@ impl Application {
             result = &mut listener => {
                 return Err(unexpected_stop("invalidation listener", result.map(Ok)));
             }
+            result = &mut batcher => return Err(unexpected_stop("recorder", result.map(Ok))),
         }
 
         tracing::info!("shutting down: health NOT_SERVING, draining in-flight requests");
@@ -202,6 +258,17 @@ impl Application {
                     "shutdown grace expired with gRPC requests in flight"
                 );
                 grpc.abort();
+            }
+        }
+        tracing::info!("draining the recorder");
+        let _ = recorder_stop_tx.send(true);
+        // the batcher bounds its own drain by the grace; this only guards
+        // against it hanging
+        match tokio::time::timeout(grace + Duration::from_secs(1), &mut batcher).await {
+            Ok(result) => result.context("recorder task panicked")?,
+            Err(_) => {
+                tracing::error!(?grace, "recorder did not finish draining");
+                batcher.abort();
             }
         }
         match tokio::time::timeout(grace, &mut admin).await {

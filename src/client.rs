@@ -46,6 +46,38 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<Result<Value, Value>> {
             })
             .await
             .map(|r| json!({ "route": r.into_inner().route.as_ref().map(route_json) })),
+        ClientCall::EndCall { call_id, reason } => client
+            .end_call(proto::EndCallRequest {
+                call_id: call_id.clone(),
+                end_reason: proto::EndReason::from(*reason) as i32,
+                ended_at: None,
+                answered_at: None,
+            })
+            .await
+            .map(|_| json!({ "ended": call_id })),
+        ClientCall::RecordUsage {
+            call_id,
+            items,
+            key,
+        } => {
+            let key = key
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            client
+                .record_usage(proto::RecordUsageRequest {
+                    call_id: call_id.clone(),
+                    items: items
+                        .iter()
+                        .map(|(metric, quantity)| proto::UsageItem {
+                            metric: metric.clone(),
+                            quantity: *quantity,
+                        })
+                        .collect(),
+                    idempotency_key: key.clone(),
+                })
+                .await
+                .map(|_| json!({ "recorded": call_id, "idempotency_key": key }))
+        }
     };
     Ok(answer.map_err(|status| {
         json!({

@@ -2,10 +2,15 @@
 //! variable, validated before anything starts. Defaults are the `DEFAULT_*`
 //! constants next to each setting.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
+
+use crate::{
+    admission::{AdmissionMode, RedisDownPolicy},
+    recorder::EndReason,
+};
 
 /// gRPC listener. Loopback by default: exposing the daemon is a decision.
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
@@ -54,6 +59,35 @@ pub const DEFAULT_REDIS_TIMEOUT: &str = "5ms";
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "switchboard";
 /// Lifetime of a route part in Redis (L2).
 pub const DEFAULT_REDIS_TTL: &str = "5m";
+
+/// Where call and usage events wait on disk while PostgreSQL is
+/// unreachable. Must survive a restart (a volume, not a tmpfs).
+pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/switchboard/spool";
+/// Most disk the spool may use: at ~150 bytes per event, a gigabyte holds
+/// hours of a busy platform's calls.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
+/// Size of one spool file; replayed files are deleted whole.
+pub const DEFAULT_SPOOL_SEGMENT_BYTES: u64 = 64 << 20;
+/// RPCs whose events may wait in memory for the batcher.
+pub const DEFAULT_RECORDER_QUEUE: usize = 65_536;
+/// Most events in one write.
+pub const DEFAULT_RECORDER_BATCH_SIZE: usize = 500;
+/// Longest an event waits for its batch to fill.
+pub const DEFAULT_RECORDER_FLUSH_INTERVAL: &str = "5ms";
+/// Longest wait for one batch's write before the batch goes to the spool.
+pub const DEFAULT_RECORDER_WRITE_TIMEOUT: &str = "2s";
+/// Pause between attempts to reach PostgreSQL while spooling.
+pub const DEFAULT_RECORDER_RETRY_INTERVAL: &str = "1s";
+
+/// Concurrent-call limits by plan tier, unless an organization has its own.
+pub const DEFAULT_LIMIT_STARTER: u32 = 5;
+pub const DEFAULT_LIMIT_PRO: u32 = 50;
+pub const DEFAULT_LIMIT_ENTERPRISE: u32 = 500;
+/// A call's slot is held at most this long without an `EndCall`.
+pub const DEFAULT_MAX_CALL_DURATION: &str = "4h";
+/// Longest wait for Redis when admitting a call; then the Redis-down
+/// policy decides.
+pub const DEFAULT_ADMISSION_TIMEOUT: &str = "25ms";
 
 /// Exit status for invalid configuration (`EX_USAGE` from sysexits.h).
 pub const EXIT_BAD_CONFIG: i32 = 64;
@@ -168,9 +202,61 @@ pub struct ServeConfig {
     /// Largest accepted gRPC message, in bytes.
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
-    /// How long shutdown waits for in-flight requests.
+    /// How long shutdown waits for in-flight requests, and then again for
+    /// the recorder to drain.
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", value_parser = duration, default_value = DEFAULT_SHUTDOWN_GRACE)]
     pub shutdown_grace: Duration,
+
+    /// Directory of the recorder's spool (created if missing).
+    #[arg(long, env = "SWITCHBOARD_SPOOL_DIR", default_value = DEFAULT_SPOOL_DIR)]
+    pub spool_dir: PathBuf,
+    /// Most bytes the spool may hold; beyond, EndCall and RecordUsage are
+    /// refused with RESOURCE_EXHAUSTED while PostgreSQL is unreachable.
+    #[arg(long, env = "SWITCHBOARD_SPOOL_MAX_BYTES", default_value_t = DEFAULT_SPOOL_MAX_BYTES)]
+    pub spool_max_bytes: u64,
+    /// Size of one spool file.
+    #[arg(long, env = "SWITCHBOARD_SPOOL_SEGMENT_BYTES", default_value_t = DEFAULT_SPOOL_SEGMENT_BYTES)]
+    pub spool_segment_bytes: u64,
+    /// RPCs whose events may wait in memory; beyond, requests are refused
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SWITCHBOARD_RECORDER_QUEUE", default_value_t = DEFAULT_RECORDER_QUEUE)]
+    pub recorder_queue: usize,
+    /// Most events written by one statement.
+    #[arg(long, env = "SWITCHBOARD_RECORDER_BATCH_SIZE", default_value_t = DEFAULT_RECORDER_BATCH_SIZE)]
+    pub recorder_batch_size: usize,
+    /// Longest an event waits for its batch to fill.
+    #[arg(long, env = "SWITCHBOARD_RECORDER_FLUSH_INTERVAL", value_parser = duration, default_value = DEFAULT_RECORDER_FLUSH_INTERVAL)]
+    pub recorder_flush_interval: Duration,
+    /// Longest wait for one batch's write before it is spooled instead.
+    #[arg(long, env = "SWITCHBOARD_RECORDER_WRITE_TIMEOUT", value_parser = duration, default_value = DEFAULT_RECORDER_WRITE_TIMEOUT)]
+    pub recorder_write_timeout: Duration,
+    /// Pause between attempts to reach PostgreSQL while spooling.
+    #[arg(long, env = "SWITCHBOARD_RECORDER_RETRY_INTERVAL", value_parser = duration, default_value = DEFAULT_RECORDER_RETRY_INTERVAL)]
+    pub recorder_retry_interval: Duration,
+
+    /// Concurrent-call limits: enforce them, only report what they would
+    /// refuse (shadow), or take no leases at all (off).
+    #[arg(long, env = "SWITCHBOARD_ADMISSION_MODE", value_enum, default_value_t = AdmissionMode::Enforce)]
+    pub admission_mode: AdmissionMode,
+    /// When Redis cannot be asked: admit calls unchecked (fail open) or
+    /// refuse them (fail closed).
+    #[arg(long, env = "SWITCHBOARD_ADMISSION_ON_REDIS_DOWN", value_enum, default_value_t = RedisDownPolicy::Admit)]
+    pub admission_on_redis_down: RedisDownPolicy,
+    /// Longest wait for Redis when admitting a call.
+    #[arg(long, env = "SWITCHBOARD_ADMISSION_TIMEOUT", value_parser = duration, default_value = DEFAULT_ADMISSION_TIMEOUT)]
+    pub admission_timeout: Duration,
+    /// Concurrent calls of a starter organization without its own limit.
+    #[arg(long, env = "SWITCHBOARD_LIMIT_STARTER", default_value_t = DEFAULT_LIMIT_STARTER)]
+    pub limit_starter: u32,
+    /// Concurrent calls of a pro organization without its own limit.
+    #[arg(long, env = "SWITCHBOARD_LIMIT_PRO", default_value_t = DEFAULT_LIMIT_PRO)]
+    pub limit_pro: u32,
+    /// Concurrent calls of an enterprise organization without its own limit.
+    #[arg(long, env = "SWITCHBOARD_LIMIT_ENTERPRISE", default_value_t = DEFAULT_LIMIT_ENTERPRISE)]
+    pub limit_enterprise: u32,
+    /// Longest a call holds its slot without an EndCall.
+    #[arg(long, env = "SWITCHBOARD_MAX_CALL_DURATION", value_parser = duration, default_value = DEFAULT_MAX_CALL_DURATION)]
+    pub max_call_duration: Duration,
 }
 
 impl ServeConfig {
@@ -202,6 +288,24 @@ impl ServeConfig {
             request_timeout: duration(DEFAULT_REQUEST_TIMEOUT).expect("valid default"),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             shutdown_grace: duration(DEFAULT_SHUTDOWN_GRACE).expect("valid default"),
+            spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            spool_segment_bytes: DEFAULT_SPOOL_SEGMENT_BYTES,
+            recorder_queue: DEFAULT_RECORDER_QUEUE,
+            recorder_batch_size: DEFAULT_RECORDER_BATCH_SIZE,
+            recorder_flush_interval: duration(DEFAULT_RECORDER_FLUSH_INTERVAL)
+                .expect("valid default"),
+            recorder_write_timeout: duration(DEFAULT_RECORDER_WRITE_TIMEOUT)
+                .expect("valid default"),
+            recorder_retry_interval: duration(DEFAULT_RECORDER_RETRY_INTERVAL)
+                .expect("valid default"),
+            admission_mode: AdmissionMode::Enforce,
+            admission_on_redis_down: RedisDownPolicy::Admit,
+            admission_timeout: duration(DEFAULT_ADMISSION_TIMEOUT).expect("valid default"),
+            limit_starter: DEFAULT_LIMIT_STARTER,
+            limit_pro: DEFAULT_LIMIT_PRO,
+            limit_enterprise: DEFAULT_LIMIT_ENTERPRISE,
+            max_call_duration: duration(DEFAULT_MAX_CALL_DURATION).expect("valid default"),
         }
     }
 
@@ -223,6 +327,20 @@ impl ServeConfig {
                 "SWITCHBOARD_CACHE_UNCONFIRMED_TTL",
                 self.cache_unconfirmed_ttl,
             ),
+            (
+                "SWITCHBOARD_RECORDER_FLUSH_INTERVAL",
+                self.recorder_flush_interval,
+            ),
+            (
+                "SWITCHBOARD_RECORDER_WRITE_TIMEOUT",
+                self.recorder_write_timeout,
+            ),
+            (
+                "SWITCHBOARD_RECORDER_RETRY_INTERVAL",
+                self.recorder_retry_interval,
+            ),
+            ("SWITCHBOARD_ADMISSION_TIMEOUT", self.admission_timeout),
+            ("SWITCHBOARD_MAX_CALL_DURATION", self.max_call_duration),
         ] {
             if value.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
@@ -233,6 +351,20 @@ impl ServeConfig {
         }
         if self.max_message_bytes < 1024 {
             return Err("SWITCHBOARD_MAX_MESSAGE_BYTES must be at least 1024".into());
+        }
+        for (name, value) in [
+            ("SWITCHBOARD_RECORDER_QUEUE", self.recorder_queue),
+            ("SWITCHBOARD_RECORDER_BATCH_SIZE", self.recorder_batch_size),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.spool_segment_bytes < 4096 || self.spool_max_bytes < self.spool_segment_bytes {
+            return Err(
+                "SWITCHBOARD_SPOOL_SEGMENT_BYTES must be at least 4096 and at most SWITCHBOARD_SPOOL_MAX_BYTES"
+                    .into(),
+            );
         }
         if self.grpc_addr == self.admin_addr && self.grpc_addr.port() != 0 {
             return Err("SWITCHBOARD_GRPC_ADDR and SWITCHBOARD_ADMIN_ADDR must differ".into());
@@ -335,6 +467,35 @@ pub enum ClientCall {
         #[arg(long, default_value = "")]
         region: String,
     },
+    /// EndCall: the call is over (releases its slot, records the outcome).
+    EndCall {
+        /// The call_id RouteCall returned.
+        call_id: String,
+        /// Why it ended.
+        #[arg(long, value_enum, default_value_t = EndReason::CallerHangup)]
+        reason: EndReason,
+    },
+    /// RecordUsage: meter a call.
+    RecordUsage {
+        /// The call_id RouteCall returned.
+        call_id: String,
+        /// `metric=quantity`, repeatable (`--item call_seconds=42`).
+        #[arg(long = "item", required = true, value_parser = usage_item)]
+        items: Vec<(String, f64)>,
+        /// The report's idempotency key (default: a fresh UUID).
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+fn usage_item(value: &str) -> Result<(String, f64), String> {
+    let (metric, quantity) = value
+        .split_once('=')
+        .ok_or("expected metric=quantity, e.g. call_seconds=42")?;
+    let quantity = quantity
+        .parse()
+        .map_err(|e| format!("quantity {quantity:?}: {e}"))?;
+    Ok((metric.to_string(), quantity))
 }
 
 /// The environment variable behind the argument a parse error is about, so

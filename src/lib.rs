@@ -5,16 +5,21 @@
 //!
 //! ```text
 //! api (tonic: proto ⇄ domain, deadline, status mapping)
-//!   └▶ routing::Router (normalize to E.164 → resolve → check active → call id)
-//!        └▶ routing::Resolver  ── implemented by store::PgStore
-//!             └▶ PostgreSQL through a transaction-mode pooler
+//!   └▶ routing::Router (normalize to E.164 → resolve → check active → admit → record)
+//!        ├▶ routing::RouteCache (L1) → store::redis::RedisTier (L2) → store::PgStore (L3)
+//!        ├▶ admission::Admission: per-org concurrency leases in Redis
+//!        └▶ recorder::Recorder: queue → batcher → PostgreSQL, or the spool on disk
 //! ```
 //!
 //! Modules:
 //! * [`app`]: builds and runs the daemon (listeners, servers, shutdown);
 //! * [`api`]: the gRPC service and the one error → status mapping;
 //! * [`routing`]: the domain: `E164`, `Route`, `Router`, the `Resolver` trait;
-//! * [`store`]: every SQL statement (pooled reads, migrations, seed data);
+//! * [`admission`]: concurrent-call limits as leases in Redis;
+//! * [`recorder`]: call records and usage, written behind the call, spooled
+//!   to disk while PostgreSQL is away;
+//! * [`store`]: every SQL statement (pooled reads, batched writes,
+//!   migrations, seed data) and the route cache's Redis commands;
 //! * [`admin`]: `/metrics`, `/livez`, `/readyz`;
 //! * [`config`], [`telemetry`], [`shutdown`], [`client`] (the CLI client).
 //!
@@ -26,12 +31,14 @@
 //! * Internal error detail is logged, never sent to the gateway.
 
 pub mod admin;
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod client;
 pub mod config;
 pub mod invalidation;
 pub mod proto;
+pub mod recorder;
 pub mod routing;
 pub mod shutdown;
 pub mod store;

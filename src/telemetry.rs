@@ -15,6 +15,12 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     1.0,
 ];
 
+/// Histogram buckets for the recorder's batch sizes, in events: from single
+/// events (a quiet daemon) to full batches.
+pub const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
+
 /// Installs the global log subscriber. Call once, from `main`.
 pub fn init_logging(config: &LogConfig) -> Result<(), String> {
     let filter = EnvFilter::try_new(&config.log_filter)
@@ -39,6 +45,11 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full("switchboard_recorder_batch_size".into()),
+                    BATCH_SIZE_BUCKETS,
+                )
                 .expect("bucket list is not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed")

@@ -3,7 +3,42 @@
 use prost_types::{value::Kind, ListValue, Struct, Value as ProtoValue};
 use serde_json::{Map, Number, Value};
 
-use crate::{proto, routing};
+use crate::{proto, recorder::EndReason, routing};
+
+/// Every end reason this build knows, both ways; `UNSPECIFIED` has no
+/// domain counterpart.
+const END_REASONS: [(proto::EndReason, EndReason); 7] = [
+    (proto::EndReason::CallerHangup, EndReason::CallerHangup),
+    (proto::EndReason::AgentHangup, EndReason::AgentHangup),
+    (proto::EndReason::Transferred, EndReason::Transferred),
+    (proto::EndReason::Timeout, EndReason::Timeout),
+    (proto::EndReason::NoAnswer, EndReason::NoAnswer),
+    (proto::EndReason::Busy, EndReason::Busy),
+    (proto::EndReason::Failed, EndReason::Failed),
+];
+
+impl From<EndReason> for proto::EndReason {
+    fn from(reason: EndReason) -> Self {
+        END_REASONS
+            .iter()
+            .find(|(_, domain)| *domain == reason)
+            .map(|(wire, _)| *wire)
+            .expect("every end reason has a wire value")
+    }
+}
+
+impl TryFrom<proto::EndReason> for EndReason {
+    /// `UNSPECIFIED`.
+    type Error = ();
+
+    fn try_from(reason: proto::EndReason) -> Result<Self, ()> {
+        END_REASONS
+            .iter()
+            .find(|(wire, _)| *wire == reason)
+            .map(|(_, domain)| *domain)
+            .ok_or(())
+    }
+}
 
 impl From<&routing::Route> for proto::Route {
     fn from(route: &routing::Route) -> Self {
@@ -98,8 +133,19 @@ fn number_to_json(n: f64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::ValueEnum;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn every_end_reason_crosses_the_wire_and_back() {
+        for &reason in EndReason::value_variants() {
+            let wire = proto::EndReason::from(reason);
+            assert_ne!(wire, proto::EndReason::Unspecified);
+            assert_eq!(EndReason::try_from(wire), Ok(reason));
+        }
+        assert_eq!(EndReason::try_from(proto::EndReason::Unspecified), Err(()));
+    }
 
     #[test]
     fn nested_json_survives_the_round_trip() {

@@ -18,10 +18,11 @@ pub use convert::{json_to_struct, struct_to_json};
 
 use crate::{
     proto::{
-        self, call_router_server::CallRouter, LookupNumberRequest, LookupNumberResponse,
-        RouteCallRequest, RouteCallResponse,
+        self, call_router_server::CallRouter, EndCallRequest, EndCallResponse, LookupNumberRequest,
+        LookupNumberResponse, RecordUsageRequest, RecordUsageResponse, RouteCallRequest,
+        RouteCallResponse,
     },
-    routing::{CallRequest, ResolveError, Resolver, RouteError, Router},
+    routing::{self, CallRequest, Resolver, RouteError, Router, UsageRequest},
 };
 
 /// The part of a client's deadline kept back so that our answer (even
@@ -93,6 +94,63 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
         .await
     }
 
+    async fn end_call(
+        &self,
+        request: Request<EndCallRequest>,
+    ) -> Result<Response<EndCallResponse>, Status> {
+        let budget = self.budget(&request);
+        let body = request.into_inner();
+        let span = tracing::info_span!("end_call", call_id = %body.call_id.escape_debug());
+        let router = &self.router;
+        observe(
+            "EndCall",
+            budget,
+            async {
+                let end = routing::EndCallRequest {
+                    reason: proto::EndReason::try_from(body.end_reason)
+                        .ok()
+                        .and_then(|reason| reason.try_into().ok()),
+                    ended_at: timestamp("ended_at", body.ended_at)?,
+                    answered_at: timestamp("answered_at", body.answered_at)?,
+                    call_id: body.call_id,
+                };
+                router.end_call(&end).await?;
+                Ok(EndCallResponse {})
+            }
+            .instrument(span),
+        )
+        .await
+    }
+
+    async fn record_usage(
+        &self,
+        request: Request<RecordUsageRequest>,
+    ) -> Result<Response<RecordUsageResponse>, Status> {
+        let budget = self.budget(&request);
+        let body = request.into_inner();
+        let span = tracing::info_span!("record_usage", call_id = %body.call_id.escape_debug());
+        let usage = UsageRequest {
+            call_id: body.call_id,
+            items: body
+                .items
+                .into_iter()
+                .map(|item| (item.metric, item.quantity))
+                .collect(),
+            idempotency_key: body.idempotency_key,
+        };
+        let router = &self.router;
+        observe(
+            "RecordUsage",
+            budget,
+            async {
+                router.record_usage(&usage).await?;
+                Ok(RecordUsageResponse {})
+            }
+            .instrument(span),
+        )
+        .await
+    }
+
     async fn lookup_number(
         &self,
         request: Request<LookupNumberRequest>,
@@ -119,9 +177,7 @@ async fn observe<T>(
     let started = Instant::now();
     let result = match tokio::time::timeout(budget, handler).await {
         Ok(result) => result,
-        Err(_) => Err(RouteError::Unavailable(ResolveError::Timeout(
-            "request deadline",
-        ))),
+        Err(_) => Err(RouteError::Deadline),
     };
     let result = result.map(Response::new).map_err(Status::from);
     let code = match &result {
@@ -133,6 +189,24 @@ async fn observe<T>(
     metrics::counter!("switchboard_grpc_requests_total", "rpc" => rpc, "code" => code_name(code))
         .increment(1);
     result
+}
+
+/// A protobuf timestamp as a point in time; malformed or before 1970 is
+/// refused.
+fn timestamp(
+    field: &'static str,
+    raw: Option<prost_types::Timestamp>,
+) -> Result<Option<std::time::SystemTime>, RouteError> {
+    raw.map(|ts| {
+        std::time::SystemTime::try_from(ts)
+            .ok()
+            .filter(|t| *t >= std::time::UNIX_EPOCH)
+            .ok_or(RouteError::InvalidArgument {
+                field,
+                reason: "is not a valid point in time".into(),
+            })
+    })
+    .transpose()
 }
 
 /// Parses a `grpc-timeout` header value: at most 8 digits and a unit

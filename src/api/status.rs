@@ -7,10 +7,19 @@
 
 use tonic::{metadata::MetadataValue, Code, Status};
 
-use crate::routing::{ResolveError, RouteError};
+use crate::{
+    recorder::RecordError,
+    routing::{ResolveError, RouteError},
+};
 
 /// Trailer naming why a request was refused.
 pub const REASON_KEY: &str = "switchboard-reason";
+/// On a refusal by a limit: what the limit applies to (`organization`).
+pub const LIMIT_SCOPE_KEY: &str = "switchboard-limit-scope";
+/// On a refusal by a limit: the limit.
+pub const LIMIT_KEY: &str = "switchboard-limit";
+/// On a refusal by a limit: how many calls hold a slot now.
+pub const ACTIVE_CALLS_KEY: &str = "switchboard-active-calls";
 
 impl From<RouteError> for Status {
     fn from(error: RouteError) -> Self {
@@ -20,6 +29,11 @@ impl From<RouteError> for Status {
                 match *field {
                     "default_region" => "invalid_region",
                     "gateway_call_id" => "invalid_gateway_call_id",
+                    "call_id" => "invalid_call_id",
+                    "end_reason" => "invalid_end_reason",
+                    "ended_at" | "answered_at" => "invalid_timestamp",
+                    "items" => "invalid_usage",
+                    "idempotency_key" => "invalid_idempotency_key",
                     _ => "invalid_number",
                 },
                 error.to_string(),
@@ -44,13 +58,64 @@ impl From<RouteError> for Status {
                 tracing::error!(error = %cause, "routing data could not be read");
                 (Code::Internal, "internal", "internal error".to_string())
             }
+            RouteError::OverLimit { limit, active } => {
+                let mut status = refusal(
+                    Code::ResourceExhausted,
+                    "concurrency_limit",
+                    error.to_string(),
+                );
+                let trailers = status.metadata_mut();
+                trailers.insert(LIMIT_SCOPE_KEY, MetadataValue::from_static("organization"));
+                trailers.insert(LIMIT_KEY, MetadataValue::from(*limit));
+                trailers.insert(ACTIVE_CALLS_KEY, MetadataValue::from(*active));
+                return status;
+            }
+            RouteError::Deadline => (Code::Unavailable, "deadline", format!("{error}; retry")),
+            RouteError::AdmissionUnavailable => (
+                Code::Unavailable,
+                "admission_unavailable",
+                error.to_string(),
+            ),
+            RouteError::UnknownCall(_) => (Code::NotFound, "call_not_found", error.to_string()),
+            RouteError::Record(record) => match record {
+                RecordError::QueueFull => (
+                    Code::ResourceExhausted,
+                    "recorder_queue_full",
+                    "too many calls are waiting to be recorded; retry shortly".to_string(),
+                ),
+                RecordError::SpoolFull(_) => (
+                    Code::ResourceExhausted,
+                    "spool_full",
+                    "the database is unreachable and the local spool is full; retry later"
+                        .to_string(),
+                ),
+                RecordError::SpoolFailed(cause) => {
+                    tracing::error!(%cause, "events could not be spooled");
+                    (
+                        Code::Unavailable,
+                        "recorder_unavailable",
+                        "the database is unreachable and the local spool cannot be written; retry later"
+                            .to_string(),
+                    )
+                }
+                RecordError::Closed => (
+                    Code::Unavailable,
+                    "shutting_down",
+                    "this replica is shutting down; retry on another".to_string(),
+                ),
+            },
         };
-        let mut status = Status::new(code, message);
-        status
-            .metadata_mut()
-            .insert(REASON_KEY, MetadataValue::from_static(reason));
-        status
+        refusal(code, reason, message)
     }
+}
+
+/// A status with its reason trailer.
+fn refusal(code: Code, reason: &'static str, message: String) -> Status {
+    let mut status = Status::new(code, message);
+    status
+        .metadata_mut()
+        .insert(REASON_KEY, MetadataValue::from_static(reason));
+    status
 }
 
 #[cfg(test)]

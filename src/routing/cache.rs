@@ -427,6 +427,12 @@ impl<R: Resolver> Resolver for RouteCache<R> {
     ) -> Result<Option<Customer>, ResolveError> {
         self.inner.find_customer(org_id, phone).await
     }
+
+    /// Call lookups are rare (an `EndCall` on another replica than the
+    /// call's `RouteCall`, with Redis down): not cached.
+    async fn call_org(&self, call_id: Uuid) -> Result<Option<Uuid>, ResolveError> {
+        self.inner.call_org(call_id).await
+    }
 }
 
 fn serve_stale(number: &E164) {
@@ -480,6 +486,10 @@ mod tests {
         async fn find_customer(&self, _: Uuid, _: &E164) -> Result<Option<Customer>, ResolveError> {
             Ok(None)
         }
+
+        async fn call_org(&self, _: Uuid) -> Result<Option<Uuid>, ResolveError> {
+            Ok(None)
+        }
     }
 
     fn route(number: &str, agent_name: &str) -> Route {
@@ -492,6 +502,7 @@ mod tests {
                 name: "Acme".into(),
                 plan_tier: "pro".into(),
                 settings: Default::default(),
+                concurrency_limit: None,
                 is_active: true,
             }),
             agent: Arc::new(Agent {

@@ -1,14 +1,20 @@
 //! The routing domain: what a number resolves to, and the [`Router`] that
 //! answers the gateway's questions.
 //!
-//! A request flows `normalize → resolve → check → open the call`:
+//! A call flows `normalize → resolve → check → admit → record`:
 //!
 //! 1. [`E164::parse`] turns the raw called number into canonical E.164;
-//! 2. a [`Resolver`] finds the number's [`Route`] (the PostgreSQL store today;
-//!    cache tiers wrap the same trait);
+//! 2. a [`Resolver`] finds the number's [`Route`] (the cache tiers in front
+//!    of the PostgreSQL store);
 //! 3. the router refuses routes whose number, agent or organization is
 //!    inactive;
-//! 4. `route_call` gives the call its id.
+//! 4. [`Admission`] takes a lease under the organization's concurrent-call
+//!    limit;
+//! 5. the [`Recorder`] gets the call-opened event, without anyone waiting
+//!    for the database.
+//!
+//! `end_call` and `record_usage` find the call's organization, release the
+//! lease and record durably.
 //!
 //! Nothing here knows about gRPC or SQL: the API layer converts to and from
 //! protobuf, the store layer owns every query.
@@ -16,17 +22,37 @@
 mod cache;
 mod e164;
 
-use std::{future::Future, sync::Arc};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
+
+use crate::{
+    admission::{Admission, Decision},
+    recorder::{CallEnded, CallOpened, EndReason, Event, Metric, RecordError, Recorder, Usage},
+};
 
 pub use cache::{CacheSettings, Change, RouteCache};
 pub use e164::{NumberError, Region, E164, MAX_INPUT_BYTES};
 
 /// Longest accepted gateway call id (SIP Call-IDs, Twilio CallSids, ...).
 pub const MAX_GATEWAY_CALL_ID_BYTES: usize = 256;
+/// Longest accepted usage idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+
+/// Namespace of call ids: a call's id is the UUIDv5 of its gateway call id,
+/// so every replica gives a retried `RouteCall` the same id without asking
+/// anyone.
+const CALL_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5b0d_6c4e_2f7a_4c1e_9d3b_8a61_f0e2_c457);
+/// Namespace of usage event ids (from call id, idempotency key and metric).
+const USAGE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x7e21_94b3_0c58_4d6f_a1e7_3b9c_52d8_e06a);
+/// Calls whose organization this replica remembers without asking Redis.
+const RECENT_CALLS: u64 = 100_000;
 
 /// Where calls to one number go, with everything the gateway needs to start
 /// the agent.
@@ -54,6 +80,9 @@ pub struct Organization {
     pub plan_tier: String,
     /// Free-form organization settings (a JSON object).
     pub settings: Map<String, Value>,
+    /// Concurrent-call limit set for this organization, overriding its
+    /// plan tier's default.
+    pub concurrency_limit: Option<i32>,
     /// Whether the organization may take calls: active, and not deleted.
     pub is_active: bool,
 }
@@ -113,6 +142,13 @@ pub trait Resolver: Send + Sync + 'static {
         phone: &E164,
     ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send;
 
+    /// The organization of a recorded call, `Ok(None)` when no call has
+    /// this id.
+    fn call_org(
+        &self,
+        call_id: Uuid,
+    ) -> impl Future<Output = Result<Option<Uuid>, ResolveError>> + Send;
+
     /// Forgets what `change` affects, in this tier and the ones below it.
     /// Tiers that keep nothing need not implement it.
     fn invalidate(&self, change: &Change) -> impl Future<Output = ()> + Send {
@@ -136,6 +172,13 @@ impl<R: Resolver> Resolver for Arc<R> {
         phone: &E164,
     ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send {
         (**self).find_customer(org_id, phone)
+    }
+
+    fn call_org(
+        &self,
+        call_id: Uuid,
+    ) -> impl Future<Output = Result<Option<Uuid>, ResolveError>> + Send {
+        (**self).call_org(call_id)
     }
 
     fn invalidate(&self, change: &Change) -> impl Future<Output = ()> + Send {
@@ -179,6 +222,21 @@ pub enum RouteError {
     /// The routing data could not be read in time.
     #[error("routing data unavailable: {0}")]
     Unavailable(#[from] ResolveError),
+    /// The organization is at its concurrent-call limit.
+    #[error("the organization is at its limit of {limit} concurrent calls ({active} active)")]
+    OverLimit { limit: u32, active: u32 },
+    /// Redis cannot be asked and admission is set to fail closed.
+    #[error("the concurrent-call limit cannot be checked right now")]
+    AdmissionUnavailable,
+    /// The request's deadline passed before it could be answered.
+    #[error("the request could not be answered within its deadline")]
+    Deadline,
+    /// No call has this id (in Redis nor in the database).
+    #[error("call {0} is not known")]
+    UnknownCall(Uuid),
+    /// The recorder did not take (or could not make durable) the events.
+    #[error(transparent)]
+    Record(#[from] RecordError),
 }
 
 impl RouteError {
@@ -199,25 +257,58 @@ pub struct CallRequest {
     pub default_region: String,
 }
 
+/// The end of a call, as the gateway reports it.
+#[derive(Debug, Clone, Default)]
+pub struct EndCallRequest {
+    pub call_id: String,
+    /// `None` when the gateway did not say (refused).
+    pub reason: Option<EndReason>,
+    /// Defaults to now.
+    pub ended_at: Option<SystemTime>,
+    pub answered_at: Option<SystemTime>,
+}
+
+/// Metered usage of a call, as the gateway reports it.
+#[derive(Debug, Clone, Default)]
+pub struct UsageRequest {
+    pub call_id: String,
+    /// Metric names and quantities.
+    pub items: Vec<(String, f64)>,
+    pub idempotency_key: String,
+}
+
 /// A routed call.
 #[derive(Debug, Clone)]
 pub struct RoutedCall {
-    /// The id of the call's record: a UUIDv7, so records sort by start time.
+    /// The id of the call's record, derived from the gateway's call id.
     pub call_id: Uuid,
     pub route: Route,
     /// The caller, when they are a known customer of the route's org.
     pub customer: Option<Customer>,
 }
 
-/// Answers routing requests: normalize, resolve, check, open the call.
-#[derive(Debug)]
+/// Answers the gateway: routes calls, ends them, meters them.
 pub struct Router<R> {
     resolver: R,
+    admission: Admission,
+    recorder: Recorder,
+    /// Call → organization for calls routed here, so that their `EndCall`
+    /// and usage need not ask Redis.
+    recent_calls: moka::future::Cache<Uuid, Uuid>,
 }
 
 impl<R: Resolver> Router<R> {
-    pub fn new(resolver: R) -> Self {
-        Self { resolver }
+    pub fn new(resolver: R, admission: Admission, recorder: Recorder) -> Self {
+        let remember = admission.settings().max_call_duration + Duration::from_secs(3600);
+        Self {
+            resolver,
+            admission,
+            recorder,
+            recent_calls: moka::future::Cache::builder()
+                .max_capacity(RECENT_CALLS)
+                .time_to_live(remember)
+                .build(),
+        }
     }
 
     pub fn resolver(&self) -> &R {
@@ -232,7 +323,9 @@ impl<R: Resolver> Router<R> {
         self.active_route(number).await
     }
 
-    /// Routes a new inbound call and gives it its id.
+    /// Routes a new inbound call: resolves it, admits it under its
+    /// organization's limit and opens its record. A retry (same gateway
+    /// call id) gets the same call id and holds the same lease.
     pub async fn route_call(&self, request: &CallRequest) -> Result<RoutedCall, RouteError> {
         let region = Region::parse_optional(&request.default_region)
             .map_err(|e| RouteError::invalid("default_region", e))?;
@@ -242,16 +335,153 @@ impl<R: Resolver> Router<R> {
         if request.caller_number.len() > MAX_INPUT_BYTES {
             return Err(RouteError::invalid("caller_number", NumberError::TooLong));
         }
+        let caller = E164::parse(&request.caller_number, region).ok();
 
         let route = self.active_route(called).await?;
-        let customer = self
-            .identify_caller(&route, &request.caller_number, region)
-            .await;
+        // room for the record first: a call that cannot be recorded must
+        // not take a slot
+        let permit = self.recorder.reserve()?;
+        let call_id = Uuid::new_v5(&CALL_ID_NAMESPACE, request.gateway_call_id.as_bytes());
+        let org = &route.organization;
+        let (decision, customer) = tokio::join!(
+            self.admission.admit(org, call_id),
+            self.identify_caller(&route, caller.as_ref()),
+        );
+        match decision {
+            Decision::Refused { limit, active } => {
+                return Err(RouteError::OverLimit { limit, active })
+            }
+            Decision::RefusedUnchecked => return Err(RouteError::AdmissionUnavailable),
+            _ => {}
+        }
+        self.recent_calls.insert(call_id, org.id).await;
+        permit.record(vec![Event::CallOpened(CallOpened {
+            call_id,
+            org_id: org.id,
+            agent_id: route.agent.id,
+            customer_id: customer.as_ref().map(|c| c.id),
+            gateway_call_id: request.gateway_call_id.clone(),
+            called_number: route.number.as_str().to_string(),
+            caller_number: caller.map(|c| c.as_str().to_string()),
+            started_at: SystemTime::now(),
+        })]);
         Ok(RoutedCall {
-            call_id: Uuid::now_v7(),
+            call_id,
             route,
             customer,
         })
+    }
+
+    /// Ends a call: releases its lease and records the outcome durably.
+    /// Idempotent; the first outcome recorded is kept.
+    pub async fn end_call(&self, request: &EndCallRequest) -> Result<(), RouteError> {
+        let call_id = parse_call_id(&request.call_id)?;
+        let reason = request
+            .reason
+            .ok_or_else(|| RouteError::invalid("end_reason", "is unspecified"))?;
+        let ended_at = request.ended_at.unwrap_or_else(SystemTime::now);
+        if request
+            .answered_at
+            .is_some_and(|answered| answered > ended_at)
+        {
+            return Err(RouteError::invalid("answered_at", "is after ended_at"));
+        }
+        let org_id = self.call_org(call_id).await?;
+        // the slot is freed even if recording fails below (the gateway
+        // retries; releasing twice is harmless)
+        if let Err(error) = self.admission.release(org_id, call_id).await {
+            metrics::counter!("switchboard_admission_release_failures_total").increment(1);
+            tracing::warn!(%error, %call_id, "lease not released; it expires by itself");
+        }
+        self.recorder
+            .record_durably(vec![Event::CallEnded(CallEnded {
+                call_id,
+                org_id,
+                reason,
+                answered_at: request.answered_at,
+                ended_at,
+            })])
+            .await?;
+        Ok(())
+    }
+
+    /// Records a call's usage durably. Idempotent per (call, idempotency
+    /// key, metric).
+    pub async fn record_usage(&self, request: &UsageRequest) -> Result<(), RouteError> {
+        let call_id = parse_call_id(&request.call_id)?;
+        validate_idempotency_key(&request.idempotency_key)?;
+        let mut items: Vec<(Metric, f64)> = Vec::with_capacity(request.items.len());
+        if request.items.is_empty() {
+            return Err(RouteError::invalid("items", "are empty"));
+        }
+        for (name, quantity) in &request.items {
+            let metric = Metric::parse(name).ok_or_else(|| {
+                let known: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+                RouteError::invalid(
+                    "items",
+                    format!(
+                        "contain unknown metric {:?} (known: {})",
+                        name.escape_debug().to_string(),
+                        known.join(", ")
+                    ),
+                )
+            })?;
+            if !quantity.is_finite() || *quantity < 0.0 {
+                return Err(RouteError::invalid(
+                    "items",
+                    format!("contain the quantity {quantity} for {name}; quantities must be finite and not negative"),
+                ));
+            }
+            if items.iter().any(|(m, _)| *m == metric) {
+                return Err(RouteError::invalid("items", format!("name {name} twice")));
+            }
+            items.push((metric, *quantity));
+        }
+        let org_id = self.call_org(call_id).await?;
+        let occurred_at = SystemTime::now();
+        let events = items
+            .into_iter()
+            .map(|(metric, quantity)| {
+                let key = format!("{call_id}/{}/{}", request.idempotency_key, metric.as_str());
+                Event::Usage(Usage {
+                    id: Uuid::new_v5(&USAGE_ID_NAMESPACE, key.as_bytes()),
+                    org_id,
+                    call_id,
+                    metric,
+                    quantity,
+                    occurred_at,
+                })
+            })
+            .collect();
+        self.recorder.record_durably(events).await?;
+        Ok(())
+    }
+
+    /// The organization of a call: remembered here, else as admission
+    /// remembered it in Redis, else as recorded in the database.
+    async fn call_org(&self, call_id: Uuid) -> Result<Uuid, RouteError> {
+        if let Some(org_id) = self.recent_calls.get(&call_id).await {
+            return Ok(org_id);
+        }
+        let redis = self.admission.call_org(call_id).await;
+        let org_id = match redis {
+            Ok(Some(org_id)) => Some(org_id),
+            _ => self.resolver.call_org(call_id).await?,
+        };
+        match (org_id, redis) {
+            (Some(org_id), _) => {
+                self.recent_calls.insert(call_id, org_id).await;
+                Ok(org_id)
+            }
+            // Redis may know a call the database does not have yet
+            (None, Err(error)) => {
+                tracing::warn!(%error, %call_id, "call not recorded yet and Redis cannot be asked");
+                Err(RouteError::Unavailable(ResolveError::Unavailable(
+                    "call not found in the database and Redis unavailable".into(),
+                )))
+            }
+            (None, Ok(_)) => Err(RouteError::UnknownCall(call_id)),
+        }
     }
 
     async fn active_route(&self, number: E164) -> Result<Route, RouteError> {
@@ -276,16 +506,10 @@ impl<R: Resolver> Router<R> {
     /// Caller identification is enrichment: a withheld or unparseable caller
     /// id, or a failed lookup, routes the call without a customer rather
     /// than failing it.
-    async fn identify_caller(
-        &self,
-        route: &Route,
-        caller: &str,
-        region: Option<Region>,
-    ) -> Option<Customer> {
-        let caller = E164::parse(caller, region).ok()?;
+    async fn identify_caller(&self, route: &Route, caller: Option<&E164>) -> Option<Customer> {
         match self
             .resolver
-            .find_customer(route.organization.id, &caller)
+            .find_customer(route.organization.id, caller?)
             .await
         {
             Ok(customer) => customer,
@@ -300,20 +524,30 @@ impl<R: Resolver> Router<R> {
 }
 
 fn validate_gateway_call_id(id: &str) -> Result<(), RouteError> {
-    if id.trim().is_empty() {
-        return Err(RouteError::invalid("gateway_call_id", "is empty"));
+    validate_key("gateway_call_id", id, MAX_GATEWAY_CALL_ID_BYTES)
+}
+
+fn validate_idempotency_key(key: &str) -> Result<(), RouteError> {
+    validate_key("idempotency_key", key, MAX_IDEMPOTENCY_KEY_BYTES)
+}
+
+/// A gateway-chosen identifier: present, bounded, printable.
+fn validate_key(field: &'static str, key: &str, max_bytes: usize) -> Result<(), RouteError> {
+    if key.trim().is_empty() {
+        return Err(RouteError::invalid(field, "is empty"));
     }
-    if id.len() > MAX_GATEWAY_CALL_ID_BYTES {
+    if key.len() > max_bytes {
         return Err(RouteError::invalid(
-            "gateway_call_id",
-            format!("is longer than {MAX_GATEWAY_CALL_ID_BYTES} bytes"),
+            field,
+            format!("is longer than {max_bytes} bytes"),
         ));
     }
-    if id.chars().any(char::is_control) {
-        return Err(RouteError::invalid(
-            "gateway_call_id",
-            "contains control characters",
-        ));
+    if key.chars().any(char::is_control) {
+        return Err(RouteError::invalid(field, "contains control characters"));
     }
     Ok(())
+}
+
+fn parse_call_id(raw: &str) -> Result<Uuid, RouteError> {
+    Uuid::try_parse(raw).map_err(|_| RouteError::invalid("call_id", "is not a UUID"))
 }

@@ -1,9 +1,11 @@
 //! Everything that speaks SQL. Nothing outside this module knows a query.
 //!
 //! * [`postgres`]: the pooled store behind routing ([`PgStore`]);
+//! * [`calls`]: call records and usage, written in batches by the recorder;
 //! * [`migrate`]: schema migrations over the direct connection;
 //! * [`seed`]: the demo data set.
 
+pub mod calls;
 pub mod migrate;
 pub mod postgres;
 pub mod redis;

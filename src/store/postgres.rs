@@ -66,7 +66,8 @@ macro_rules! route_select {
     select p.number, p.is_active,
            o.id, o.slug, o.name, o.plan_tier::text, o.settings,
            o.is_active and o.deleted_at is null,
-           a.id, a.name, a.voice_id, a.llm_config, a.is_active
+           a.id, a.name, a.voice_id, a.llm_config, a.is_active,
+           o.concurrency_limit
       from public.phone_numbers p
       join public.organizations o on o.id = p.org_id
       join public.agents a on a.org_id = p.org_id and a.id = p.agent_id"
@@ -144,30 +145,48 @@ impl PgStore {
     }
 
     /// Runs one typed query on a pooled connection with every wait bounded.
-    async fn query_typed(
+    pub(super) async fn query_typed(
         &self,
         what: &'static str,
         sql: &str,
         params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, ResolveError> {
+        self.run_typed(what, sql, params, self.query_timeout)
+            .await
+            .map_err(|failure| match failure {
+                Failure::Pool(e) => pool_error(e),
+                Failure::Timeout => ResolveError::Timeout("database query"),
+                Failure::Query(e) => match transient(&e) {
+                    true => ResolveError::Unavailable(e.to_string()),
+                    false => ResolveError::Corrupt(e.to_string()),
+                },
+            })
+    }
+
+    /// One typed statement on a pooled connection: checkout, connect and the
+    /// statement itself each bounded. Counts and times it as `what`.
+    pub(super) async fn run_typed(
+        &self,
+        what: &'static str,
+        sql: &str,
+        params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],
+        timeout: Duration,
+    ) -> Result<Vec<Row>, Failure> {
         let started = std::time::Instant::now();
-        let mut client = Checkout(Some(self.pool.get().await.map_err(pool_error)?));
-        let conn = client.0.as_ref().expect("present until finished");
-        let outcome =
-            match tokio::time::timeout(self.query_timeout, conn.query_typed(sql, params)).await {
-                Ok(Ok(rows)) => {
+        let outcome = async {
+            let mut client = Checkout(Some(self.pool.get().await.map_err(Failure::Pool)?));
+            let conn = client.0.as_ref().expect("present until finished");
+            match tokio::time::timeout(timeout, conn.query_typed(sql, params)).await {
+                Ok(result) => {
                     client.finish();
-                    Ok(rows)
-                }
-                Ok(Err(e)) => {
-                    let error = query_error(conn, e);
-                    client.finish();
-                    Err(error)
+                    result.map_err(Failure::Query)
                 }
                 // Not finished: `client` is dropped with its query unanswered
                 // and the connection is discarded (see Checkout).
-                Err(_) => Err(ResolveError::Timeout("database query")),
-            };
+                Err(_) => Err(Failure::Timeout),
+            }
+        }
+        .await;
         metrics::histogram!("switchboard_store_query_seconds", "query" => what)
             .record(started.elapsed().as_secs_f64());
         if outcome.is_err() {
@@ -177,7 +196,22 @@ impl PgStore {
     }
 }
 
+/// Why a pooled statement did not complete.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// No connection: the pool timed out or could not connect.
+    Pool(PoolError),
+    /// The statement did not answer in time (its connection is discarded).
+    Timeout,
+    /// The connection failed, or the database answered with an error.
+    Query(tokio_postgres::Error),
+}
+
 impl Resolver for PgStore {
+    async fn call_org(&self, call_id: Uuid) -> Result<Option<Uuid>, ResolveError> {
+        self.find_call_org(call_id).await
+    }
+
     async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
         let rows = self
             .query_typed(
@@ -240,6 +274,7 @@ fn route_from_row(row: &Row) -> Result<Route, ResolveError> {
             plan_tier: get(row, 5)?,
             settings: json_object(get(row, 6)?, "organizations.settings")?,
             is_active: get(row, 7)?,
+            concurrency_limit: get(row, 13)?,
         }),
         agent: Arc::new(Agent {
             id: get(row, 8)?,
@@ -301,24 +336,16 @@ fn pool_error(e: PoolError) -> ResolveError {
     }
 }
 
-/// A query error is either the connection failing under us, or the server
-/// (or pooler) answering with an SQLSTATE: classes 08 (connection), 53
+/// Whether a query error means "not now" rather than "never": the
+/// connection failing under us, or SQLSTATE classes 08 (connection), 53
 /// (insufficient resources) and 57 (operator intervention: shutdown,
-/// cancel) mean "not now"; anything else means this build and the schema
-/// disagree.
-fn query_error(client: &Object, e: tokio_postgres::Error) -> ResolveError {
+/// cancel). For routing reads anything else means this build and the
+/// schema disagree.
+pub(super) fn transient(e: &tokio_postgres::Error) -> bool {
     match e.as_db_error() {
-        Some(db) if !client.is_closed() => {
-            let code = db.code().code();
-            if ["08", "53", "57"]
-                .iter()
-                .any(|class| code.starts_with(class))
-            {
-                ResolveError::Unavailable(db.to_string())
-            } else {
-                ResolveError::Corrupt(db.to_string())
-            }
-        }
-        _ => ResolveError::Unavailable(e.to_string()),
+        Some(db) => ["08", "53", "57"]
+            .iter()
+            .any(|class| db.code().code().starts_with(class)),
+        None => true,
     }
 }

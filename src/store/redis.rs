@@ -2,8 +2,8 @@
 //!
 //! [`RedisTier`] sits between the in-process cache and PostgreSQL and
 //! implements [`Resolver`] like both. As in L1, the number's binding, the
-//! agent and the organization are separate keys (`<prefix>:v1:n:<number>`,
-//! `…:a:<id>`, `…:o:<id>`; the `v1` changes whenever the encoding does),
+//! agent and the organization are separate keys (`<prefix>:v2:n:<number>`,
+//! `…:a:<id>`, `…:o:<id>`; the `v2` changes whenever the encoding does),
 //! encoded with MessagePack.
 //!
 //! Redis is an optimisation, never a dependency: every command has its own
@@ -33,7 +33,7 @@ use uuid::Uuid;
 use crate::routing::{Agent, Change, Customer, Organization, ResolveError, Resolver, Route, E164};
 
 /// Version of the key layout and encoding, part of every key.
-const LAYOUT: &str = "v1";
+const LAYOUT: &str = "v2";
 /// Written over an invalidated key. Longer than any load can take (loads
 /// are bounded by the request timeout).
 const TOMBSTONE: &[u8] = b"tombstone";
@@ -67,51 +67,53 @@ enum Binding {
 /// Redis in front of `R` (PostgreSQL).
 pub struct RedisTier<R> {
     inner: Arc<R>,
-    client: redis::Client,
-    connection: Arc<OnceCell<ConnectionManager>>,
-    connecting: Arc<AtomicBool>,
+    connection: LazyConnection,
     settings: RedisSettings,
 }
 
-impl<R: Resolver> RedisTier<R> {
-    /// Does not wait for Redis: the connection is opened in the background
-    /// (and retried on use), so the daemon starts, and serves from
-    /// PostgreSQL, without it. Once open, the multiplexed connection
-    /// reconnects by itself.
-    pub fn new(redis_url: &str, inner: R, settings: RedisSettings) -> Result<Self, String> {
+/// One multiplexed Redis connection, opened in the background on first use
+/// and shared by every user (the cache tier and admission). Once open, it
+/// reconnects by itself.
+#[derive(Clone)]
+pub struct LazyConnection {
+    client: redis::Client,
+    cell: Arc<OnceCell<ConnectionManager>>,
+    connecting: Arc<AtomicBool>,
+    /// Bounds connecting and each response inside the client; callers still
+    /// put their own, shorter timeout around every command.
+    timeout: Duration,
+}
+
+impl LazyConnection {
+    /// Starts connecting at once when called inside a runtime.
+    pub fn new(redis_url: &str, timeout: Duration) -> Result<Self, String> {
         let client = redis::Client::open(redis_url)
             .map_err(|e| format!("REDIS_URL is not a valid Redis URL: {e}"))?;
-        let tier = Self {
-            inner: Arc::new(inner),
+        let connection = Self {
             client,
-            connection: Arc::new(OnceCell::new()),
+            cell: Arc::new(OnceCell::new()),
             connecting: Arc::new(AtomicBool::new(false)),
-            settings,
+            timeout,
         };
         if tokio::runtime::Handle::try_current().is_ok() {
-            // start connecting now rather than on the first call
-            tier.connection();
+            connection.get();
         }
-        Ok(tier)
+        Ok(connection)
     }
 
-    pub fn inner(&self) -> &R {
-        &self.inner
-    }
-
-    /// The shared multiplexed connection, if it is up; otherwise starts
-    /// connecting in the background and answers `None` at once.
-    fn connection(&self) -> Option<ConnectionManager> {
-        if let Some(connection) = self.connection.get() {
+    /// The connection, if it is up; otherwise starts connecting in the
+    /// background and answers `None` at once: nobody waits for Redis.
+    pub fn get(&self) -> Option<ConnectionManager> {
+        if let Some(connection) = self.cell.get() {
             return Some(connection.clone());
         }
         if !self.connecting.swap(true, Ordering::AcqRel) {
             let (client, cell, connecting) = (
                 self.client.clone(),
-                self.connection.clone(),
+                self.cell.clone(),
                 self.connecting.clone(),
             );
-            let timeout = self.settings.timeout.max(Duration::from_millis(500));
+            let timeout = self.timeout;
             tokio::spawn(async move {
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(timeout)
@@ -123,13 +125,40 @@ impl<R: Resolver> RedisTier<R> {
                         tracing::info!("connected to Redis");
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "cannot connect to Redis; serving without L2")
+                        tracing::warn!(%error, "cannot connect to Redis; serving without it")
                     }
                 }
                 connecting.store(false, Ordering::Release);
             });
         }
         None
+    }
+}
+
+impl<R: Resolver> RedisTier<R> {
+    /// Does not wait for Redis: the connection is opened in the background
+    /// (and retried on use), so the daemon starts, and serves from
+    /// PostgreSQL, without it.
+    pub fn new(redis_url: &str, inner: R, settings: RedisSettings) -> Result<Self, String> {
+        let timeout = settings.timeout.max(Duration::from_millis(500));
+        Ok(Self::with_connection(
+            LazyConnection::new(redis_url, timeout)?,
+            inner,
+            settings,
+        ))
+    }
+
+    /// A tier on a connection shared with other Redis users.
+    pub fn with_connection(connection: LazyConnection, inner: R, settings: RedisSettings) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            connection,
+            settings,
+        }
+    }
+
+    pub fn inner(&self) -> &R {
+        &self.inner
     }
 
     /// Runs one Redis command within the timeout; `None` on any failure.
@@ -141,7 +170,7 @@ impl<R: Resolver> RedisTier<R> {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let Some(connection) = self.connection() else {
+        let Some(connection) = self.connection.get() else {
             fallback("not_connected");
             return None;
         };
@@ -194,7 +223,7 @@ impl<R: Resolver> RedisTier<R> {
     /// Writes what was read from the next tier, off the call path, only
     /// where no value or tombstone stands.
     fn fill(&self, number: &E164, route: Option<&Route>) {
-        let Some(connection) = self.connection() else {
+        let Some(connection) = self.connection.get() else {
             return;
         };
         let settings = self.settings.clone();
@@ -274,6 +303,10 @@ impl<R: Resolver> Resolver for RedisTier<R> {
         phone: &E164,
     ) -> Result<Option<Customer>, ResolveError> {
         self.inner.find_customer(org_id, phone).await
+    }
+
+    async fn call_org(&self, call_id: Uuid) -> Result<Option<Uuid>, ResolveError> {
+        self.inner.call_org(call_id).await
     }
 
     async fn invalidate(&self, change: &Change) {

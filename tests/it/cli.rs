@@ -1,17 +1,7 @@
 //! The binary itself: configuration errors exit 64 with the variable's name,
 //! and the built-in client prints routes.
 
-use std::process::Command;
-
-use crate::helpers::spawn_seeded_app;
-
-fn switchboard() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    command
-}
+use crate::helpers::{spawn_seeded_app, switchboard_command as switchboard};
 
 #[test]
 fn bad_configuration_exits_64_and_names_the_setting() {
@@ -81,24 +71,17 @@ fn secrets_are_not_echoed_in_errors() {
 #[tokio::test]
 async fn the_client_subcommand_prints_the_route_as_json() {
     let app = spawn_seeded_app().await;
-    let addr = format!("http://{}", app.grpc_addr);
-    let output = tokio::task::spawn_blocking(move || {
-        switchboard()
-            .args([
-                "client",
-                "--addr",
-                &addr,
-                "route-call",
-                "--called",
-                "+14155550100",
-                "--caller",
-                "+14155550123",
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = client(
+        &app,
+        &[
+            "route-call",
+            "--called",
+            "+14155550100",
+            "--caller",
+            "+14155550123",
+        ],
+    )
+    .await;
     assert!(
         output.status.success(),
         "{}",
@@ -107,17 +90,51 @@ async fn the_client_subcommand_prints_the_route_as_json() {
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["route"]["organization"]["slug"], "acme-dental");
     assert_eq!(json["customer"]["name"], "Dana Whitfield");
+    let call_id = json["call_id"].as_str().unwrap().to_string();
 
-    let addr = format!("http://{}", app.grpc_addr);
-    let output = tokio::task::spawn_blocking(move || {
-        switchboard()
-            .args(["client", "--addr", &addr, "lookup", "+19995550000"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    for args in [
+        vec![
+            "record-usage",
+            &call_id,
+            "--item",
+            "call_seconds=42",
+            "--item",
+            "llm_tokens_in=900",
+        ],
+        vec!["end-call", &call_id, "--reason", "agent-hangup"],
+    ] {
+        let output = client(&app, &args).await;
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    let db = app.direct().await;
+    let row = db
+        .query_one(
+            "select status, end_reason, (select sum(quantity)::float8 from public.usage_events)
+               from public.calls",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "completed");
+    assert_eq!(row.get::<_, &str>(1), "agent_hangup");
+    assert_eq!(row.get::<_, f64>(2), 942.0);
+
+    let output = client(&app, &["lookup", "+19995550000"]).await;
     assert_eq!(output.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["reason"], "number_not_found");
+}
+
+/// `switchboard client --addr <app> <args…>`, run off the test's runtime.
+async fn client(app: &crate::helpers::TestApp, args: &[&str]) -> std::process::Output {
+    let mut command = switchboard();
+    command.args(["client", "--addr", &format!("http://{}", app.grpc_addr)]);
+    command.args(args);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
 }

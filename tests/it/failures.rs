@@ -6,22 +6,15 @@ use std::time::Duration;
 use switchboard::proto::{LookupNumberRequest, RouteCallRequest};
 use tonic::{Code, Request};
 
-use crate::helpers::{eventually, spawn_seeded_app, spawn_seeded_app_via, PrivateBouncer, Stack};
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .metadata()
-        .get("switchboard-reason")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
+use crate::helpers::{
+    eventually, reason, route_request as route_request_from, spawn_seeded_app,
+    spawn_seeded_app_via, PrivateBouncer, Stack,
+};
 
 fn route_request(called: &str, gateway_call_id: &str, region: &str) -> RouteCallRequest {
     RouteCallRequest {
-        called_number: called.into(),
-        caller_number: String::new(),
-        gateway_call_id: gateway_call_id.into(),
         default_region: region.into(),
+        ..route_request_from(called, gateway_call_id)
     }
 }
 
@@ -201,7 +194,7 @@ async fn hung_database_answers_unavailable_before_the_client_deadline() {
     bouncer.admin(&format!("PAUSE {}", app.db_name)).await;
     // (deadlines leave the server 10% headroom: keep them large enough
     // that a loaded test machine still delivers the answer in it)
-    for deadline in [Duration::from_millis(250), Duration::from_millis(500)] {
+    for deadline in [Duration::from_millis(500), Duration::from_millis(1000)] {
         let status = app
             .client
             .lookup_number(lookup(UNCACHED, deadline))
@@ -215,10 +208,11 @@ async fn hung_database_answers_unavailable_before_the_client_deadline() {
             Code::Unavailable,
             "deadline {deadline:?}: {status:?}"
         );
+        assert_eq!(reason(&status), "deadline");
     }
     let cached = app
         .client
-        .lookup_number(lookup(CACHED, Duration::from_millis(100)))
+        .lookup_number(lookup(CACHED, Duration::from_millis(500)))
         .await;
     assert!(
         cached.is_ok(),

@@ -15,8 +15,11 @@ use std::{
 
 use secrecy::SecretString;
 use switchboard::{
-    config::ServeConfig,
-    proto::call_router_client::CallRouterClient,
+    config::{ServeConfig, DEFAULT_SPOOL_DIR},
+    proto::{
+        call_router_client::CallRouterClient, EndCallRequest, EndReason, RecordUsageRequest,
+        RouteCallRequest, UsageItem,
+    },
     store::{
         self, migrate,
         migrate::{MigrateOptions, DAEMON_ROLE},
@@ -123,6 +126,10 @@ pub struct TestApp {
     pub db_name: String,
     pub stack: Stack,
     pub client: CallRouterClient<Channel>,
+    /// The recorder's spool directory: this daemon's own.
+    pub spool_dir: PathBuf,
+    /// Removes the spool directory when the test ends, if the harness made it.
+    _spool: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -225,6 +232,16 @@ fn config_for(stack: &Stack, db_name: &str, pooler_port: u16) -> ServeConfig {
 async fn start(stack: Stack, db_name: String, mut config: ServeConfig) -> TestApp {
     // every test database is its own deployment, with its own Redis keys
     config.redis_key_prefix = db_name.clone();
+    // and every daemon its own spool, unless the test chose one
+    let spool = (config.spool_dir == std::path::Path::new(DEFAULT_SPOOL_DIR)).then(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("switchboard-spool-")
+            .tempdir()
+            .expect("temporary spool directory");
+        config.spool_dir = dir.path().to_path_buf();
+        dir
+    });
+    let spool_dir = config.spool_dir.clone();
     let app = Application::build(config)
         .await
         .expect("application builds");
@@ -251,6 +268,8 @@ async fn start(stack: Stack, db_name: String, mut config: ServeConfig) -> TestAp
         db_name,
         stack,
         client,
+        spool_dir,
+        _spool: spool,
         stop: Some(stop),
         task: Some(task),
     }
@@ -439,7 +458,7 @@ impl Drop for PrivateBouncer {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -514,5 +533,178 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The `switchboard-reason` trailer of a refusal.
+pub fn reason(status: &tonic::Status) -> String {
+    trailer(status, "switchboard-reason")
+}
+
+/// A trailer of a refusal, empty when absent.
+pub fn trailer(status: &tonic::Status, key: &str) -> String {
+    status
+        .metadata()
+        .get(key)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// A RouteCall for `called` from no caller id, as gateway call `gateway_call_id`.
+pub fn route_request(called: &str, gateway_call_id: &str) -> RouteCallRequest {
+    RouteCallRequest {
+        called_number: called.into(),
+        caller_number: String::new(),
+        gateway_call_id: gateway_call_id.into(),
+        default_region: String::new(),
+    }
+}
+
+/// An EndCall for `call_id`: the caller hung up after the agent answered.
+pub fn end_request(call_id: &str) -> EndCallRequest {
+    let now = std::time::SystemTime::now();
+    EndCallRequest {
+        call_id: call_id.into(),
+        end_reason: EndReason::CallerHangup as i32,
+        ended_at: Some(now.into()),
+        answered_at: Some((now - Duration::from_secs(30)).into()),
+    }
+}
+
+/// A RecordUsage for `call_id` under `key`: `(metric, quantity)` items.
+pub fn usage_request(call_id: &str, key: &str, items: &[(&str, f64)]) -> RecordUsageRequest {
+    RecordUsageRequest {
+        call_id: call_id.into(),
+        idempotency_key: key.into(),
+        items: items
+            .iter()
+            .map(|(metric, quantity)| UsageItem {
+                metric: (*metric).into(),
+                quantity: *quantity,
+            })
+            .collect(),
+    }
+}
+
+/// The first column of the first row of `sql`, as `i64` (a count).
+pub async fn count(db: &tokio_postgres::Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+/// A sample of the daemon's `/metrics` (0 when absent): `series` is the
+/// metric name with its labels, as rendered (`name{label="value"}`).
+pub async fn metric(admin_addr: SocketAddr, series: &str) -> f64 {
+    let (_, body) = http_get(admin_addr, "/metrics").await;
+    body.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// The `switchboard` binary with an empty environment (and `PATH`).
+pub fn switchboard_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+/// `switchboard serve` as a real process on a test database, for what only
+/// a process can show: a `SIGKILL`, a `SIGTERM`, a restart on the same spool.
+pub struct DaemonProcess {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    child: Child,
+}
+
+impl DaemonProcess {
+    /// Starts the daemon on `db_name` through the pooler on `pooler_port`,
+    /// spooling to `spool_dir`, with `extra` settings, and waits until it is
+    /// ready.
+    pub async fn start(
+        stack: &Stack,
+        db_name: &str,
+        pooler_port: u16,
+        spool_dir: &std::path::Path,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let grpc_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = switchboard_command()
+            .arg("serve")
+            .env("DATABASE_URL", stack.pooled_url(pooler_port, db_name))
+            .env("DATABASE_DIRECT_URL", stack.daemon_direct_url(db_name))
+            .env("REDIS_URL", &stack.redis_url)
+            .env("SWITCHBOARD_REDIS_KEY_PREFIX", db_name)
+            .env("SWITCHBOARD_GRPC_ADDR", grpc_addr.to_string())
+            .env("SWITCHBOARD_ADMIN_ADDR", admin_addr.to_string())
+            .env("SWITCHBOARD_SPOOL_DIR", spool_dir)
+            .env("SWITCHBOARD_LOG", "warn")
+            .envs(extra.iter().copied())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start switchboard serve");
+        let mut daemon = Self {
+            grpc_addr,
+            admin_addr,
+            child,
+        };
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = daemon.child.try_wait().unwrap() {
+                panic!("switchboard serve exited at start: {status}");
+            }
+            if tokio::net::TcpStream::connect(admin_addr).await.is_ok()
+                && http_get(admin_addr, "/readyz").await.0 == 200
+            {
+                break;
+            }
+            assert!(Instant::now() < until, "the daemon did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        daemon
+    }
+
+    pub async fn client(&self) -> CallRouterClient<Channel> {
+        CallRouterClient::connect(format!("http://{}", self.grpc_addr))
+            .await
+            .expect("connect to the daemon")
+    }
+
+    /// `SIGKILL`: no drain, no flush, nothing but what is on disk survives.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// `SIGTERM`, then the exit status, waiting at most `limit`.
+    pub async fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < until,
+                "the daemon did not exit within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -4,9 +4,12 @@
 mod helpers;
 
 mod admin;
+mod admission;
 mod adoption;
 mod cache;
+mod calls;
 mod cli;
+mod crash;
 mod failures;
 mod grpc_surface;
 mod migrations;

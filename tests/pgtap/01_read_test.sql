@@ -7,7 +7,7 @@
 -- org B only); dual (viewer in A, manager in B); outsider (signed in, in no
 -- org); service_role; daemon (switchboard_daemon).
 begin;
-select plan(110);
+select plan(120);
 
 select tests.seed();
 
@@ -20,6 +20,7 @@ with grid (tbl, col, anon, viewer_a, manager_a, admin_a, owner_a, owner_b, dual,
   ('customers',      'org_id', 'denied', 'org_a', 'org_a', 'org_a', 'org_a', 'org_b', 'org_a,org_b', '', 'org_a,org_b', 'org_a,org_b'),
   ('calls',          'org_id', 'denied', 'org_a', 'org_a', 'org_a', 'org_a', 'org_b', 'org_a,org_b', '', 'org_a,org_b', 'org_a,org_b'),
   ('usage_events',   'org_id', 'denied', 'org_a', 'org_a', 'org_a', 'org_a', 'org_b', 'org_a,org_b', '', 'org_a,org_b', 'org_a,org_b'),
+  ('usage_daily',    'org_id', 'denied', 'org_a', 'org_a', 'org_a', 'org_a', 'org_b', 'org_a,org_b', '', 'org_a,org_b', 'denied'),
   ('knowledge_base', 'org_id', 'denied', 'org_a', 'org_a', 'org_a', 'org_a', 'org_b', 'org_a,org_b', '', 'org_a,org_b', 'denied'),
   -- admins and owners only
   ('invitations',    'org_id', 'denied', '',      '',      'org_a', 'org_a', 'org_b', '',            '', 'org_a,org_b', 'denied'),

@@ -10,7 +10,7 @@
 -- org B only); dual (viewer in A, manager in B); outsider (signed in, in no
 -- org); service_role; daemon (switchboard_daemon).
 begin;
-select plan(692);
+select plan(722);
 
 select tests.seed();
 
@@ -128,16 +128,27 @@ with grid (what, stmt, anon, viewer_a, manager_a, admin_a, owner_a, owner_b, dua
    'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', '1', '1'),
   ('update a usage event of org A',
    $$update public.usage_events set quantity = 2 where id = tests.id('usage_a')$$,
-   'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', '1', '1'),
+   'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', '1', 'denied'),
   ('update a usage event of org B',
    $$update public.usage_events set quantity = 2 where id = tests.id('usage_b')$$,
-   'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', '1', '1'),
+   'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', '1', 'denied'),
   ('delete a usage event of org A',
    $$delete from public.usage_events where id = tests.id('usage_a')$$,
    'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', '1', 'denied'),
   ('delete a usage event of org B',
    $$delete from public.usage_events where id = tests.id('usage_b')$$,
    'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', '1', 'denied'),
+  -- the daily rollup: written by its triggers alone
+  ('insert a daily usage row into org A',
+   $$insert into public.usage_daily (org_id, day, metric, quantity, events)
+     values (tests.id('org_a'), '2026-01-01', 'call_seconds', 1, 1)$$,
+   'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied'),
+  ('update the daily usage of org A',
+   $$update public.usage_daily set quantity = 0 where org_id = tests.id('org_a')$$,
+   'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied'),
+  ('delete the daily usage of org A',
+   $$delete from public.usage_daily where org_id = tests.id('org_a')$$,
+   'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied', 'denied'),
 
   -- organizations: anyone signed in founds one; owners edit theirs; billing
   -- columns and deletion belong to the platform

@@ -1,0 +1,236 @@
+//! Concurrent-call limits: leases in Redis, exact under concurrency, released
+//! by EndCall, reaped after the maximum call duration, and an explicit
+//! answer when Redis is gone.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use switchboard::admission::{AdmissionMode, RedisDownPolicy};
+use tonic::Code;
+
+use crate::helpers::{
+    count, create_database, end_request, eventually, metric, reason, route_request, spawn_app_on,
+    spawn_on_via, spawn_seeded_app_with, trailer, PrivateRedis, Stack,
+};
+use switchboard::{config::ServeConfig, store};
+
+const ACME: &str = "+14155550100";
+
+/// A seeded database where Acme Dental has its own limit, before any
+/// daemon reads it.
+async fn acme_with_own_limit(limit: i32) -> (Stack, String) {
+    let stack = Stack::from_env();
+    let db_name = create_database(&stack).await;
+    let mut db = store::connect_direct(&stack.direct_url(&db_name))
+        .await
+        .unwrap();
+    store::seed::demo(&mut db).await.unwrap();
+    db.execute(
+        "update public.organizations set concurrency_limit = $1 where slug = 'acme-dental'",
+        &[&limit],
+    )
+    .await
+    .unwrap();
+    (stack, db_name)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_the_limit_is_admitted_out_of_200_concurrent_calls_on_two_replicas() {
+    // Acme is a starter organization (5) with its own limit of 7
+    let (stack, db_name) = acme_with_own_limit(7).await;
+    let pooler = stack.pgbouncer_port;
+    // the subject is exactness, not latency: no fail-open on a loaded machine
+    let patient = |c: &mut ServeConfig| c.admission_timeout = Duration::from_secs(2);
+    let first = spawn_app_on(stack, db_name, patient).await;
+    let second = spawn_on_via(&first, pooler, patient).await;
+    let results = join_all((0..200).map(|i| {
+        let mut client = if i % 2 == 0 {
+            first.client.clone()
+        } else {
+            second.client.clone()
+        };
+        async move {
+            client
+                .route_call(route_request(ACME, &format!("burst-{i}")))
+                .await
+        }
+    }))
+    .await;
+    let admitted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(admitted, 7, "exactly the limit is admitted");
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert_eq!(reason(refused), "concurrency_limit");
+        assert_eq!(trailer(refused, "switchboard-limit-scope"), "organization");
+        assert_eq!(trailer(refused, "switchboard-limit"), "7");
+        assert_eq!(trailer(refused, "switchboard-active-calls"), "7");
+    }
+    let db = first.direct().await;
+    eventually(
+        "admitted calls recorded",
+        Duration::from_secs(10),
+        || async {
+            count(
+                &db,
+                "select count(*) from public.calls where gateway_call_id like 'burst-%'",
+            )
+            .await
+                == 7
+        },
+    )
+    .await;
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from public.calls where gateway_call_id like 'burst-%'"
+        )
+        .await,
+        7,
+        "refused calls open no record"
+    );
+}
+
+#[tokio::test]
+async fn end_call_releases_the_slot_idempotently() {
+    let mut app = spawn_seeded_app_with(|c| c.limit_starter = 2).await;
+    let a = app
+        .client
+        .route_call(route_request(ACME, "a"))
+        .await
+        .unwrap()
+        .into_inner()
+        .call_id;
+    app.client
+        .route_call(route_request(ACME, "b"))
+        .await
+        .unwrap();
+    let refused = app
+        .client
+        .route_call(route_request(ACME, "c"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    // ending the same call twice frees one slot, not two
+    app.client.end_call(end_request(&a)).await.unwrap();
+    app.client.end_call(end_request(&a)).await.unwrap();
+    app.client
+        .route_call(route_request(ACME, "c"))
+        .await
+        .expect("a slot was freed");
+    let refused = app
+        .client
+        .route_call(route_request(ACME, "d"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(trailer(&refused, "switchboard-active-calls"), "2");
+}
+
+#[tokio::test]
+async fn a_lease_without_end_call_expires_after_the_maximum_duration() {
+    let mut app = spawn_seeded_app_with(|c| {
+        c.max_call_duration = Duration::from_secs(2);
+        c.limit_starter = 1;
+    })
+    .await;
+    app.client
+        .route_call(route_request(ACME, "lost-end"))
+        .await
+        .unwrap();
+    let refused = app
+        .client
+        .route_call(route_request(ACME, "next"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    let client = app.client.clone();
+    eventually(
+        "the lost call's lease expired",
+        Duration::from_secs(10),
+        || {
+            let mut client = client.clone();
+            async move { client.route_call(route_request(ACME, "next")).await.is_ok() }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn shadow_mode_admits_everything_and_counts_what_it_would_refuse() {
+    let mut app = spawn_seeded_app_with(|c| {
+        c.admission_mode = AdmissionMode::Shadow;
+        c.limit_starter = 1;
+    })
+    .await;
+    let before = metric(
+        app.admin_addr,
+        r#"switchboard_admission_decisions_total{outcome="shadow_refused"}"#,
+    )
+    .await;
+    let mut last_error = None;
+    for i in 0..4 {
+        if let Err(status) = app
+            .client
+            .route_call(route_request(ACME, &format!("shadow-{i}")))
+            .await
+        {
+            last_error = Some(status);
+        }
+    }
+    assert!(
+        last_error.is_none(),
+        "shadow mode refuses nothing: {last_error:?}"
+    );
+    let after = metric(
+        app.admin_addr,
+        r#"switchboard_admission_decisions_total{outcome="shadow_refused"}"#,
+    )
+    .await;
+    assert!(
+        after - before >= 3.0,
+        "{before} → {after}: the calls over the limit are counted"
+    );
+}
+
+#[tokio::test]
+async fn with_redis_gone_the_policy_decides() {
+    for (policy, admitted) in [
+        (RedisDownPolicy::Admit, true),
+        (RedisDownPolicy::Reject, false),
+    ] {
+        let mut redis = PrivateRedis::start().await;
+        let url = redis.url();
+        let mut app = spawn_seeded_app_with(|c| {
+            c.redis_url = url.into();
+            c.admission_on_redis_down = policy;
+        })
+        .await;
+        app.client
+            .route_call(route_request(ACME, "before"))
+            .await
+            .expect("admitted while Redis is up");
+        redis.kill();
+        let answer = app.client.route_call(route_request(ACME, "during")).await;
+        match (admitted, answer) {
+            (true, Ok(_)) => {}
+            (false, Err(status)) => {
+                assert_eq!(status.code(), Code::Unavailable);
+                assert_eq!(reason(&status), "admission_unavailable");
+            }
+            (_, other) => panic!("{policy:?}: {other:?}"),
+        }
+        let outcome = if admitted {
+            "redis_down_admitted"
+        } else {
+            "redis_down_refused"
+        };
+        assert!(
+            metric(
+                app.admin_addr,
+                &format!(r#"switchboard_admission_decisions_total{{outcome="{outcome}"}}"#)
+            )
+            .await
+                >= 1.0
+        );
+    }
+}
