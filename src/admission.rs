@@ -22,6 +22,10 @@
 //! plan tier's default. When Redis cannot be asked, the configured
 //! [`RedisDownPolicy`] decides; shadow mode takes leases and reports what it
 //! would have refused without refusing anything.
+//!
+//! [`Admission::preview`] says what admission would decide for a new call
+//! now (for `ExplainRoute`): it counts live leases with a read-only script
+//! and takes, releases and reaps nothing.
 
 use std::time::{Duration, Instant};
 
@@ -67,6 +71,15 @@ end
 return {1, active + 1}
 ";
 
+/// Counts the live leases of the organization's set `KEYS[1]` at Redis
+/// server time (the clock leases are scored by), without reaping the
+/// expired ones: a lease is live while its expiry is after now.
+const COUNT_LEASES: &str = r"
+local now = redis.call('TIME')
+now = now[1] * 1000 + math.floor(now[2] / 1000)
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+";
+
 /// Whether limits are enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AdmissionMode {
@@ -96,18 +109,33 @@ pub struct PlanLimits {
     pub enterprise: u32,
 }
 
+/// Where an organization's limit comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitSource {
+    /// The organization's own `concurrency_limit`.
+    Organization,
+    /// The default of the organization's plan tier.
+    PlanTier,
+}
+
 impl PlanLimits {
     /// The organization's limit: its own override, else its tier's. An
     /// unknown tier (a newer schema) gets the smallest.
     pub fn for_org(&self, org: &Organization) -> u32 {
+        self.explain(org).0
+    }
+
+    /// The organization's limit and where it comes from.
+    pub fn explain(&self, org: &Organization) -> (u32, LimitSource) {
         if let Some(limit) = org.concurrency_limit {
-            return u32::try_from(limit).unwrap_or(0);
+            return (u32::try_from(limit).unwrap_or(0), LimitSource::Organization);
         }
-        match org.plan_tier.as_str() {
+        let limit = match org.plan_tier.as_str() {
             "pro" => self.pro,
             "enterprise" => self.enterprise,
             _ => self.starter,
-        }
+        };
+        (limit, LimitSource::PlanTier)
     }
 }
 
@@ -165,6 +193,23 @@ impl Decision {
     }
 }
 
+/// What admission would decide for a new call of one organization now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preview {
+    pub mode: AdmissionMode,
+    /// What decides while Redis cannot be asked.
+    pub on_redis_down: RedisDownPolicy,
+    pub limit: u32,
+    pub limit_source: LimitSource,
+    /// Live leases now; `None` when Redis could not be asked, or admission
+    /// is off (and does not look).
+    pub active: Option<u32>,
+    /// The decision for a new call: `Admitted`, `Refused`,
+    /// `AdmittedOverLimit`, `AdmittedUnchecked`, `RefusedUnchecked` or
+    /// `Unlimited`, with `active` counting the leases held before it.
+    pub decision: Decision,
+}
+
 /// Redis could not answer within the timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("Redis unavailable for admission: {0}")]
@@ -175,6 +220,7 @@ pub struct Admission {
     connection: LazyConnection,
     settings: AdmissionSettings,
     take_lease: Script,
+    count_leases: Script,
 }
 
 impl Admission {
@@ -183,6 +229,7 @@ impl Admission {
             connection,
             settings,
             take_lease: Script::new(TAKE_LEASE),
+            count_leases: Script::new(COUNT_LEASES),
         }
     }
 
@@ -277,6 +324,46 @@ impl Admission {
         })
     }
 
+    /// What [`Admission::admit`] would decide for a new call of `org` now,
+    /// without taking a lease or writing anything, and without counting in
+    /// the decision metrics. Bounded by the admission timeout like `admit`.
+    pub async fn preview(&self, org: &Organization) -> Preview {
+        let (limit, limit_source) = self.settings.limits.explain(org);
+        let mut preview = Preview {
+            mode: self.settings.mode,
+            on_redis_down: self.settings.on_redis_down,
+            limit,
+            limit_source,
+            active: None,
+            decision: Decision::Unlimited,
+        };
+        if self.settings.mode == AdmissionMode::Off {
+            return preview;
+        }
+        let invocation = self.count_leases.key(self.lease_key(org.id));
+        let counted: Result<u32, _> = self
+            .command(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await;
+        preview.decision = match counted {
+            Ok(active) => {
+                preview.active = Some(active);
+                match (active >= limit, self.settings.mode) {
+                    (false, _) => Decision::Admitted { limit, active },
+                    (true, AdmissionMode::Enforce) => Decision::Refused { limit, active },
+                    (true, _) => Decision::AdmittedOverLimit { limit, active },
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, org_id = %org.id, "leases not counted");
+                match self.settings.on_redis_down {
+                    RedisDownPolicy::Admit => Decision::AdmittedUnchecked,
+                    RedisDownPolicy::Reject => Decision::RefusedUnchecked,
+                }
+            }
+        };
+        preview
+    }
+
     /// Releases the call's lease. Idempotent: releasing a released or
     /// expired lease does nothing.
     pub async fn release(&self, org_id: Uuid, call_id: Uuid) -> Result<(), AdmissionError> {
@@ -348,6 +435,62 @@ mod tests {
         }
     }
 
+    fn settings(mode: AdmissionMode, on_redis_down: RedisDownPolicy) -> AdmissionSettings {
+        AdmissionSettings {
+            mode,
+            on_redis_down,
+            limits: PlanLimits {
+                starter: 5,
+                pro: 50,
+                enterprise: 500,
+            },
+            max_call_duration: Duration::from_secs(3600),
+            timeout: Duration::from_millis(25),
+            key_prefix: "test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_preview_without_redis_is_decided_by_the_policy_and_off_asks_nothing() {
+        // nothing listens on port 1: never connected
+        let nowhere = || LazyConnection::new("redis://127.0.0.1:1/", Duration::from_millis(50));
+        for (mode, policy, decision) in [
+            (
+                AdmissionMode::Enforce,
+                RedisDownPolicy::Admit,
+                Decision::AdmittedUnchecked,
+            ),
+            (
+                AdmissionMode::Shadow,
+                RedisDownPolicy::Reject,
+                Decision::RefusedUnchecked,
+            ),
+            (
+                AdmissionMode::Off,
+                RedisDownPolicy::Reject,
+                Decision::Unlimited,
+            ),
+        ] {
+            let admission = Admission::new(nowhere().unwrap(), settings(mode, policy));
+            let preview = admission.preview(&org("pro", None)).await;
+            assert_eq!(preview.decision, decision, "{mode:?}, {policy:?}");
+            assert_eq!(preview.active, None);
+            assert_eq!(
+                (preview.limit, preview.limit_source),
+                (50, LimitSource::PlanTier)
+            );
+        }
+        let admission = Admission::new(
+            nowhere().unwrap(),
+            settings(AdmissionMode::Enforce, RedisDownPolicy::Admit),
+        );
+        let preview = admission.preview(&org("pro", Some(3))).await;
+        assert_eq!(
+            (preview.limit, preview.limit_source),
+            (3, LimitSource::Organization)
+        );
+    }
+
     #[test]
     fn the_override_beats_the_tier() {
         let limits = PlanLimits {
@@ -361,5 +504,13 @@ mod tests {
         assert_eq!(limits.for_org(&org("platinum", None)), 5);
         assert_eq!(limits.for_org(&org("enterprise", Some(7))), 7);
         assert_eq!(limits.for_org(&org("pro", Some(0))), 0);
+        assert_eq!(
+            limits.explain(&org("enterprise", Some(7))),
+            (7, LimitSource::Organization)
+        );
+        assert_eq!(
+            limits.explain(&org("pro", None)),
+            (50, LimitSource::PlanTier)
+        );
     }
 }

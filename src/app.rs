@@ -7,7 +7,10 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::transport::{server::TcpIncoming, Server};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{server::TcpIncoming, Certificate, Identity, Server, ServerTlsConfig},
+};
 
 use crate::{
     admin::{self, AdminState},
@@ -37,6 +40,8 @@ pub struct Application {
     admin_listener: TcpListener,
     store: PgStore,
     spool: Spool,
+    /// gRPC over TLS, when configured.
+    tls: Option<ServerTlsConfig>,
 }
 
 impl Application {
@@ -69,6 +74,7 @@ impl Application {
                 config.spool_dir.display()
             )
         })?;
+        let tls = tls_config(&config)?;
         let grpc_listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
@@ -81,6 +87,7 @@ impl Application {
             admin_listener,
             store,
             spool,
+            tls,
         })
     }
 
@@ -112,6 +119,7 @@ impl Application {
             admin_listener,
             store,
             spool,
+            tls,
         } = self;
         let grpc_addr = grpc_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
@@ -179,26 +187,48 @@ impl Application {
             config.shutdown_grace,
         );
         let router = Arc::new(Router::new(cache.clone(), admission, recorder));
-        let service = CallRouterServer::new(CallRouterService::new(router, config.request_timeout))
+        // everything but health is behind the gateways' tokens
+        let authenticate = config.tokens().map_err(anyhow::Error::msg)?.interceptor();
+        let service = InterceptedService::new(
+            CallRouterServer::new(CallRouterService::new(
+                router,
+                config.request_timeout,
+                config.max_in_flight,
+            ))
             .max_decoding_message_size(config.max_message_bytes)
-            .max_encoding_message_size(config.max_message_bytes);
+            .max_encoding_message_size(config.max_message_bytes),
+            authenticate.clone(),
+        );
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<RouterService>().await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let reflection_v1 = InterceptedService::new(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()?,
+            authenticate.clone(),
+        );
+        let reflection_v1alpha = InterceptedService::new(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1alpha()?,
+            authenticate,
+        );
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut grpc: JoinHandle<anyhow::Result<()>> = tokio::spawn({
             let stopped = stopped(stop_rx.clone());
             let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+            let tls = tls.clone();
             async move {
-                Server::builder()
+                let mut server = Server::builder();
+                if let Some(tls) = tls {
+                    server = server
+                        .tls_config(tls)
+                        .context("invalid TLS configuration")?;
+                }
+                server
                     .add_service(health_service)
                     .add_service(reflection_v1)
                     .add_service(reflection_v1alpha)
@@ -281,6 +311,32 @@ impl Application {
         tracing::info!("switchboard stopped");
         Ok(())
     }
+}
+
+/// The server's TLS settings from the certificate, key and client CA
+/// files, read now so that a missing or unreadable file stops the start.
+fn tls_config(config: &ServeConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path, setting: &str| {
+        std::fs::read(path).with_context(|| format!("cannot read {} ({setting})", path.display()))
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(cert, "SWITCHBOARD_TLS_CERT")?,
+        read(key, "SWITCHBOARD_TLS_KEY")?,
+    ));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(
+            ca,
+            "SWITCHBOARD_TLS_CLIENT_CA",
+        )?));
+    }
+    // the server only builds its acceptor when it starts: try it now
+    Server::builder()
+        .tls_config(tls.clone())
+        .context("SWITCHBOARD_TLS_CERT / SWITCHBOARD_TLS_KEY / SWITCHBOARD_TLS_CLIENT_CA are not a usable certificate, key and CA")?;
+    Ok(Some(tls))
 }
 
 /// Warm start's progress, reported by `/readyz`.

@@ -1,8 +1,14 @@
 //! `switchboard client`: calls a running daemon and prints the answer as JSON,
 //! so the API can be tried without other gRPC tooling.
 
+use anyhow::Context;
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
-use tonic::Code;
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+    Code, Request,
+};
 
 use crate::{
     api::{status::REASON_KEY, struct_to_json},
@@ -12,7 +18,33 @@ use crate::{
 
 /// Makes one call; `Ok` holds the printed JSON, `Err` the status as JSON.
 pub async fn run(args: &ClientArgs) -> anyhow::Result<Result<Value, Value>> {
-    let mut client = CallRouterClient::connect(args.addr.clone()).await?;
+    let mut endpoint = Channel::from_shared(args.addr.clone())
+        .with_context(|| format!("{} is not a valid address", args.addr))?;
+    if args.addr.starts_with("https://") || args.ca_cert.is_some() {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &args.ca_cert {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let channel = endpoint.connect().await?;
+    let authorization: Option<MetadataValue<Ascii>> = args
+        .token
+        .as_ref()
+        .map(|token| format!("Bearer {}", token.expose_secret()).parse())
+        .transpose()
+        .context("the token is not a valid header value")?;
+    let mut client = CallRouterClient::with_interceptor(channel, move |mut request: Request<()>| {
+        if let Some(value) = &authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    });
     let answer = match &args.call {
         ClientCall::RouteCall {
             called,
@@ -46,6 +78,18 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<Result<Value, Value>> {
             })
             .await
             .map(|r| json!({ "route": r.into_inner().route.as_ref().map(route_json) })),
+        ClientCall::Explain {
+            number,
+            region,
+            caller,
+        } => client
+            .explain_route(proto::ExplainRouteRequest {
+                number: number.clone(),
+                default_region: region.clone(),
+                caller_number: caller.clone(),
+            })
+            .await
+            .map(|r| explanation_json(&r.into_inner())),
         ClientCall::EndCall { call_id, reason } => client
             .end_call(proto::EndCallRequest {
                 call_id: call_id.clone(),
@@ -101,4 +145,50 @@ fn route_json(route: &proto::Route) -> Value {
             "llm_config": a.llm_config.as_ref().map(struct_to_json),
         })),
     })
+}
+
+fn explanation_json(r: &proto::ExplainRouteResponse) -> Value {
+    let number_json = |n: &proto::NumberExplanation| {
+        json!({
+            "raw": n.raw, "e164": n.e164, "method": n.method, "uri_scheme": n.uri_scheme,
+            "description": n.description, "error": n.error,
+        })
+    };
+    json!({
+        "number": r.number.as_ref().map(number_json),
+        "source": enum_name(r.source().as_str_name(), "ROUTE_SOURCE_"),
+        "negative_entry": r.negative_entry,
+        "stale": r.stale,
+        "binding": r.binding.as_ref().map(|b| json!({
+            "organization_id": b.organization_id, "agent_id": b.agent_id,
+            "number_active": b.number_active, "organization_active": b.organization_active,
+            "agent_active": b.agent_active,
+        })),
+        "route": r.route.as_ref().map(route_json),
+        "outcome": r.outcome,
+        "outcome_code": r.outcome_code,
+        "outcome_message": r.outcome_message,
+        "caller": r.caller.as_ref().map(|c| json!({
+            "number": c.number.as_ref().map(number_json),
+            "customer": c.customer.as_ref().map(|c| json!({
+                "id": c.id, "phone": c.phone, "name": c.name, "email": c.email,
+            })),
+        })),
+        "admission": r.admission.as_ref().map(|a| json!({
+            "mode": a.mode, "limit": a.limit, "limit_source": a.limit_source,
+            "active_calls": a.active_calls,
+            "decision": enum_name(a.decision().as_str_name(), "ADMISSION_DECISION_"),
+            "on_redis_down": a.on_redis_down,
+        })),
+    })
+}
+
+/// A protobuf enum value's name without its prefix, lowercase (`l1`,
+/// `admit_over_limit`), as the rest of the JSON spells values.
+fn enum_name(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_ascii_lowercase()
+}
+
+fn read(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }

@@ -9,6 +9,7 @@ use secrecy::SecretString;
 
 use crate::{
     admission::{AdmissionMode, RedisDownPolicy},
+    api::auth::Tokens,
     recorder::EndReason,
 };
 
@@ -33,6 +34,10 @@ pub const DEFAULT_DB_QUERY_TIMEOUT: &str = "250ms";
 pub const DEFAULT_REQUEST_TIMEOUT: &str = "1s";
 /// Largest accepted gRPC message. Routing requests are a few hundred bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// Requests one replica answers at once; more are refused at once with
+/// UNAVAILABLE (`overloaded`). A cache hit takes microseconds, so this only
+/// binds when requests wait on PostgreSQL or Redis.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// How long shutdown waits for in-flight requests.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
 
@@ -202,6 +207,32 @@ pub struct ServeConfig {
     /// Largest accepted gRPC message, in bytes.
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+    /// Bearer tokens the gateways authenticate with, separated by commas;
+    /// several may be valid at once (rotation).
+    #[arg(long, env = "SWITCHBOARD_API_TOKENS", value_parser = secret, hide_env_values = true)]
+    pub api_tokens: Option<SecretString>,
+    /// Serve without authentication on a non-loopback address (behind a
+    /// mesh that authenticates for us, say). Without tokens and without
+    /// this, only a loopback address is allowed.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ALLOW_UNAUTHENTICATED",
+        default_value_t = false
+    )]
+    pub allow_unauthenticated: bool,
+    /// PEM certificate chain for gRPC over TLS (with SWITCHBOARD_TLS_KEY).
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of SWITCHBOARD_TLS_CERT.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: when set, clients must present a certificate
+    /// signed by one of them (mutual TLS).
+    #[arg(long, env = "SWITCHBOARD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Requests answered at once; beyond, UNAVAILABLE (`overloaded`).
+    #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
     /// How long shutdown waits for in-flight requests, and then again for
     /// the recorder to drain.
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", value_parser = duration, default_value = DEFAULT_SHUTDOWN_GRACE)]
@@ -260,6 +291,14 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// The gateways' tokens (none when unset).
+    pub fn tokens(&self) -> Result<Tokens, String> {
+        match &self.api_tokens {
+            Some(raw) => Tokens::parse(raw),
+            None => Tokens::parse(&SecretString::from(String::new())),
+        }
+    }
+
     /// A configuration with every default, for tests and embedding.
     pub fn with_defaults(
         database_url: SecretString,
@@ -287,6 +326,12 @@ impl ServeConfig {
             db_query_timeout: duration(DEFAULT_DB_QUERY_TIMEOUT).expect("valid default"),
             request_timeout: duration(DEFAULT_REQUEST_TIMEOUT).expect("valid default"),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            api_tokens: None,
+            allow_unauthenticated: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             shutdown_grace: duration(DEFAULT_SHUTDOWN_GRACE).expect("valid default"),
             spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
@@ -353,6 +398,7 @@ impl ServeConfig {
             return Err("SWITCHBOARD_MAX_MESSAGE_BYTES must be at least 1024".into());
         }
         for (name, value) in [
+            ("SWITCHBOARD_MAX_IN_FLIGHT", self.max_in_flight),
             ("SWITCHBOARD_RECORDER_QUEUE", self.recorder_queue),
             ("SWITCHBOARD_RECORDER_BATCH_SIZE", self.recorder_batch_size),
         ] {
@@ -365,6 +411,27 @@ impl ServeConfig {
                 "SWITCHBOARD_SPOOL_SEGMENT_BYTES must be at least 4096 and at most SWITCHBOARD_SPOOL_MAX_BYTES"
                     .into(),
             );
+        }
+        let tokens = self.tokens()?;
+        if tokens.is_empty() && !self.grpc_addr.ip().is_loopback() && !self.allow_unauthenticated {
+            return Err(format!(
+                "SWITCHBOARD_API_TOKENS is not set, and SWITCHBOARD_GRPC_ADDR ({}) is not a \
+                 loopback address: set tokens for the gateways, or \
+                 SWITCHBOARD_ALLOW_UNAUTHENTICATED=true if something in front authenticates them",
+                self.grpc_addr
+            ));
+        }
+        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err("SWITCHBOARD_TLS_CERT and SWITCHBOARD_TLS_KEY go together".into())
+            }
+            (None, None, Some(_)) => {
+                return Err(
+                    "SWITCHBOARD_TLS_CLIENT_CA needs SWITCHBOARD_TLS_CERT and SWITCHBOARD_TLS_KEY"
+                        .into(),
+                )
+            }
+            _ => {}
         }
         if self.grpc_addr == self.admin_addr && self.grpc_addr.port() != 0 {
             return Err("SWITCHBOARD_GRPC_ADDR and SWITCHBOARD_ADMIN_ADDR must differ".into());
@@ -440,6 +507,18 @@ pub struct ClientArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub addr: String,
+    /// Bearer token, when the daemon requires one.
+    #[arg(long, env = "SWITCHBOARD_CLIENT_TOKEN", value_parser = secret, hide_env_values = true)]
+    pub token: Option<SecretString>,
+    /// PEM CA certificate to trust, for a daemon serving TLS (`https://` address).
+    #[arg(long, env = "SWITCHBOARD_CLIENT_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for a daemon requiring mutual TLS (with --key).
+    #[arg(long, env = "SWITCHBOARD_CLIENT_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, env = "SWITCHBOARD_CLIENT_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
     #[command(subcommand)]
     pub call: ClientCall,
 }
@@ -466,6 +545,17 @@ pub enum ClientCall {
         number: String,
         #[arg(long, default_value = "")]
         region: String,
+    },
+    /// ExplainRoute: how a number is read, which tier knows its route, what
+    /// is switched off and what admission would decide. No side effects.
+    Explain {
+        number: String,
+        /// ISO 3166-1 alpha-2 region for national-format numbers.
+        #[arg(long, default_value = "")]
+        region: String,
+        /// A caller number, to see whether it is a known customer.
+        #[arg(long, default_value = "")]
+        caller: String,
     },
     /// EndCall: the call is over (releases its slot, records the outcome).
     EndCall {

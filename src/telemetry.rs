@@ -43,7 +43,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .expect("bucket list is not empty")
                 .set_buckets_for_metric(
@@ -52,7 +52,163 @@ pub fn metrics_handle() -> PrometheusHandle {
                 )
                 .expect("bucket list is not empty")
                 .install_recorder()
-                .expect("no other metrics recorder is installed")
+                .expect("no other metrics recorder is installed");
+            describe_metrics();
+            handle
         })
         .clone()
+}
+
+/// Help texts for `/metrics` (`# HELP`), one per metric: Prometheus' linter
+/// (`promtool check metrics`, tests/it/prometheus.rs) requires them.
+fn describe_metrics() {
+    use metrics::{
+        describe_counter as counter, describe_gauge as gauge, describe_histogram as histogram,
+    };
+    counter!(
+        "switchboard_grpc_requests_total",
+        "gRPC requests answered, by RPC and status code."
+    );
+    histogram!(
+        "switchboard_grpc_request_seconds",
+        "Time to answer a gRPC request, by RPC."
+    );
+    gauge!(
+        "switchboard_grpc_in_flight",
+        "gRPC requests being answered."
+    );
+    counter!(
+        "switchboard_grpc_shed_total",
+        "gRPC requests refused at once because the replica was at its in-flight limit."
+    );
+    counter!(
+        "switchboard_grpc_unauthenticated_total",
+        "gRPC requests refused for a missing or unknown token, by reason."
+    );
+    counter!(
+        "switchboard_cache_hits_total",
+        "Route lookups answered by a cache tier (l1 in process, l2 Redis, l3 PostgreSQL)."
+    );
+    counter!(
+        "switchboard_cache_misses_total",
+        "Route lookups a cache tier could not answer."
+    );
+    histogram!(
+        "switchboard_cache_lookup_seconds",
+        "Time of a route lookup, by the tier that answered it."
+    );
+    counter!(
+        "switchboard_cache_stale_served_total",
+        "Stale cached routes served because routing data could not be read."
+    );
+    counter!(
+        "switchboard_cache_flushes_total",
+        "Whole-cache flushes after changes may have been missed."
+    );
+    gauge!(
+        "switchboard_invalidation_listener_connected",
+        "1 while the invalidation listener is connected."
+    );
+    counter!(
+        "switchboard_invalidations_received_total",
+        "Route change notifications received."
+    );
+    counter!(
+        "switchboard_invalidations_applied_total",
+        "Route changes applied to the cache."
+    );
+    counter!(
+        "switchboard_invalidations_replayed_total",
+        "Route changes replayed from routing_changes after a reconnect."
+    );
+    histogram!(
+        "switchboard_invalidation_lag_seconds",
+        "Time from a route change's commit to its eviction here."
+    );
+    histogram!(
+        "switchboard_store_query_seconds",
+        "Time of a PostgreSQL statement through the pooler, by query."
+    );
+    counter!(
+        "switchboard_store_query_errors_total",
+        "PostgreSQL statements that failed or timed out, by query."
+    );
+    counter!(
+        "switchboard_store_connections_discarded_total",
+        "Pooled connections closed because their statement was abandoned."
+    );
+    gauge!(
+        "switchboard_db_pool_connections",
+        "Connections in the pool."
+    );
+    gauge!(
+        "switchboard_db_pool_available",
+        "Idle connections in the pool."
+    );
+    gauge!(
+        "switchboard_db_pool_waiting",
+        "Requests waiting for a pooled connection."
+    );
+    counter!(
+        "switchboard_db_pool_timeouts_total",
+        "Requests that got no pooled connection within the wait limit."
+    );
+    counter!(
+        "switchboard_routing_customer_lookup_failures_total",
+        "Caller lookups that failed; the call was routed without them."
+    );
+    gauge!(
+        "switchboard_redis_connected",
+        "1 once the Redis connection is established."
+    );
+    counter!(
+        "switchboard_redis_fallbacks_total",
+        "Redis commands that did not answer, by why (not_connected, error, timeout, fill)."
+    );
+    counter!(
+        "switchboard_redis_invalidation_failures_total",
+        "Route changes whose Redis tombstone could not be written."
+    );
+    counter!(
+        "switchboard_admission_decisions_total",
+        "Concurrent-call admission decisions, by outcome."
+    );
+    histogram!(
+        "switchboard_admission_seconds",
+        "Time of an admission decision."
+    );
+    counter!(
+        "switchboard_admission_releases_total",
+        "Call slots released, by outcome."
+    );
+    counter!(
+        "switchboard_admission_release_failures_total",
+        "Call slots that could not be released."
+    );
+    gauge!(
+        "switchboard_recorder_queue_depth",
+        "Events waiting in memory for the batcher."
+    );
+    histogram!("switchboard_recorder_batch_size", "Events per write.");
+    histogram!(
+        "switchboard_recorder_batch_seconds",
+        "Time of one batch write."
+    );
+    counter!(
+        "switchboard_recorder_events_total",
+        "Recorded events, by outcome (written, spooled, replayed, dead_lettered)."
+    );
+    counter!(
+        "switchboard_recorder_refused_total",
+        "RPCs the recorder refused, by reason (queue_full, spool_full, closed)."
+    );
+    gauge!(
+        "switchboard_recorder_spooling",
+        "1 while events go to the spool because PostgreSQL is unreachable."
+    );
+    gauge!("switchboard_recorder_spool_bytes", "Bytes in the spool.");
+    counter!(
+        "switchboard_recorder_spool_corrupt_total",
+        "Torn or corrupt spool records skipped."
+    );
 }

@@ -2,7 +2,9 @@
 //! metrics, and the error → status mapping. No SQL, no cache logic: every
 //! request is handed to [`Router`](crate::routing::Router).
 
+pub mod auth;
 mod convert;
+mod explain;
 pub mod status;
 
 use std::{
@@ -11,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -18,9 +21,9 @@ pub use convert::{json_to_struct, struct_to_json};
 
 use crate::{
     proto::{
-        self, call_router_server::CallRouter, EndCallRequest, EndCallResponse, LookupNumberRequest,
-        LookupNumberResponse, RecordUsageRequest, RecordUsageResponse, RouteCallRequest,
-        RouteCallResponse,
+        self, call_router_server::CallRouter, EndCallRequest, EndCallResponse, ExplainRouteRequest,
+        ExplainRouteResponse, LookupNumberRequest, LookupNumberResponse, RecordUsageRequest,
+        RecordUsageResponse, RouteCallRequest, RouteCallResponse,
     },
     routing::{self, CallRequest, Resolver, RouteError, Router, UsageRequest},
 };
@@ -34,13 +37,18 @@ pub struct CallRouterService<R> {
     router: Arc<Router<R>>,
     /// Deadline for requests without `grpc-timeout`, and cap for those with.
     request_timeout: Duration,
+    /// Requests being answered. Bounded so that an overload is refused at
+    /// once (a retry goes to another replica) instead of queueing every
+    /// request into seconds of latency.
+    in_flight: Arc<Semaphore>,
 }
 
 impl<R> CallRouterService<R> {
-    pub fn new(router: Arc<Router<R>>, request_timeout: Duration) -> Self {
+    pub fn new(router: Arc<Router<R>>, request_timeout: Duration, max_in_flight: usize) -> Self {
         Self {
             router,
             request_timeout,
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
         }
     }
 
@@ -77,7 +85,7 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
             default_region: body.default_region,
         };
         let router = &self.router;
-        observe(
+        self.observe(
             "RouteCall",
             budget,
             async {
@@ -102,7 +110,7 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
         let body = request.into_inner();
         let span = tracing::info_span!("end_call", call_id = %body.call_id.escape_debug());
         let router = &self.router;
-        observe(
+        self.observe(
             "EndCall",
             budget,
             async {
@@ -139,7 +147,7 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
             idempotency_key: body.idempotency_key,
         };
         let router = &self.router;
-        observe(
+        self.observe(
             "RecordUsage",
             budget,
             async {
@@ -158,7 +166,7 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
         let budget = self.budget(&request);
         let body = request.into_inner();
         let router = &self.router;
-        observe("LookupNumber", budget, async {
+        self.observe("LookupNumber", budget, async {
             let route = router.lookup(&body.number, &body.default_region).await?;
             Ok(LookupNumberResponse {
                 route: Some(proto::Route::from(&route)),
@@ -166,29 +174,72 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
         })
         .await
     }
+
+    async fn explain_route(
+        &self,
+        request: Request<ExplainRouteRequest>,
+    ) -> Result<Response<ExplainRouteResponse>, Status> {
+        let budget = self.budget(&request);
+        let body = request.into_inner();
+        self.observe(
+            "ExplainRoute",
+            budget,
+            explain::explain_route(&self.router, body),
+        )
+        .await
+    }
 }
 
-/// Runs one RPC within its budget and records its outcome and latency.
-async fn observe<T>(
-    rpc: &'static str,
-    budget: Duration,
-    handler: impl Future<Output = Result<T, RouteError>>,
-) -> Result<Response<T>, Status> {
-    let started = Instant::now();
-    let result = match tokio::time::timeout(budget, handler).await {
-        Ok(result) => result,
-        Err(_) => Err(RouteError::Deadline),
-    };
-    let result = result.map(Response::new).map_err(Status::from);
-    let code = match &result {
-        Ok(_) => tonic::Code::Ok,
-        Err(status) => status.code(),
-    };
-    metrics::histogram!("switchboard_grpc_request_seconds", "rpc" => rpc)
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("switchboard_grpc_requests_total", "rpc" => rpc, "code" => code_name(code))
-        .increment(1);
-    result
+impl<R> CallRouterService<R> {
+    /// Runs one RPC within its budget, if there is room for it, and records
+    /// its outcome and latency.
+    async fn observe<T>(
+        &self,
+        rpc: &'static str,
+        budget: Duration,
+        handler: impl Future<Output = Result<T, RouteError>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = match self.in_flight.try_acquire() {
+            Ok(_permit) => {
+                let _counted = InFlight::enter();
+                tokio::time::timeout(budget, handler)
+                    .await
+                    .unwrap_or(Err(RouteError::Deadline))
+            }
+            Err(_) => {
+                metrics::counter!("switchboard_grpc_shed_total", "rpc" => rpc).increment(1);
+                Err(RouteError::Overloaded)
+            }
+        };
+        let result = result.map(Response::new).map_err(Status::from);
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        metrics::histogram!("switchboard_grpc_request_seconds", "rpc" => rpc)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("switchboard_grpc_requests_total", "rpc" => rpc, "code" => code_name(code))
+            .increment(1);
+        result
+    }
+}
+
+/// Counts a request in `switchboard_grpc_in_flight` until it is answered or
+/// dropped (a client that gives up cancels the handler).
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        metrics::gauge!("switchboard_grpc_in_flight").increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("switchboard_grpc_in_flight").decrement(1.0);
+    }
 }
 
 /// A protobuf timestamp as a point in time; malformed or before 1970 is

@@ -70,6 +70,11 @@ impl From<RouteError> for Status {
                 trailers.insert(ACTIVE_CALLS_KEY, MetadataValue::from(*active));
                 return status;
             }
+            RouteError::Overloaded => (
+                Code::Unavailable,
+                "overloaded",
+                format!("{error}; retry, preferably on another replica"),
+            ),
             RouteError::Deadline => (Code::Unavailable, "deadline", format!("{error}; retry")),
             RouteError::AdmissionUnavailable => (
                 Code::Unavailable,

@@ -28,7 +28,7 @@ use std::{
 use moka::{future::Cache, Expiry};
 use uuid::Uuid;
 
-use super::{Agent, Customer, Organization, ResolveError, Resolver, Route, E164};
+use super::{Agent, Customer, Organization, Peeked, ResolveError, Resolver, Route, Tier, E164};
 
 /// L1 sizing and lifetimes.
 #[derive(Debug, Clone)]
@@ -433,6 +433,36 @@ impl<R: Resolver> Resolver for RouteCache<R> {
     async fn call_org(&self, call_id: Uuid) -> Result<Option<Uuid>, ResolveError> {
         self.inner.call_org(call_id).await
     }
+
+    /// L1's answer when `resolve` would serve it (fresh, or stale while a
+    /// refresh backs off or cannot reach the tiers below), else the tiers
+    /// below, peeked the same way. Plain `get`s: nothing is loaded,
+    /// refreshed or evicted, so explaining a route does not change what the
+    /// next call finds.
+    async fn peek(&self, number: &E164) -> Result<Peeked, ResolveError> {
+        let in_l1 = |route, stale| Peeked {
+            tier: Tier::L1,
+            route,
+            stale,
+        };
+        let stale = match self.cached(number).await {
+            Lookup::Hit(route) => return Ok(in_l1(route, false)),
+            Lookup::Stale(route, true) => return Ok(in_l1(Some(route), true)),
+            Lookup::Stale(route, false) => Some(route),
+            Lookup::Miss | Lookup::Partial => None,
+        };
+        match (self.inner.peek(number).await, stale) {
+            // as in `resolve`: stale-if-error, up to the maximum age
+            (Err(ResolveError::Timeout(_) | ResolveError::Unavailable(_)), Some(route))
+                if self.numbers.get(number).await.is_some_and(|binding| {
+                    binding.loaded_at.elapsed() < self.settings.max_stale
+                }) =>
+            {
+                Ok(in_l1(Some(route), true))
+            }
+            (below, _) => below,
+        }
+    }
 }
 
 fn serve_stale(number: &E164) {
@@ -591,6 +621,53 @@ mod tests {
             1,
             "hits read nothing"
         );
+    }
+
+    #[tokio::test]
+    async fn peeking_reads_the_tiers_without_filling_or_evicting() {
+        let cache = cache_over(Some("Reception"), None, settings());
+        // cold: the source answers each time, and nothing is cached
+        for _ in 0..2 {
+            let peeked = cache.peek(&number()).await.unwrap();
+            assert_eq!(peeked.tier, Tier::L3);
+            assert_eq!(peeked.route.unwrap().agent.name, "Reception");
+        }
+        assert_eq!(cache.inner().reads.load(Ordering::SeqCst), 2);
+        cache.resolve(&number()).await.unwrap();
+        let peeked = cache.peek(&number()).await.unwrap();
+        assert_eq!((peeked.tier, peeked.stale), (Tier::L1, false));
+        assert_eq!(cache.inner().reads.load(Ordering::SeqCst), 3);
+        // a resolve after the peeks still hits: nothing was evicted
+        cache.resolve(&number()).await.unwrap();
+        assert_eq!(cache.inner().reads.load(Ordering::SeqCst), 3);
+
+        let unknown = E164::from_canonical("+14155550199").unwrap();
+        assert_eq!(cache.peek(&unknown).await.unwrap().tier, Tier::L3);
+        cache.resolve(&unknown).await.unwrap();
+        let peeked = cache.peek(&unknown).await.unwrap();
+        assert_eq!(peeked.tier, Tier::L1, "the negative entry answers");
+        assert!(peeked.route.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stale_entry_is_peeked_as_resolve_would_serve_it() {
+        let cache = cache_over(
+            Some("Reception"),
+            None,
+            CacheSettings {
+                ttl: Duration::ZERO,
+                ..settings()
+            },
+        );
+        cache.resolve(&number()).await.unwrap();
+        // due a refresh, and the source answers: the source is the answer
+        let peeked = cache.peek(&number()).await.unwrap();
+        assert_eq!((peeked.tier, peeked.stale), (Tier::L3, false));
+        // the source is down: the stale copy is
+        cache.inner().down.store(true, Ordering::SeqCst);
+        let peeked = cache.peek(&number()).await.unwrap();
+        assert_eq!((peeked.tier, peeked.stale), (Tier::L1, true));
+        assert_eq!(peeked.route.unwrap().agent.name, "Reception");
     }
 
     #[tokio::test]

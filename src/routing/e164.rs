@@ -6,10 +6,18 @@
 //! (spaces and punctuation, national format read with a default region,
 //! `00`/`011` international prefixes, `tel:`/`sip:` URIs) goes through the
 //! `phonenumber` crate.
+//!
+//! [`E164::parse_explained`] runs the same parser and also says how it read
+//! the input ([`Normalization`]), for `ExplainRoute`. The parser notes its
+//! steps through a generic `Notes` sink whose no-op instance `parse` uses,
+//! so the explanation costs `parse` nothing.
 
 use std::{fmt, str::FromStr};
 
-use phonenumber::{country, Mode};
+use phonenumber::{
+    country::{self, Source},
+    Mode,
+};
 
 /// Longest raw input accepted before any parsing. A SIP URI with a long host
 /// name and parameters fits easily; anything longer is not a phone number and
@@ -64,6 +72,12 @@ impl FromStr for Region {
     }
 }
 
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_ref())
+    }
+}
+
 impl Region {
     /// Reads an optional region field: empty means "none given".
     pub fn parse_optional(code: &str) -> Result<Option<Self>, NumberError> {
@@ -78,6 +92,27 @@ impl Region {
 impl E164 {
     /// Parses any accepted form of a phone number into E.164.
     pub fn parse(input: &str, region: Option<Region>) -> Result<Self, NumberError> {
+        Self::read(input, region, &mut ())
+    }
+
+    /// Parses like [`E164::parse`] (same result, same errors), and says how
+    /// the input was read, or how far it got before it was refused.
+    pub fn parse_explained(
+        input: &str,
+        region: Option<Region>,
+    ) -> (Result<Self, NumberError>, Normalization) {
+        let mut how = Normalization::default();
+        let result = Self::read(input, region, &mut how);
+        (result, how)
+    }
+
+    /// The parser, noting its steps in `notes`.
+    #[inline]
+    fn read(
+        input: &str,
+        region: Option<Region>,
+        notes: &mut impl Notes,
+    ) -> Result<Self, NumberError> {
         if input.len() > MAX_INPUT_BYTES {
             return Err(NumberError::TooLong);
         }
@@ -86,18 +121,30 @@ impl E164 {
             return Err(NumberError::Empty);
         }
         if is_canonical(input) {
+            notes.method(Method::Canonical);
             return Ok(Self(input.into()));
         }
-        let candidate = uri_user_part(input);
+        let candidate = match uri_user_part(input) {
+            Some((scheme, user)) => {
+                notes.uri_scheme(scheme);
+                user
+            }
+            None => input,
+        };
         if is_canonical(candidate) {
+            notes.method(Method::Canonical);
             return Ok(Self(candidate.into()));
         }
-        Self::parse_slow(candidate, region)
+        Self::parse_slow(candidate, region, notes)
     }
 
     /// The full libphonenumber parse, for anything not already canonical.
-    fn parse_slow(input: &str, region: Option<Region>) -> Result<Self, NumberError> {
-        let dialable = without_international_prefix(input, region);
+    fn parse_slow(
+        input: &str,
+        region: Option<Region>,
+        notes: &mut impl Notes,
+    ) -> Result<Self, NumberError> {
+        let (idd, dialable) = without_international_prefix(input, region);
         let explicit_country = dialable.starts_with('+');
         if !explicit_country && region.is_none() {
             // Without a region, libphonenumber cannot read a national number,
@@ -110,11 +157,17 @@ impl E164 {
         let parsed = phonenumber::parse(region.map(|r| r.0), dialable.as_ref())
             .map_err(|e| NumberError::Unparseable(e.to_string()))?;
         let formatted = parsed.format().mode(Mode::E164).to_string();
-        if is_canonical(&formatted) {
-            Ok(Self(formatted.into()))
-        } else {
-            Err(NumberError::BadLength(formatted.len().saturating_sub(1)))
+        if !is_canonical(&formatted) {
+            return Err(NumberError::BadLength(formatted.len().saturating_sub(1)));
         }
+        notes.method(match (idd, region, parsed.code().source()) {
+            (Some(prefix), _, _) => Method::InternationalPrefix(prefix),
+            (None, _, Source::Plus) | (None, None, _) => Method::SeparatorsStripped,
+            (None, Some(region), Source::Idd) => Method::RegionInternationalPrefix(region),
+            (None, Some(region), Source::Number) => Method::CountryCodeWithoutPlus(region),
+            (None, Some(region), Source::Default) => Method::National(region),
+        });
+        Ok(Self(formatted.into()))
     }
 
     /// Accepts only canonical E.164, with no parsing at all: for values that
@@ -160,41 +213,138 @@ fn is_canonical(s: &str) -> bool {
         && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// The user part of a `sip:`/`sips:`/`tel:` URI (`sip:+1415…@host;user=phone`
-/// → `+1415…`), with any angle brackets and URI parameters removed; other
-/// input is returned unchanged.
-fn uri_user_part(input: &str) -> &str {
+/// The scheme (`sip`, `sips`, `tel`) and user part of a URI
+/// (`sip:+1415…@host;user=phone` → `+1415…`), with any angle brackets and
+/// URI parameters removed; `None` when the input is not such a URI.
+fn uri_user_part(input: &str) -> Option<(&'static str, &str)> {
     let s = input.trim_start_matches('<').trim_end_matches('>');
-    let after = |scheme: &str| {
-        s.get(..scheme.len())
-            .filter(|head| head.eq_ignore_ascii_case(scheme))
-            .map(|_| &s[scheme.len()..])
-    };
-    let Some(rest) = after("sips:")
-        .or_else(|| after("sip:"))
-        .or_else(|| after("tel:"))
-    else {
-        return input;
-    };
+    let (scheme, rest) = [("sips", "sips:"), ("sip", "sip:"), ("tel", "tel:")]
+        .into_iter()
+        .find_map(|(scheme, head)| {
+            s.get(..head.len())
+                .filter(|h| h.eq_ignore_ascii_case(head))
+                .map(|_| (scheme, &s[head.len()..]))
+        })?;
     let user = rest.split('@').next().unwrap_or(rest);
-    user.split(';').next().unwrap_or(user).trim()
+    Some((scheme, user.split(';').next().unwrap_or(user).trim()))
 }
 
 /// Rewrites an international call prefix into `+`: `00` (most of the world)
 /// and `011` (North America) when no region is given, so that
 /// `0044 20 7183 8750` is read as `+44 20 7183 8750`. With a region,
-/// libphonenumber applies that region's own international prefix.
-fn without_international_prefix(input: &str, region: Option<Region>) -> std::borrow::Cow<'_, str> {
+/// libphonenumber applies that region's own international prefix. Returns
+/// the prefix it rewrote, if any.
+fn without_international_prefix(
+    input: &str,
+    region: Option<Region>,
+) -> (Option<&'static str>, std::borrow::Cow<'_, str>) {
     if region.is_some() {
-        return input.into();
+        return (None, input.into());
     }
     let digits_start = input.trim_start_matches(|c: char| c == '(' || c.is_whitespace());
     for prefix in ["011", "00"] {
         if let Some(rest) = digits_start.strip_prefix(prefix) {
-            return format!("+{rest}").into();
+            return (Some(prefix), format!("+{rest}").into());
         }
     }
-    input.into()
+    (None, input.into())
+}
+
+/// How [`E164::parse_explained`] read its input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Normalization {
+    /// The scheme of the URI the number was taken out of (`sip`, `sips`,
+    /// `tel`), if it came in one.
+    pub uri_scheme: Option<&'static str>,
+    /// How the number itself was read.
+    pub method: Method,
+}
+
+/// How the number (the URI's user part, for a URI) was read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Method {
+    /// Not read: the input was refused.
+    #[default]
+    None,
+    /// Canonical E.164 already: the fast path, no parsing library.
+    Canonical,
+    /// E.164 written with separators or punctuation (`+1 (415) 555-0100`),
+    /// which were removed.
+    SeparatorsStripped,
+    /// No region given: the international call prefix (`00`, `011`) was
+    /// read as `+`.
+    InternationalPrefix(&'static str),
+    /// National format, read with the region's numbering plan.
+    National(Region),
+    /// Dialled with the region's own international call prefix.
+    RegionInternationalPrefix(Region),
+    /// A country code without the `+`, recognized by the region's plan.
+    CountryCodeWithoutPlus(Region),
+}
+
+impl Method {
+    /// Stable machine-readable name, sent in `ExplainRoute` answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::None => "none",
+            Method::Canonical => "canonical",
+            Method::SeparatorsStripped => "separators_stripped",
+            Method::InternationalPrefix(_) => "international_prefix",
+            Method::National(_) => "national",
+            Method::RegionInternationalPrefix(_) => "region_international_prefix",
+            Method::CountryCodeWithoutPlus(_) => "country_code_without_plus",
+        }
+    }
+}
+
+/// In words, for people: "national format read with region US".
+impl fmt::Display for Normalization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(scheme) = self.uri_scheme {
+            write!(f, "user part of a {scheme}: URI, ")?;
+        }
+        match self.method {
+            Method::None => f.write_str("not read as a phone number"),
+            Method::Canonical => f.write_str("canonical E.164 (fast path, not parsed)"),
+            Method::SeparatorsStripped => {
+                f.write_str("E.164 with separators and punctuation removed")
+            }
+            Method::InternationalPrefix(prefix) => {
+                write!(f, "international prefix {prefix} read as +")
+            }
+            Method::National(region) => write!(f, "national format read with region {region}"),
+            Method::RegionInternationalPrefix(region) => {
+                write!(f, "international prefix of region {region} read as +")
+            }
+            Method::CountryCodeWithoutPlus(region) => {
+                write!(f, "country code without + read with region {region}")
+            }
+        }
+    }
+}
+
+/// Where the parser notes how it read its input.
+trait Notes {
+    fn uri_scheme(&mut self, scheme: &'static str);
+    fn method(&mut self, method: Method);
+}
+
+/// `E164::parse`: notes nothing, compiled away.
+impl Notes for () {
+    #[inline(always)]
+    fn uri_scheme(&mut self, _: &'static str) {}
+    #[inline(always)]
+    fn method(&mut self, _: Method) {}
+}
+
+impl Notes for Normalization {
+    fn uri_scheme(&mut self, scheme: &'static str) {
+        self.uri_scheme = Some(scheme);
+    }
+
+    fn method(&mut self, method: Method) {
+        self.method = method;
+    }
 }
 
 #[cfg(test)]
@@ -272,6 +422,123 @@ mod tests {
         assert_eq!("USA".parse::<Region>(), Err(NumberError::UnknownRegion));
     }
 
+    #[test]
+    fn the_explanation_says_how_the_number_was_read() {
+        let us_region = us().unwrap();
+        let gb: Region = "GB".parse().unwrap();
+        let cases = [
+            ("+14155550100", None, None, Method::Canonical),
+            (" +14155550100 ", us(), None, Method::Canonical),
+            ("+1 (415) 555-0100", None, None, Method::SeparatorsStripped),
+            ("+1 415 555 0100", us(), None, Method::SeparatorsStripped),
+            ("(415) 555-0100", us(), None, Method::National(us_region)),
+            ("020 7183 8750", Some(gb), None, Method::National(gb)),
+            (
+                "011 44 20 7183 8750",
+                None,
+                None,
+                Method::InternationalPrefix("011"),
+            ),
+            (
+                "0044 20 7183 8750",
+                None,
+                None,
+                Method::InternationalPrefix("00"),
+            ),
+            (
+                "011 44 20 7183 8750",
+                us(),
+                None,
+                Method::RegionInternationalPrefix(us_region),
+            ),
+            (
+                "00 1 415 555 0100",
+                Some(gb),
+                None,
+                Method::RegionInternationalPrefix(gb),
+            ),
+            (
+                "1 415 555 0100",
+                us(),
+                None,
+                Method::CountryCodeWithoutPlus(us_region),
+            ),
+            (
+                "sip:+14155550100@trunk.example.com;user=phone",
+                None,
+                Some("sip"),
+                Method::Canonical,
+            ),
+            (
+                "<sips:+1-415-555-0100@edge.example.net>",
+                None,
+                Some("sips"),
+                Method::SeparatorsStripped,
+            ),
+            (
+                "tel:+1-415-555-0100",
+                None,
+                Some("tel"),
+                Method::SeparatorsStripped,
+            ),
+            (
+                "TEL:415-555-0100",
+                us(),
+                Some("tel"),
+                Method::National(us_region),
+            ),
+        ];
+        for (input, region, uri_scheme, method) in cases {
+            let (result, how) = E164::parse_explained(input, region);
+            assert_eq!(result, E164::parse(input, region), "{input}");
+            assert!(result.is_ok(), "{input}: {result:?}");
+            assert_eq!(how, Normalization { uri_scheme, method }, "{input}");
+        }
+    }
+
+    #[test]
+    fn a_refused_number_is_explained_by_the_same_error() {
+        let long = "1".repeat(300);
+        let cases = [
+            ("", None),
+            ("   ", us()),
+            (long.as_str(), None),
+            ("(415) 555-0100", None),
+            ("hello", us()),
+            ("+1234567890123456", None),
+            ("sip:alice@example.com", None),
+        ];
+        for (input, region) in cases {
+            let (result, how) = E164::parse_explained(input, region);
+            assert_eq!(result, E164::parse(input, region), "{input}");
+            assert!(result.is_err(), "{input}");
+            assert_eq!(how.method, Method::None, "{input}");
+        }
+        // the URI is recognized even when its user part is not a number
+        let (_, how) = E164::parse_explained("sip:alice@example.com", None);
+        assert_eq!(how.uri_scheme, Some("sip"));
+        assert_eq!(
+            how.to_string(),
+            "user part of a sip: URI, not read as a phone number"
+        );
+    }
+
+    #[test]
+    fn the_explanation_reads_as_words_and_names() {
+        let (_, how) = E164::parse_explained("(415) 555-0100", us());
+        assert_eq!(how.to_string(), "national format read with region US");
+        assert_eq!(how.method.as_str(), "national");
+        let (_, how) = E164::parse_explained("sip:+14155550100@trunk.example.com", None);
+        assert_eq!(
+            how.to_string(),
+            "user part of a sip: URI, canonical E.164 (fast path, not parsed)"
+        );
+        assert_eq!(how.method.as_str(), "canonical");
+        let (_, how) = E164::parse_explained("0044 20 7183 8750", None);
+        assert_eq!(how.to_string(), "international prefix 00 read as +");
+        assert_eq!(how.method.as_str(), "international_prefix");
+    }
+
     fn canonical() -> impl Strategy<Value = String> {
         "[1-9][0-9]{6,14}".prop_map(|d| format!("+{d}"))
     }
@@ -313,6 +580,17 @@ mod tests {
         #[test]
         fn separators_do_not_change_the_number((input, canon) in formatted_real_number()) {
             prop_assert_eq!(E164::parse(&input, None).unwrap().to_string(), canon);
+        }
+
+        #[test]
+        fn the_explained_parse_agrees_with_the_plain_one(
+            s in "[-+0-9 ()]{0,24}|(sip|tel):[-+0-9]{0,16}(@[a-z.]{0,12})?|.{0,40}",
+            region in "[A-Z]{2}",
+        ) {
+            let region = region.parse::<Region>().ok();
+            let (explained, how) = E164::parse_explained(&s, region);
+            prop_assert_eq!(&explained, &E164::parse(&s, region));
+            prop_assert_eq!(explained.is_ok(), how.method != Method::None, "{:?}: {:?}", s, how);
         }
 
         #[test]

@@ -14,13 +14,16 @@
 //!    for the database.
 //!
 //! `end_call` and `record_usage` find the call's organization, release the
-//! lease and record durably.
+//! lease and record durably. [`Router::explain`] walks `route_call`'s steps
+//! for support without taking anything: it peeks at the tiers and counts
+//! leases.
 //!
 //! Nothing here knows about gRPC or SQL: the API layer converts to and from
 //! protobuf, the store layer owns every query.
 
 mod cache;
 mod e164;
+mod explain;
 
 use std::{
     future::Future,
@@ -38,7 +41,8 @@ use crate::{
 };
 
 pub use cache::{CacheSettings, Change, RouteCache};
-pub use e164::{NumberError, Region, E164, MAX_INPUT_BYTES};
+pub use e164::{Method, Normalization, NumberError, Region, E164, MAX_INPUT_BYTES};
+pub use explain::{ExplainedNumber, Explanation, Peeked, Tier};
 
 /// Longest accepted gateway call id (SIP Call-IDs, Twilio CallSids, ...).
 pub const MAX_GATEWAY_CALL_ID_BYTES: usize = 256;
@@ -67,6 +71,22 @@ pub struct Route {
     pub organization: Arc<Organization>,
     /// The AI agent that answers the number. Shared: many numbers, one agent.
     pub agent: Arc<Agent>,
+}
+
+impl Route {
+    /// The part that is switched off, if any, checked from the top down:
+    /// the organization, then the agent, then the number.
+    pub fn inactive_part(&self) -> Option<Inactive> {
+        if !self.organization.is_active {
+            Some(Inactive::Organization)
+        } else if !self.agent.is_active {
+            Some(Inactive::Agent)
+        } else if !self.number_active {
+            Some(Inactive::Number)
+        } else {
+            None
+        }
+    }
 }
 
 /// A tenant.
@@ -155,6 +175,19 @@ pub trait Resolver: Send + Sync + 'static {
         let _ = change;
         async {}
     }
+
+    /// What `resolve` would answer now and which tier would answer it,
+    /// changing nothing: no fill, no eviction. A resolver that keeps
+    /// nothing is the source: it answers as `resolve` does, as L3.
+    fn peek(&self, number: &E164) -> impl Future<Output = Result<Peeked, ResolveError>> + Send {
+        async move {
+            Ok(Peeked {
+                tier: Tier::L3,
+                route: self.resolve(number).await?,
+                stale: false,
+            })
+        }
+    }
 }
 
 /// A shared resolver resolves like the one it shares.
@@ -183,6 +216,10 @@ impl<R: Resolver> Resolver for Arc<R> {
 
     fn invalidate(&self, change: &Change) -> impl Future<Output = ()> + Send {
         (**self).invalidate(change)
+    }
+
+    fn peek(&self, number: &E164) -> impl Future<Output = Result<Peeked, ResolveError>> + Send {
+        (**self).peek(number)
     }
 }
 
@@ -228,6 +265,9 @@ pub enum RouteError {
     /// Redis cannot be asked and admission is set to fail closed.
     #[error("the concurrent-call limit cannot be checked right now")]
     AdmissionUnavailable,
+    /// This replica is answering as many requests as it may.
+    #[error("this replica is overloaded")]
+    Overloaded,
     /// The request's deadline passed before it could be answered.
     #[error("the request could not be answered within its deadline")]
     Deadline,
@@ -488,16 +528,7 @@ impl<R: Resolver> Router<R> {
         let Some(route) = self.resolver.resolve(&number).await? else {
             return Err(RouteError::NotProvisioned(number));
         };
-        let inactive = if !route.organization.is_active {
-            Some(Inactive::Organization)
-        } else if !route.agent.is_active {
-            Some(Inactive::Agent)
-        } else if !route.number_active {
-            Some(Inactive::Number)
-        } else {
-            None
-        };
-        match inactive {
+        match route.inactive_part() {
             Some(what) => Err(RouteError::Inactive { number, what }),
             None => Ok(route),
         }

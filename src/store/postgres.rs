@@ -174,7 +174,13 @@ impl PgStore {
     ) -> Result<Vec<Row>, Failure> {
         let started = std::time::Instant::now();
         let outcome = async {
-            let mut client = Checkout(Some(self.pool.get().await.map_err(Failure::Pool)?));
+            let connection = self.pool.get().await.map_err(|e| {
+                if matches!(e, PoolError::Timeout(_)) {
+                    metrics::counter!("switchboard_db_pool_timeouts_total").increment(1);
+                }
+                Failure::Pool(e)
+            })?;
+            let mut client = Checkout(Some(connection));
             let conn = client.0.as_ref().expect("present until finished");
             match tokio::time::timeout(timeout, conn.query_typed(sql, params)).await {
                 Ok(result) => {

@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use crate::routing::{Agent, Change, Customer, Organization, ResolveError, Resolver, Route, E164};
+use crate::routing::{
+    Agent, Change, Customer, Organization, Peeked, ResolveError, Resolver, Route, Tier, E164,
+};
 
 /// Version of the key layout and encoding, part of every key.
 const LAYOUT: &str = "v2";
@@ -307,6 +309,18 @@ impl<R: Resolver> Resolver for RedisTier<R> {
 
     async fn call_org(&self, call_id: Uuid) -> Result<Option<Uuid>, ResolveError> {
         self.inner.call_org(call_id).await
+    }
+
+    /// L2's answer, else PostgreSQL's, without filling L2.
+    async fn peek(&self, number: &E164) -> Result<Peeked, ResolveError> {
+        match self.cached(number).await {
+            Some(route) => Ok(Peeked {
+                tier: Tier::L2,
+                route,
+                stale: false,
+            }),
+            None => self.inner.peek(number).await,
+        }
     }
 
     async fn invalidate(&self, change: &Change) {

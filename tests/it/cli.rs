@@ -5,7 +5,7 @@ use crate::helpers::{spawn_seeded_app, switchboard_command as switchboard};
 
 #[test]
 fn bad_configuration_exits_64_and_names_the_setting() {
-    let cases: [(&[(&str, &str)], &str); 4] = [
+    let cases: [(&[(&str, &str)], &str); 6] = [
         (&[], "DATABASE_URL"),
         (
             &[
@@ -33,6 +33,25 @@ fn bad_configuration_exits_64_and_names_the_setting() {
                 ("SWITCHBOARD_GRPC_ADDR", "everywhere"),
             ],
             "SWITCHBOARD_GRPC_ADDR",
+        ),
+        // an open port without gateway tokens
+        (
+            &[
+                ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
+                ("DATABASE_DIRECT_URL", "postgres://x@127.0.0.1/db"),
+                ("REDIS_URL", "redis://127.0.0.1/"),
+                ("SWITCHBOARD_GRPC_ADDR", "0.0.0.0:50051"),
+            ],
+            "SWITCHBOARD_API_TOKENS",
+        ),
+        (
+            &[
+                ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
+                ("DATABASE_DIRECT_URL", "postgres://x@127.0.0.1/db"),
+                ("REDIS_URL", "redis://127.0.0.1/"),
+                ("SWITCHBOARD_TLS_CERT", "/etc/switchboard/cert.pem"),
+            ],
+            "SWITCHBOARD_TLS_KEY",
         ),
     ];
     for (env, name) in cases {

@@ -1,7 +1,7 @@
 //! The daemon as a real process: what it acknowledged survives `SIGKILL`,
 //! a torn spool is detected rather than replayed, and `SIGTERM` drains.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use crate::{
     calls::spool_files,
@@ -213,4 +213,63 @@ fn last_segment(dir: &Path) -> std::path::PathBuf {
         .collect();
     segments.sort();
     segments.pop().expect("a spool segment")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_under_load_answers_every_accepted_call_and_exits_cleanly() {
+    let (stack, db_name, bouncer, spool) = setup().await;
+    let daemon = DaemonProcess::start(
+        &stack,
+        &db_name,
+        bouncer.port,
+        spool.path(),
+        &[("SWITCHBOARD_ADMISSION_MODE", "off")],
+    )
+    .await;
+    let client = daemon.client().await;
+    let admitted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let load: Vec<_> = (0..8)
+        .map(|worker| {
+            let mut client = client.clone();
+            let admitted = admitted.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let request = route_request(GLOBEX, &format!("load-{worker}-{i}"));
+                    match client.route_call(request).await {
+                        Ok(reply) => admitted.lock().unwrap().push(reply.into_inner().call_id),
+                        // the daemon stopped taking requests
+                        Err(status) => return status,
+                    }
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    eventually("load is running", Duration::from_secs(10), || async {
+        admitted.lock().unwrap().len() >= 100
+    })
+    .await;
+    let status = daemon.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status}");
+    for worker in load {
+        let refusal = worker.await.unwrap();
+        // UNAVAILABLE, or CANCELLED for a request the closing connection
+        // never took (HTTP/2 GOAWAY): both unprocessed, both safe to retry
+        assert!(
+            matches!(
+                refusal.code(),
+                tonic::Code::Unavailable | tonic::Code::Cancelled
+            ),
+            "a stopping daemon refuses cleanly: {refusal:?}"
+        );
+    }
+    // every call that was answered OK was recorded before the exit
+    let admitted = admitted.lock().unwrap().clone();
+    let db = store::connect_direct(&stack.direct_url(&db_name))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&db, "select count(*) from public.calls").await,
+        admitted.len() as i64
+    );
 }

@@ -8,7 +8,7 @@ use tonic::{Code, Request};
 
 use crate::helpers::{
     eventually, reason, route_request as route_request_from, spawn_seeded_app,
-    spawn_seeded_app_via, PrivateBouncer, Stack,
+    spawn_seeded_app_via, spawn_seeded_app_with, PrivateBouncer, Stack,
 };
 
 fn route_request(called: &str, gateway_call_id: &str, region: &str) -> RouteCallRequest {
@@ -235,4 +235,115 @@ async fn hung_database_answers_unavailable_before_the_client_deadline() {
         },
     )
     .await;
+}
+
+/// Sends raw bytes as a gRPC message: what a broken or hostile client can.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+#[tokio::test]
+async fn garbage_and_mutated_messages_get_a_status_and_the_daemon_carries_on() {
+    use proptest::{
+        collection::vec,
+        prelude::*,
+        strategy::{Strategy, ValueTree},
+        test_runner::TestRunner,
+    };
+    use prost::Message;
+
+    // mutated requests that still parse open calls: no limit to run into
+    let mut app =
+        spawn_seeded_app_with(|c| c.admission_mode = switchboard::admission::AdmissionMode::Off)
+            .await;
+    let valid = route_request("+14155550100", "gw-fuzz", "").encode_to_vec();
+    let mut runner = TestRunner::deterministic();
+    let garbage = vec(any::<u8>(), 0..512);
+    let flips = vec((0..valid.len(), any::<u8>()), 1..8);
+    let mut grpc = tonic::client::Grpc::new(app.channel());
+    for round in 0..300 {
+        let body = if round % 2 == 0 {
+            garbage.new_tree(&mut runner).unwrap().current()
+        } else {
+            let mut mutated = valid.clone();
+            for (at, byte) in flips.new_tree(&mut runner).unwrap().current() {
+                mutated[at] = byte;
+            }
+            mutated
+        };
+        for path in [
+            "/switchboard.v1.CallRouter/RouteCall",
+            "/switchboard.v1.CallRouter/EndCall",
+            "/switchboard.v1.CallRouter/RecordUsage",
+        ] {
+            grpc.ready()
+                .await
+                .expect("the daemon still accepts requests");
+            let mut request = tonic::Request::new(body.clone());
+            request.set_timeout(Duration::from_secs(5));
+            let answer = grpc
+                .unary(
+                    request,
+                    http::uri::PathAndQuery::from_static(path),
+                    RawCodec,
+                )
+                .await;
+            if let Err(status) = answer {
+                // a refusal the client can act on, never a crash or a hang
+                assert!(
+                    !matches!(
+                        status.code(),
+                        Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+                    ),
+                    "{path} {body:?}: {status:?}"
+                );
+            }
+        }
+    }
+    app.client
+        .route_call(route_request("+14155550100", "gw-after-fuzz", ""))
+        .await
+        .expect("well-formed requests still route");
 }

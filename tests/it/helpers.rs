@@ -251,9 +251,12 @@ async fn start(stack: Stack, db_name: String, mut config: ServeConfig) -> TestAp
     let task = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let client = CallRouterClient::connect(format!("http://{grpc_addr}"))
-        .await
-        .expect("connect to the daemon");
+    // lazily: a test may serve TLS, or want a token, and bring its own client
+    let client = CallRouterClient::new(
+        Channel::from_shared(format!("http://{grpc_addr}"))
+            .unwrap()
+            .connect_lazy(),
+    );
     // Like a load balancer: no traffic before /readyz says so (the route
     // cache is trusted once the invalidation listener has connected).
     eventually(

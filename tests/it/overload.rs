@@ -1,0 +1,88 @@
+//! Overload: beyond `SWITCHBOARD_MAX_IN_FLIGHT` requests are refused at once
+//! with a retryable status instead of queueing behind the slow ones.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use switchboard::proto::LookupNumberRequest;
+use tonic::Code;
+
+use crate::helpers::{eventually, metric, reason, spawn_seeded_app_via, PrivateBouncer, Stack};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn excess_requests_are_shed_at_once_while_admitted_ones_wait() {
+    const ADMITTED: usize = 4;
+    const SENT: usize = 40;
+    let stack = Stack::from_env();
+    let bouncer = PrivateBouncer::start(&stack).await;
+    let app = spawn_seeded_app_via(bouncer.port, |c| {
+        c.max_in_flight = ADMITTED;
+        // the admitted requests wait for the database as long as it takes
+        c.db_query_timeout = Duration::from_secs(30);
+        c.request_timeout = Duration::from_secs(30);
+    })
+    .await;
+    // every request needs the (paused) database: unknown numbers, all different
+    bouncer.admin(&format!("PAUSE {}", app.db_name)).await;
+    let finished = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..SENT)
+        .map(|i| {
+            let mut client = app.client.clone();
+            let finished = finished.clone();
+            tokio::spawn(async move {
+                let answer = client
+                    .lookup_number(LookupNumberRequest {
+                        number: format!("+1999555{i:04}"),
+                        default_region: String::new(),
+                    })
+                    .await;
+                // the order answers came back in
+                (finished.fetch_add(1, Ordering::SeqCst), answer)
+            })
+        })
+        .collect();
+    eventually(
+        "everything beyond the limit is answered",
+        Duration::from_secs(20),
+        || async { finished.load(Ordering::SeqCst) == SENT - ADMITTED },
+    )
+    .await;
+    assert!(
+        metric(
+            app.admin_addr,
+            r#"switchboard_grpc_shed_total{rpc="LookupNumber"}"#
+        )
+        .await
+            >= (SENT - ADMITTED) as f64
+    );
+
+    bouncer.admin(&format!("RESUME {}", app.db_name)).await;
+    let mut shed = 0;
+    for task in tasks {
+        let (order, answer) = task.await.unwrap();
+        match answer {
+            Err(status) if reason(&status) == "overloaded" => {
+                assert_eq!(status.code(), Code::Unavailable);
+                assert!(
+                    order < SENT - ADMITTED,
+                    "shed before any admitted one finished"
+                );
+                shed += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::NotFound, "{status:?}");
+                assert!(
+                    order >= SENT - ADMITTED,
+                    "admitted ones waited for the database"
+                );
+            }
+            Ok(reply) => panic!("unknown numbers do not route: {reply:?}"),
+        }
+    }
+    assert_eq!(shed, SENT - ADMITTED);
+}
