@@ -12,9 +12,9 @@
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tonic::{metadata::MetadataValue, Request, Status};
+use tonic::{Code, Request, Status};
 
-use super::status::REASON_KEY;
+use super::status::refusal;
 
 /// Shortest accepted token: anything shorter is guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -101,16 +101,13 @@ fn digest(token: &str) -> [u8; 32] {
 
 fn refuse(reason: &'static str, message: &'static str) -> Status {
     metrics::counter!("switchboard_grpc_unauthenticated_total", "reason" => reason).increment(1);
-    let mut status = Status::unauthenticated(message);
-    status
-        .metadata_mut()
-        .insert(REASON_KEY, MetadataValue::from_static(reason));
-    status
+    refusal(Code::Unauthenticated, reason, message.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::status::REASON_KEY;
 
     fn tokens(raw: &str) -> Tokens {
         Tokens::parse(&SecretString::from(raw.to_string())).unwrap()

@@ -115,7 +115,7 @@ impl From<RouteError> for Status {
 }
 
 /// A status with its reason trailer.
-fn refusal(code: Code, reason: &'static str, message: String) -> Status {
+pub(crate) fn refusal(code: Code, reason: &'static str, message: String) -> Status {
     let mut status = Status::new(code, message);
     status
         .metadata_mut()
