@@ -6,64 +6,26 @@
 //! Needs the local stack: `deploy/local/stack up`, then
 //! `eval "$(deploy/local/stack env)"; cargo bench --bench resolve`.
 
+mod common;
+
 use std::{
     hint::black_box,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use common::{bench_database, env, BenchDatabase};
 use criterion::{criterion_group, criterion_main, Criterion};
-use secrecy::SecretString;
 use switchboard::{
     invalidation,
     routing::{CacheSettings, Resolver, RouteCache, E164},
     store::{
         self,
-        migrate::{self, MigrateOptions},
         redis::{RedisSettings, RedisTier},
         PgStore, PoolSettings,
     },
 };
 use tokio::sync::watch;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run `eval \"$(deploy/local/stack env)\"` first")
-    })
-}
-
-/// A fresh, migrated, seeded database: (pooled URL as the daemon, direct
-/// URL as the daemon, direct URL as the superuser).
-async fn bench_database() -> (String, String, String) {
-    let name = format!("sb_bench_{}", uuid::Uuid::new_v4().simple());
-    let admin = store::connect_direct(&env("SWITCHBOARD_TEST_PG_ADMIN_URL"))
-        .await
-        .unwrap();
-    admin
-        .batch_execute(&format!("create database {name}"))
-        .await
-        .unwrap();
-    let (host, pg, bouncer) = (
-        env("SWITCHBOARD_TEST_PG_HOST"),
-        env("SWITCHBOARD_TEST_PG_PORT"),
-        env("SWITCHBOARD_TEST_PGBOUNCER_PORT"),
-    );
-    let mut client = store::connect_direct(&format!("postgres://postgres@{host}:{pg}/{name}"))
-        .await
-        .unwrap();
-    let options = MigrateOptions {
-        daemon_password: Some(SecretString::from("local")),
-        ..Default::default()
-    };
-    migrate::run(&mut client, &options).await.unwrap();
-    store::seed::demo(&mut client).await.unwrap();
-    let daemon = migrate::DAEMON_ROLE;
-    (
-        format!("postgres://{daemon}@{host}:{bouncer}/{name}"),
-        format!("postgres://{daemon}@{host}:{pg}/{name}"),
-        format!("postgres://postgres@{host}:{pg}/{name}"),
-    )
-}
 
 fn pool_settings() -> PoolSettings {
     PoolSettings {
@@ -89,7 +51,7 @@ fn resolve(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let number = E164::from_canonical("+14155550100").unwrap();
     let (l3, l2, l1) = runtime.block_on(async {
-        let (url, _, _) = bench_database().await;
+        let url = bench_database().await.pooled_url;
         let l3 = PgStore::new(&url, &pool_settings()).unwrap();
         let redis = RedisSettings {
             ttl: Duration::from_secs(600),
@@ -142,7 +104,12 @@ fn invalidation_lag(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let number = E164::from_canonical("+14155550100").unwrap();
     let (cache, admin, _stop) = runtime.block_on(async {
-        let (url, daemon_direct, superuser) = bench_database().await;
+        let BenchDatabase {
+            pooled_url: url,
+            daemon_direct_url: daemon_direct,
+            superuser_url: superuser,
+            ..
+        } = bench_database().await;
         let cache = Arc::new(RouteCache::new(
             PgStore::new(&url, &pool_settings()).unwrap(),
             cache_settings(),

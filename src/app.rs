@@ -15,7 +15,7 @@ use tonic::{
 use crate::{
     admin::{self, AdminState},
     admission::{Admission, AdmissionSettings, PlanLimits},
-    api::CallRouterService,
+    api::{stamp_arrival, CallRouterService, Limits},
     config::ServeConfig,
     invalidation,
     proto::{self, call_router_server::CallRouterServer},
@@ -192,8 +192,11 @@ impl Application {
         let service = InterceptedService::new(
             CallRouterServer::new(CallRouterService::new(
                 router,
-                config.request_timeout,
-                config.max_in_flight,
+                Limits {
+                    request_timeout: config.request_timeout,
+                    max_in_flight: config.max_in_flight,
+                    max_queue_delay: config.max_queue_delay,
+                },
             ))
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(config.max_message_bytes),
@@ -221,14 +224,24 @@ impl Application {
             let stopped = stopped(stop_rx.clone());
             let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
             let tls = tls.clone();
+            let max_in_flight = config.max_in_flight;
             async move {
-                let mut server = Server::builder();
+                let mut server = Server::builder()
+                    // h2 closes a connection (GOAWAY) after 20 streams the
+                    // client reset before the server took them: a gateway
+                    // cancelling requests past their deadline during an
+                    // overload would lose every call on the connection. Allow
+                    // as many as may be in flight.
+                    .http2_max_pending_accept_reset_streams(Some(max_in_flight));
                 if let Some(tls) = tls {
                     server = server
                         .tls_config(tls)
                         .context("invalid TLS configuration")?;
                 }
                 server
+                    .layer(tower::util::MapRequestLayer::new(
+                        stamp_arrival::<tonic::body::Body>,
+                    ))
                     .add_service(health_service)
                     .add_service(reflection_v1)
                     .add_service(reflection_v1alpha)

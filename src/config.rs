@@ -38,6 +38,10 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// UNAVAILABLE (`overloaded`). A cache hit takes microseconds, so this only
 /// binds when requests wait on PostgreSQL or Redis.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Longest a request may wait for its handler before it is refused as
+/// overloaded: far above a cache hit's microseconds, far below a gateway's
+/// deadline.
+pub const DEFAULT_MAX_QUEUE_DELAY: &str = "5ms";
 /// How long shutdown waits for in-flight requests.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
 
@@ -156,14 +160,17 @@ pub struct ServeConfig {
     /// Longest wait for one Redis command.
     #[arg(long, env = "SWITCHBOARD_REDIS_TIMEOUT", value_parser = duration, default_value = DEFAULT_REDIS_TIMEOUT)]
     pub redis_timeout: Duration,
-    /// Lifetime of a route part in Redis.
+    /// Lifetime of a route part in Redis. `0` turns L2 off for routes:
+    /// lookups go from L1 straight to PostgreSQL (invalidations still write
+    /// tombstones for replicas that share the Redis).
     #[arg(long, env = "SWITCHBOARD_REDIS_TTL", value_parser = duration, default_value = DEFAULT_REDIS_TTL)]
     pub redis_ttl: Duration,
     /// Namespace of Switchboard's Redis keys (several deployments may share
     /// one Redis).
     #[arg(long, env = "SWITCHBOARD_REDIS_KEY_PREFIX", default_value = DEFAULT_REDIS_KEY_PREFIX)]
     pub redis_key_prefix: String,
-    /// Numbers held in the route cache.
+    /// Numbers held in the route cache (L1). `0` turns L1 off: every
+    /// lookup goes to L2 (for benchmarks, and for ruling L1 out).
     #[arg(long, env = "SWITCHBOARD_CACHE_CAPACITY", default_value_t = DEFAULT_CACHE_CAPACITY)]
     pub cache_capacity: u64,
     /// Safety-net lifetime of a cached route.
@@ -233,6 +240,10 @@ pub struct ServeConfig {
     /// Requests answered at once; beyond, UNAVAILABLE (`overloaded`).
     #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
+    /// Longest a request may wait for its handler to run (the CPU is
+    /// saturated); beyond, UNAVAILABLE (`overloaded`) at once.
+    #[arg(long, env = "SWITCHBOARD_MAX_QUEUE_DELAY", value_parser = duration, default_value = DEFAULT_MAX_QUEUE_DELAY)]
+    pub max_queue_delay: Duration,
     /// How long shutdown waits for in-flight requests, and then again for
     /// the recorder to drain.
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_GRACE", value_parser = duration, default_value = DEFAULT_SHUTDOWN_GRACE)]
@@ -327,6 +338,7 @@ impl ServeConfig {
             request_timeout: duration(DEFAULT_REQUEST_TIMEOUT).expect("valid default"),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_queue_delay: duration(DEFAULT_MAX_QUEUE_DELAY).expect("valid default"),
             api_tokens: None,
             allow_unauthenticated: false,
             tls_cert: None,
@@ -364,9 +376,9 @@ impl ServeConfig {
             ("SWITCHBOARD_DB_CONNECT_TIMEOUT", self.db_connect_timeout),
             ("SWITCHBOARD_DB_QUERY_TIMEOUT", self.db_query_timeout),
             ("SWITCHBOARD_REQUEST_TIMEOUT", self.request_timeout),
+            ("SWITCHBOARD_MAX_QUEUE_DELAY", self.max_queue_delay),
             ("SWITCHBOARD_CACHE_TTL", self.cache_ttl),
             ("SWITCHBOARD_REDIS_TIMEOUT", self.redis_timeout),
-            ("SWITCHBOARD_REDIS_TTL", self.redis_ttl),
             ("SWITCHBOARD_CACHE_NEGATIVE_TTL", self.cache_negative_ttl),
             (
                 "SWITCHBOARD_CACHE_UNCONFIRMED_TTL",
@@ -390,9 +402,6 @@ impl ServeConfig {
             if value.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
             }
-        }
-        if self.cache_capacity == 0 {
-            return Err("SWITCHBOARD_CACHE_CAPACITY must be at least 1".into());
         }
         if self.max_message_bytes < 1024 {
             return Err("SWITCHBOARD_MAX_MESSAGE_BYTES must be at least 1024".into());

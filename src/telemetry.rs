@@ -79,7 +79,7 @@ fn describe_metrics() {
     );
     counter!(
         "switchboard_grpc_shed_total",
-        "gRPC requests refused at once because the replica was at its in-flight limit."
+        "gRPC requests refused at once as overloaded, by reason: in_flight (at the in-flight limit) or queue_delay (waited too long for its handler)."
     );
     counter!(
         "switchboard_grpc_unauthenticated_total",

@@ -32,6 +32,31 @@ use crate::{
 /// UNAVAILABLE) reaches it before it gives up on its own.
 const DEADLINE_HEADROOM: f64 = 0.1;
 
+/// When the connection handed a request to the server, before the runtime
+/// ran its handler: the time in between is time spent queued. Stamped by
+/// [`stamp_arrival`].
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(Instant);
+
+/// Stamps a request with its [`Arrival`]; a map layer on the gRPC server
+/// (`tower::util::MapRequestLayer`), so it runs as the connection accepts
+/// the stream, not when the handler gets its turn.
+pub fn stamp_arrival<B>(mut request: http::Request<B>) -> http::Request<B> {
+    request.extensions_mut().insert(Arrival(Instant::now()));
+    request
+}
+
+/// A request's time so far and its allowance.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// When it arrived (or, unstamped, when its handler started).
+    arrived: Instant,
+    /// How long it waited for its handler to run.
+    queued: Duration,
+    /// The whole time it may take, queueing included.
+    deadline: Duration,
+}
+
 /// The `switchboard.v1.CallRouter` service.
 pub struct CallRouterService<R> {
     router: Arc<Router<R>>,
@@ -41,27 +66,55 @@ pub struct CallRouterService<R> {
     /// once (a retry goes to another replica) instead of queueing every
     /// request into seconds of latency.
     in_flight: Arc<Semaphore>,
+    /// Longest a request may wait for its handler to run. Cache hits take
+    /// microseconds, so they pile up in the runtime's queue, not in
+    /// `in_flight`, when the CPU is saturated: past this wait they are
+    /// refused at once, so that the ones answered are answered in time.
+    max_queue_delay: Duration,
+}
+
+/// How a [`CallRouterService`] bounds its work.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deadline for requests without `grpc-timeout`, and cap for those with.
+    pub request_timeout: Duration,
+    /// Requests answered at once.
+    pub max_in_flight: usize,
+    /// Longest wait in the queue before a request's handler runs.
+    pub max_queue_delay: Duration,
 }
 
 impl<R> CallRouterService<R> {
-    pub fn new(router: Arc<Router<R>>, request_timeout: Duration, max_in_flight: usize) -> Self {
+    pub fn new(router: Arc<Router<R>>, limits: Limits) -> Self {
         Self {
             router,
-            request_timeout,
-            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            request_timeout: limits.request_timeout,
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            max_queue_delay: limits.max_queue_delay,
         }
     }
 
     /// How long this request may take: the client's `grpc-timeout` less some
-    /// headroom, capped by the configured request timeout.
-    fn budget<T>(&self, request: &Request<T>) -> Duration {
-        request
+    /// headroom, capped by the configured request timeout, counted from its
+    /// arrival.
+    fn budget<T>(&self, request: &Request<T>) -> Budget {
+        let now = Instant::now();
+        let arrived = request
+            .extensions()
+            .get::<Arrival>()
+            .map_or(now, |arrival| arrival.0);
+        let deadline = request
             .metadata()
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
             .map(|client| client.mul_f64(1.0 - DEADLINE_HEADROOM))
-            .map_or(self.request_timeout, |d| d.min(self.request_timeout))
+            .map_or(self.request_timeout, |d| d.min(self.request_timeout));
+        Budget {
+            arrived,
+            queued: now.saturating_duration_since(arrived),
+            deadline,
+        }
     }
 }
 
@@ -196,20 +249,26 @@ impl<R> CallRouterService<R> {
     async fn observe<T>(
         &self,
         rpc: &'static str,
-        budget: Duration,
+        budget: Budget,
         handler: impl Future<Output = Result<T, RouteError>>,
     ) -> Result<Response<T>, Status> {
-        let started = Instant::now();
-        let result = match self.in_flight.try_acquire() {
-            Ok(_permit) => {
-                let _counted = InFlight::enter();
-                tokio::time::timeout(budget, handler)
-                    .await
-                    .unwrap_or(Err(RouteError::Deadline))
-            }
-            Err(_) => {
-                metrics::counter!("switchboard_grpc_shed_total", "rpc" => rpc).increment(1);
-                Err(RouteError::Overloaded)
+        let shed = |reason: &'static str| {
+            metrics::counter!("switchboard_grpc_shed_total", "rpc" => rpc, "reason" => reason)
+                .increment(1);
+            Err(RouteError::Overloaded)
+        };
+        let result = if budget.queued > self.max_queue_delay {
+            shed("queue_delay")
+        } else {
+            match self.in_flight.try_acquire() {
+                Ok(_permit) => {
+                    let _counted = InFlight::enter();
+                    let remaining = budget.deadline.saturating_sub(budget.queued);
+                    tokio::time::timeout(remaining, handler)
+                        .await
+                        .unwrap_or(Err(RouteError::Deadline))
+                }
+                Err(_) => shed("in_flight"),
             }
         };
         let result = result.map(Response::new).map_err(Status::from);
@@ -218,7 +277,7 @@ impl<R> CallRouterService<R> {
             Err(status) => status.code(),
         };
         metrics::histogram!("switchboard_grpc_request_seconds", "rpc" => rpc)
-            .record(started.elapsed().as_secs_f64());
+            .record(budget.arrived.elapsed().as_secs_f64());
         metrics::counter!("switchboard_grpc_requests_total", "rpc" => rpc, "code" => code_name(code))
             .increment(1);
         result

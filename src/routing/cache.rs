@@ -34,7 +34,8 @@ use super::{Agent, Customer, Organization, Peeked, ResolveError, Resolver, Route
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
     /// Most numbers held (agents and organizations are bounded by the same
-    /// figure, and are far fewer).
+    /// figure, and are far fewer). `0` turns L1 off: every lookup and peek
+    /// goes to the tier below, and invalidations only pass through.
     pub capacity: u64,
     /// Safety-net lifetime of a positive entry.
     pub ttl: Duration,
@@ -207,6 +208,9 @@ impl<R: Resolver> RouteCache<R> {
     /// kept. If an invalidation arrives meanwhile, the preload is dropped
     /// (part of it may predate the change) and routes load on demand.
     pub async fn preload(&self, routes: Vec<Route>) -> usize {
+        if !self.enabled() {
+            return 0;
+        }
         let started_at = self.generation.load(Ordering::Acquire);
         let loaded_at = Instant::now();
         let mut inserted = 0;
@@ -247,6 +251,11 @@ impl<R: Resolver> RouteCache<R> {
     /// Whether the invalidation feed is connected and caught up.
     pub fn is_confirmed(&self) -> bool {
         self.confirmed.load(Ordering::Acquire)
+    }
+
+    /// Whether L1 keeps anything (a capacity of 0 turns it off).
+    fn enabled(&self) -> bool {
+        self.settings.capacity > 0
     }
 
     /// Numbers currently cached (approximate), for metrics.
@@ -366,6 +375,9 @@ impl<R: Resolver> RouteCache<R> {
 
 impl<R: Resolver> Resolver for RouteCache<R> {
     async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
+        if !self.enabled() {
+            return self.inner.resolve(number).await;
+        }
         let started = Instant::now();
         let stale = match self.cached(number).await {
             Lookup::Hit(route) => {
@@ -440,6 +452,9 @@ impl<R: Resolver> Resolver for RouteCache<R> {
     /// refreshed or evicted, so explaining a route does not change what the
     /// next call finds.
     async fn peek(&self, number: &E164) -> Result<Peeked, ResolveError> {
+        if !self.enabled() {
+            return self.inner.peek(number).await;
+        }
         let in_l1 = |route, stale| Peeked {
             tier: Tier::L1,
             route,
@@ -621,6 +636,30 @@ mod tests {
             1,
             "hits read nothing"
         );
+    }
+
+    #[tokio::test]
+    async fn a_capacity_of_zero_turns_l1_off() {
+        let cache = cache_over(
+            Some("Reception"),
+            None,
+            CacheSettings {
+                capacity: 0,
+                ..settings()
+            },
+        );
+        for expected_reads in 1..=3 {
+            let route = cache.resolve(&number()).await.unwrap().unwrap();
+            assert_eq!(route.agent.name, "Reception");
+            assert_eq!(cache.inner().reads.load(Ordering::SeqCst), expected_reads);
+        }
+        assert_eq!(cache.peek(&number()).await.unwrap().tier, Tier::L3);
+        let preloaded = cache
+            .preload(vec![route("+14155550100", "Reception")])
+            .await;
+        assert_eq!(preloaded, 0, "nothing is kept");
+        cache.resolve(&number()).await.unwrap();
+        assert_eq!(cache.inner().reads.load(Ordering::SeqCst), 5);
     }
 
     #[tokio::test]

@@ -2,9 +2,12 @@
 //!
 //! [`RedisTier`] sits between the in-process cache and PostgreSQL and
 //! implements [`Resolver`] like both. As in L1, the number's binding, the
-//! agent and the organization are separate keys (`<prefix>:v2:n:<number>`,
-//! `…:a:<id>`, `…:o:<id>`; the `v2` changes whenever the encoding does),
-//! encoded with MessagePack.
+//! agent and the organization are separate keys (`<prefix>:v3:n:<number>`,
+//! `…:a:<id>`, `…:o:<id>`; the `v3` changes whenever the encoding does).
+//! The binding is a short text naming its parts (`bound 1 <org> <agent>`,
+//! or `absent`), the agent and organization are MessagePack. A lookup is
+//! one round trip: a small Lua script reads the binding and the two parts
+//! it names (see [`READ_ROUTE`]).
 //!
 //! Redis is an optimisation, never a dependency: every command has its own
 //! short timeout (the client can otherwise block for about a second while it
@@ -25,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::{aio::ConnectionManager, AsyncCommands, SetExpiry, SetOptions};
+use redis::{aio::ConnectionManager, AsyncCommands, Script, SetExpiry, SetOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
@@ -35,7 +38,23 @@ use crate::routing::{
 };
 
 /// Version of the key layout and encoding, part of every key.
-const LAYOUT: &str = "v2";
+const LAYOUT: &str = "v3";
+
+/// One L2 lookup, one round trip: the number's binding (`KEYS[1]`), then the
+/// agent and organization it names, under the part-key prefix `ARGV[1]`.
+/// Answers `{}` for a missing binding, `{binding}` for one that names no
+/// parts (`absent`, a tombstone), else `{binding, agent, organization}`, a
+/// missing part as nil.
+///
+/// The part keys are not declared in `KEYS`: fine on one Redis (or one
+/// shard); a Redis Cluster would need the parts hash-tagged with the number.
+const READ_ROUTE: &str = r"
+local binding = redis.call('GET', KEYS[1])
+if not binding then return {} end
+local org, agent = string.match(binding, '^bound [01] (%S+) (%S+)$')
+if not org then return {binding} end
+return {binding, redis.call('GET', ARGV[1] .. ':a:' .. agent), redis.call('GET', ARGV[1] .. ':o:' .. org)}
+";
 /// Written over an invalidated key. Longer than any load can take (loads
 /// are bounded by the request timeout).
 const TOMBSTONE: &[u8] = b"tombstone";
@@ -43,7 +62,9 @@ const TOMBSTONE: &[u8] = b"tombstone";
 /// L2 settings.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// Lifetime of a cached route part.
+    /// Lifetime of a cached route part. Zero turns L2 off for routes:
+    /// nothing is read or filled, but invalidations still write tombstones,
+    /// for the replicas that share this Redis with L2 on.
     pub ttl: Duration,
     /// Lifetime of a cached "no such number".
     pub negative_ttl: Duration,
@@ -55,8 +76,8 @@ pub struct RedisSettings {
     pub key_prefix: String,
 }
 
-/// A number's binding as stored in L2.
-#[derive(Debug, Serialize, Deserialize)]
+/// A number's binding as stored in L2: text that [`READ_ROUTE`] can read.
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Binding {
     Bound {
         number_active: bool,
@@ -66,11 +87,47 @@ enum Binding {
     Absent,
 }
 
+impl Binding {
+    fn encode(self) -> Vec<u8> {
+        match self {
+            Binding::Bound {
+                number_active,
+                org_id,
+                agent_id,
+            } => format!("bound {} {org_id} {agent_id}", u8::from(number_active)).into_bytes(),
+            Binding::Absent => b"absent".to_vec(),
+        }
+    }
+
+    /// `None` for anything else: a tombstone, another version's value.
+    fn decode(raw: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(raw).ok()?;
+        if text == "absent" {
+            return Some(Binding::Absent);
+        }
+        let mut fields = text.strip_prefix("bound ")?.split(' ');
+        let number_active = match fields.next()? {
+            "1" => true,
+            "0" => false,
+            _ => return None,
+        };
+        let org_id = fields.next()?.parse().ok()?;
+        let agent_id = fields.next()?.parse().ok()?;
+        fields.next().is_none().then_some(Binding::Bound {
+            number_active,
+            org_id,
+            agent_id,
+        })
+    }
+}
+
 /// Redis in front of `R` (PostgreSQL).
 pub struct RedisTier<R> {
     inner: Arc<R>,
     connection: LazyConnection,
     settings: RedisSettings,
+    /// [`READ_ROUTE`], sent by digest (`EVALSHA`) once Redis knows it.
+    read_route: Script,
 }
 
 /// One multiplexed Redis connection, opened in the background on first use
@@ -156,6 +213,7 @@ impl<R: Resolver> RedisTier<R> {
             inner: Arc::new(inner),
             connection,
             settings,
+            read_route: Script::new(READ_ROUTE),
         }
     }
 
@@ -193,10 +251,18 @@ impl<R: Resolver> RedisTier<R> {
     /// The route from L2 alone: `Some(None)` is a cached "no such number".
     async fn cached(&self, number: &E164) -> Option<Option<Route>> {
         let key = self.settings.number_key(number);
-        let raw: Option<Vec<u8>> = self
-            .command("get", |mut c| async move { c.get(key).await })
+        let parts_prefix = self.settings.parts_prefix();
+        let invocation = {
+            let mut invocation = self.read_route.key(key);
+            invocation.arg(parts_prefix);
+            invocation
+        };
+        let parts: Vec<Option<Vec<u8>>> = self
+            .command("read_route", |mut c| async move {
+                invocation.invoke_async(&mut c).await
+            })
             .await?;
-        let binding: Binding = decode(raw.as_deref()?)?;
+        let binding = Binding::decode(parts.first()?.as_deref()?)?;
         let Binding::Bound {
             number_active,
             org_id,
@@ -205,15 +271,12 @@ impl<R: Resolver> RedisTier<R> {
         else {
             return Some(None);
         };
-        let keys = [
-            self.settings.agent_key(agent_id),
-            self.settings.org_key(org_id),
-        ];
-        let parts: Vec<Option<Vec<u8>>> = self
-            .command("mget", |mut c| async move { c.mget(&keys).await })
-            .await?;
-        let agent: Agent = decode(parts.first()?.as_deref()?)?;
-        let organization: Organization = decode(parts.get(1)?.as_deref()?)?;
+        let agent: Agent = decode(parts.get(1)?.as_deref()?)?;
+        let organization: Organization = decode(parts.get(2)?.as_deref()?)?;
+        // the script read the parts the binding names: these are they
+        if agent.id != agent_id || organization.id != org_id {
+            return None;
+        }
         Some(Some(Route {
             number: number.clone(),
             number_active,
@@ -233,7 +296,7 @@ impl<R: Resolver> RedisTier<R> {
         match route {
             None => writes.push((
                 self.settings.number_key(number),
-                encode(&Binding::Absent),
+                Binding::Absent.encode(),
                 settings.negative_ttl,
             )),
             Some(route) => {
@@ -244,7 +307,7 @@ impl<R: Resolver> RedisTier<R> {
                 };
                 writes.push((
                     self.settings.number_key(number),
-                    encode(&binding),
+                    binding.encode(),
                     settings.ttl,
                 ));
                 writes.push((
@@ -282,6 +345,9 @@ impl<R: Resolver> RedisTier<R> {
 
 impl<R: Resolver> Resolver for RedisTier<R> {
     async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
+        if self.settings.ttl.is_zero() {
+            return self.inner.resolve(number).await;
+        }
         let started = Instant::now();
         if let Some(route) = self.cached(number).await {
             metrics::counter!("switchboard_cache_hits_total", "tier" => "l2").increment(1);
@@ -313,6 +379,9 @@ impl<R: Resolver> Resolver for RedisTier<R> {
 
     /// L2's answer, else PostgreSQL's, without filling L2.
     async fn peek(&self, number: &E164) -> Result<Peeked, ResolveError> {
+        if self.settings.ttl.is_zero() {
+            return self.inner.peek(number).await;
+        }
         match self.cached(number).await {
             Some(route) => Ok(Peeked {
                 tier: Tier::L2,
@@ -347,12 +416,17 @@ impl RedisSettings {
         format!("{}:{LAYOUT}:n:{number}", self.key_prefix)
     }
 
+    /// What [`READ_ROUTE`] puts before `:a:<id>` and `:o:<id>`.
+    fn parts_prefix(&self) -> String {
+        format!("{}:{LAYOUT}", self.key_prefix)
+    }
+
     fn agent_key(&self, id: Uuid) -> String {
-        format!("{}:{LAYOUT}:a:{id}", self.key_prefix)
+        format!("{}:a:{id}", self.parts_prefix())
     }
 
     fn org_key(&self, id: Uuid) -> String {
-        format!("{}:{LAYOUT}:o:{id}", self.key_prefix)
+        format!("{}:o:{id}", self.parts_prefix())
     }
 }
 
@@ -371,4 +445,37 @@ fn decode<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Option<T> {
 
 fn fallback(why: &'static str) {
     metrics::counter!("switchboard_redis_fallbacks_total", "why" => why).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bindings_round_trip_and_anything_else_is_a_miss() {
+        let bound = Binding::Bound {
+            number_active: false,
+            org_id: Uuid::from_u128(1),
+            agent_id: Uuid::from_u128(2),
+        };
+        assert_eq!(Binding::decode(&bound.encode()), Some(bound));
+        assert_eq!(
+            Binding::decode(&Binding::Absent.encode()),
+            Some(Binding::Absent)
+        );
+        for other in [
+            TOMBSTONE,
+            b"bound 2 00000000-0000-0000-0000-000000000001 00000000-0000-0000-0000-000000000002",
+            b"bound 1 00000000-0000-0000-0000-000000000001",
+            b"bound 1 00000000-0000-0000-0000-000000000001 00000000-0000-0000-0000-000000000002 x",
+            b"\x81\xa5Bound",
+        ] {
+            assert_eq!(
+                Binding::decode(other),
+                None,
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
 }

@@ -232,6 +232,61 @@ async fn switched_off_parts_and_unknown_numbers_get_routecalls_reasons() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_cache_tier_turned_off_is_skipped() {
+    let lookup = |client: &CallRouterClient<Channel>, number: &str| {
+        let (mut client, number) = (client.clone(), number.to_string());
+        async move {
+            client
+                .lookup_number(LookupNumberRequest {
+                    number,
+                    default_region: String::new(),
+                })
+                .await
+                .expect("the route")
+                .into_inner()
+        }
+    };
+    // L1 off (capacity 0): a lookup fills L2, and from then on L2 answers
+    let l1_off = spawn_seeded_app_with(|c| {
+        cold(c);
+        c.cache_capacity = 0;
+    })
+    .await;
+    lookup(&l1_off.client, ACME).await;
+    let client = l1_off.client.clone();
+    eventually("the fill is in Redis", Duration::from_secs(5), || {
+        let client = client.clone();
+        async move { explain(&client, ACME, "", "").await.source() == RouteSource::L2 }
+    })
+    .await;
+    for _ in 0..2 {
+        let route = lookup(&l1_off.client, ACME).await.route.unwrap();
+        assert_eq!(route.agent.unwrap().name, "Reception");
+        assert_eq!(
+            explain(&l1_off.client, ACME, "", "").await.source(),
+            RouteSource::L2
+        );
+    }
+
+    // L2 off as well (Redis TTL 0), on the same Redis: ACME is there, but
+    // PostgreSQL answers every lookup
+    let both_off = spawn_on_via(&l1_off, Stack::from_env().pgbouncer_port, |c| {
+        cold(c);
+        c.cache_capacity = 0;
+        c.redis_ttl = Duration::ZERO;
+    })
+    .await;
+    for _ in 0..2 {
+        let route = lookup(&both_off.client, ACME).await.route.unwrap();
+        assert_eq!(route.agent.unwrap().name, "Reception");
+        assert_eq!(
+            explain(&both_off.client, ACME, "", "").await.source(),
+            RouteSource::L3
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_answering_tier_is_reported_and_explaining_fills_no_cache() {
     let mut first = spawn_seeded_app_with(cold).await;
     // cold: PostgreSQL answers, and a second explain finds nothing cached

@@ -12,7 +12,9 @@ use std::{
 use switchboard::proto::LookupNumberRequest;
 use tonic::Code;
 
-use crate::helpers::{eventually, metric, reason, spawn_seeded_app_via, PrivateBouncer, Stack};
+use crate::helpers::{
+    eventually, metric, reason, spawn_seeded_app_via, spawn_seeded_app_with, PrivateBouncer, Stack,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn excess_requests_are_shed_at_once_while_admitted_ones_wait() {
@@ -55,7 +57,7 @@ async fn excess_requests_are_shed_at_once_while_admitted_ones_wait() {
     assert!(
         metric(
             app.admin_addr,
-            r#"switchboard_grpc_shed_total{rpc="LookupNumber"}"#
+            r#"switchboard_grpc_shed_total{rpc="LookupNumber",reason="in_flight"}"#
         )
         .await
             >= (SENT - ADMITTED) as f64
@@ -85,4 +87,31 @@ async fn excess_requests_are_shed_at_once_while_admitted_ones_wait() {
         }
     }
     assert_eq!(shed, SENT - ADMITTED);
+}
+
+#[tokio::test]
+async fn requests_that_waited_too_long_for_their_handler_are_shed() {
+    // every request waits a little between arriving and its handler: with a
+    // limit of one nanosecond, each is over it
+    let app = spawn_seeded_app_with(|c| c.max_queue_delay = Duration::from_nanos(1)).await;
+    let mut client = app.client.clone();
+    for _ in 0..3 {
+        let status = client
+            .lookup_number(LookupNumberRequest {
+                number: "+14155550100".into(),
+                default_region: String::new(),
+            })
+            .await
+            .expect_err("shed");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert_eq!(reason(&status), "overloaded");
+    }
+    assert!(
+        metric(
+            app.admin_addr,
+            r#"switchboard_grpc_shed_total{rpc="LookupNumber",reason="queue_delay"}"#
+        )
+        .await
+            >= 3.0
+    );
 }
