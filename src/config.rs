@@ -39,9 +39,9 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// binds when requests wait on PostgreSQL or Redis.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Longest a request may wait for its handler before it is refused as
-/// overloaded: far above a cache hit's microseconds, far below a gateway's
-/// deadline.
-pub const DEFAULT_MAX_QUEUE_DELAY: &str = "5ms";
+/// overloaded: the platform's whole budget for a lookup, so a burst is
+/// served and only a standing queue is shed.
+pub const DEFAULT_MAX_QUEUE_DELAY: &str = "50ms";
 /// How long shutdown waits for in-flight requests.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
 

@@ -54,9 +54,30 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
             describe_metrics();
+            spawn_upkeep(handle.clone());
             handle
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The recorder keeps every histogram sample until upkeep folds it into the
+/// buckets (`install_recorder` leaves that to its caller): without it,
+/// memory grows with every request until the next scrape, and a scrape
+/// after a quiet night folds millions. A thread, not a task: the handle is
+/// made before any runtime, and outlives every runtime of the tests.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_INTERVAL);
+            handle.run_upkeep();
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the metrics upkeep thread; histograms grow until scraped");
+    }
 }
 
 /// Help texts for `/metrics` (`# HELP`), one per metric: Prometheus' linter

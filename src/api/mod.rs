@@ -257,7 +257,8 @@ impl<R> CallRouterService<R> {
                 .increment(1);
             Err(RouteError::Overloaded)
         };
-        let result = if budget.queued > self.max_queue_delay {
+        // past its own deadline, nobody waits for the answer any more
+        let result = if budget.queued > self.max_queue_delay.min(budget.deadline) {
             shed("queue_delay")
         } else {
             match self.in_flight.try_acquire() {

@@ -68,6 +68,14 @@ struct Binding {
     agent_id: Uuid,
 }
 
+/// Entries loaded together (warm start preloads every route at once) would
+/// all fall due together one TTL later, and refresh in one storm against
+/// the database: each entry's TTL is shortened by up to this share.
+const TTL_JITTER: f64 = 0.1;
+
+/// Numbers entries as they are made, for their jitter.
+static ENTRIES_MADE: AtomicU64 = AtomicU64::new(0);
+
 /// A cached value and when it was read from the source.
 #[derive(Debug, Clone)]
 struct Entry<T> {
@@ -76,14 +84,22 @@ struct Entry<T> {
     /// Set on a stale entry kept after a failed refresh: no new refresh
     /// before this instant.
     retry_after: Option<Instant>,
+    /// The share of the TTL this entry is fresh for, in
+    /// `[1 - TTL_JITTER, 1]`: consecutive entries spread evenly over it.
+    ttl_share: f64,
 }
 
 impl<T> Entry<T> {
     fn new(value: T, loaded_at: Instant) -> Self {
+        // the golden-ratio sequence: any run of consecutive entries covers
+        // the interval evenly, no random source needed
+        let n = ENTRIES_MADE.fetch_add(1, Ordering::Relaxed);
+        let spread = (n as f64 * 0.618_033_988_749_895).fract();
         Self {
             value,
             loaded_at,
             retry_after: None,
+            ttl_share: 1.0 - TTL_JITTER * spread,
         }
     }
 }
@@ -97,8 +113,23 @@ enum Lookup {
     /// moments ago and must not be retried yet.
     Stale(Route, bool),
     Miss,
-    /// The binding is cached, its agent or organization is not.
-    Partial,
+    /// The binding is cached, its agent or organization is not (a change
+    /// evicted it). The binding, when it is fresh: then only the missing
+    /// part needs reloading.
+    Partial(Option<Binding>),
+}
+
+/// Why a coalesced reload of one agent or organization did not produce a
+/// value to cache.
+#[derive(Debug)]
+enum PartError<T> {
+    /// The source failed; every waiter gets the error.
+    Source(ResolveError),
+    /// The source has no such part any more.
+    Gone,
+    /// An invalidation ran while the source was read: the value answers the
+    /// requests that waited for it, but is not cached.
+    Raced(Arc<T>),
 }
 
 /// Why a coalesced load did not produce a value to cache.
@@ -271,7 +302,7 @@ impl<R: Resolver> RouteCache<R> {
     /// younger than `unconfirmed_ttl`).
     fn fresh<T>(&self, entry: &Entry<T>, now: Instant) -> bool {
         let age = now.saturating_duration_since(entry.loaded_at);
-        age < self.settings.ttl
+        age < self.settings.ttl.mul_f64(entry.ttl_share)
             && (self.confirmed.load(Ordering::Acquire) || age < self.settings.unconfirmed_ttl)
     }
 
@@ -292,7 +323,7 @@ impl<R: Resolver> RouteCache<R> {
         let agent = self.agents.get(&bound.agent_id).await;
         let org = self.organizations.get(&bound.org_id).await;
         let (Some(agent), Some(org)) = (agent, org) else {
-            return Lookup::Partial;
+            return Lookup::Partial(self.fresh(&binding, now).then(|| bound.clone()));
         };
         let all_fresh =
             self.fresh(&binding, now) && self.fresh(&agent, now) && self.fresh(&org, now);
@@ -346,18 +377,23 @@ impl<R: Resolver> RouteCache<R> {
                 Ok(Entry::new(binding.map(|(b, _, _)| b), loaded_at))
             })
             .await;
-        let route = match loaded {
-            Ok(_) => None,
+        let (route, parts) = match loaded {
+            Ok(entry) => (None, entry.value.map(|b| (b.agent_id, b.org_id))),
             Err(error) => match &*error {
                 LoadError::Source(e) => return Err(e.clone()),
-                LoadError::Raced(route) => Some(route.clone()),
+                LoadError::Raced(route) => (Some(route.clone()), None),
             },
         };
         if self.generation.load(Ordering::Acquire) != started_at {
             // An eviction may have run between the check above and the
-            // insertion: drop what this load cached. Evicting more than
-            // needed costs a reload; keeping a stale entry would not be safe.
+            // insertions: drop what this load cached, the parts included.
+            // Evicting more than needed costs a reload; keeping a stale
+            // entry would not be safe.
             self.numbers.invalidate(number).await;
+            if let Some((agent_id, org_id)) = parts {
+                self.agents.invalidate(&agent_id).await;
+                self.organizations.invalidate(&org_id).await;
+            }
         }
         match route {
             Some(raced) => Ok(raced),
@@ -367,9 +403,83 @@ impl<R: Resolver> RouteCache<R> {
                 // just loaded: current even where a zero TTL calls it stale
                 Lookup::Hit(route) => Ok(route),
                 Lookup::Stale(route, _) => Ok(Some(route)),
-                Lookup::Miss | Lookup::Partial => self.inner.resolve(number).await,
+                Lookup::Miss | Lookup::Partial(_) => self.inner.resolve(number).await,
             },
         }
+    }
+}
+
+impl<R: Resolver> RouteCache<R> {
+    /// The route of a current binding whose agent or organization a change
+    /// evicted, reloading only what is missing. `None` when a part no longer
+    /// exists.
+    async fn complete(
+        &self,
+        number: &E164,
+        binding: &Binding,
+    ) -> Result<Option<Route>, ResolveError> {
+        let agent = self
+            .part(
+                &self.agents,
+                binding.agent_id,
+                self.inner.resolve_agent(binding.agent_id),
+            )
+            .await?;
+        let organization = self
+            .part(
+                &self.organizations,
+                binding.org_id,
+                self.inner.resolve_organization(binding.org_id),
+            )
+            .await?;
+        Ok(agent.zip(organization).map(|(agent, organization)| Route {
+            number: number.clone(),
+            number_active: binding.number_active,
+            organization,
+            agent,
+        }))
+    }
+
+    /// One agent or organization: the fresh cached copy, else `load`ed from
+    /// the next tier, concurrent reloads of one id coalesced, and cached
+    /// unless an invalidation ran meanwhile (as in [`Self::load`]).
+    async fn part<T: Send + Sync + 'static>(
+        &self,
+        cache: &Cache<Uuid, Entry<Arc<T>>>,
+        id: Uuid,
+        load: impl std::future::Future<Output = Result<Option<Arc<T>>, ResolveError>>,
+    ) -> Result<Option<Arc<T>>, ResolveError> {
+        if let Some(entry) = cache.get(&id).await {
+            if self.fresh(&entry, Instant::now()) {
+                return Ok(Some(entry.value));
+            }
+            cache.invalidate(&id).await;
+        }
+        let started_at = self.generation.load(Ordering::Acquire);
+        let loaded = cache
+            .try_get_with(id, async {
+                let value = load
+                    .await
+                    .map_err(PartError::Source)?
+                    .ok_or(PartError::Gone)?;
+                if self.generation.load(Ordering::Acquire) != started_at {
+                    return Err(PartError::Raced(value));
+                }
+                Ok(Entry::new(value, Instant::now()))
+            })
+            .await;
+        let value = match loaded {
+            Ok(entry) => Some(entry.value),
+            Err(error) => match &*error {
+                PartError::Source(e) => return Err(e.clone()),
+                PartError::Gone => None,
+                PartError::Raced(value) => Some(value.clone()),
+            },
+        };
+        if self.generation.load(Ordering::Acquire) != started_at {
+            cache.invalidate(&id).await;
+        }
+        Ok(value)
     }
 }
 
@@ -392,10 +502,24 @@ impl<R: Resolver> Resolver for RouteCache<R> {
                 return Ok(Some(route));
             }
             Lookup::Miss => None,
-            // The binding is cached but its agent or org was evicted by a
-            // change, or the entry is due a refresh: reload the route whole
+            // The binding is current but a change evicted its agent or
+            // organization: reload only that part, once for all the numbers
+            // that share it.
+            Lookup::Partial(Some(binding)) => {
+                metrics::counter!("switchboard_cache_misses_total", "tier" => "l1").increment(1);
+                let completed = self.complete(number, &binding).await?;
+                metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "source")
+                    .record(started.elapsed().as_secs_f64());
+                if completed.is_some() {
+                    return Ok(completed);
+                }
+                // a part is gone, so the binding is outdated: reload whole
+                self.numbers.invalidate(number).await;
+                None
+            }
+            // The binding itself is due a refresh: reload the route whole
             // (one joined query refills all three parts).
-            Lookup::Partial => {
+            Lookup::Partial(None) => {
                 self.numbers.invalidate(number).await;
                 None
             }
@@ -431,6 +555,27 @@ impl<R: Resolver> Resolver for RouteCache<R> {
         }
     }
 
+    /// Parts are reloaded through [`RouteCache::complete`]; asked directly,
+    /// the cache answers what it holds, else the tiers below.
+    async fn resolve_agent(&self, id: Uuid) -> Result<Option<Arc<Agent>>, ResolveError> {
+        if !self.enabled() {
+            return self.inner.resolve_agent(id).await;
+        }
+        self.part(&self.agents, id, self.inner.resolve_agent(id))
+            .await
+    }
+
+    async fn resolve_organization(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<Arc<Organization>>, ResolveError> {
+        if !self.enabled() {
+            return self.inner.resolve_organization(id).await;
+        }
+        self.part(&self.organizations, id, self.inner.resolve_organization(id))
+            .await
+    }
+
     /// Customers are looked up once per call, not per hot number: not cached.
     async fn find_customer(
         &self,
@@ -464,7 +609,7 @@ impl<R: Resolver> Resolver for RouteCache<R> {
             Lookup::Hit(route) => return Ok(in_l1(route, false)),
             Lookup::Stale(route, true) => return Ok(in_l1(Some(route), true)),
             Lookup::Stale(route, false) => Some(route),
-            Lookup::Miss | Lookup::Partial => None,
+            Lookup::Miss | Lookup::Partial(_) => None,
         };
         match (self.inner.peek(number).await, stale) {
             // as in `resolve`: stale-if-error, up to the maximum age
@@ -502,6 +647,8 @@ mod tests {
     struct Table {
         routes: Mutex<Vec<Route>>,
         reads: AtomicUsize,
+        /// Reads of one agent or organization.
+        part_reads: AtomicUsize,
         /// When set, reads fail as if the database were down.
         down: std::sync::atomic::AtomicBool,
         gate: Option<Arc<Notify>>,
@@ -526,6 +673,27 @@ mod tests {
                 gate.notified().await;
             }
             Ok(found)
+        }
+
+        async fn resolve_agent(&self, id: Uuid) -> Result<Option<Arc<Agent>>, ResolveError> {
+            self.part_reads.fetch_add(1, Ordering::SeqCst);
+            let routes = self.routes.lock().unwrap();
+            Ok(routes
+                .iter()
+                .find(|r| r.agent.id == id)
+                .map(|r| r.agent.clone()))
+        }
+
+        async fn resolve_organization(
+            &self,
+            id: Uuid,
+        ) -> Result<Option<Arc<Organization>>, ResolveError> {
+            self.part_reads.fetch_add(1, Ordering::SeqCst);
+            let routes = self.routes.lock().unwrap();
+            Ok(routes
+                .iter()
+                .find(|r| r.organization.id == id)
+                .map(|r| r.organization.clone()))
         }
 
         async fn find_customer(&self, _: Uuid, _: &E164) -> Result<Option<Customer>, ResolveError> {
@@ -638,6 +806,20 @@ mod tests {
         );
     }
 
+    #[test]
+    fn entries_made_together_fall_due_apart() {
+        let shares: Vec<f64> = (0..100)
+            .map(|_| Entry::new((), Instant::now()).ttl_share)
+            .collect();
+        assert!(shares.iter().all(|s| (1.0 - TTL_JITTER..=1.0).contains(s)));
+        // every tenth of the jitter window holds some
+        for tenth in 0..10 {
+            let low = 1.0 - TTL_JITTER * f64::from(tenth + 1) / 10.0;
+            let window = low..low + TTL_JITTER / 10.0;
+            assert!(shares.iter().any(|s| window.contains(s)), "{window:?}");
+        }
+    }
+
     #[tokio::test]
     async fn a_capacity_of_zero_turns_l1_off() {
         let cache = cache_over(
@@ -727,12 +909,66 @@ mod tests {
         ];
         for (i, change) in changes.iter().enumerate() {
             cache.resolve(&number()).await.unwrap();
-            let name = format!("Reception v{i}");
-            cache.inner().routes.lock().unwrap()[0] = route("+14155550100", &name);
+            // the agent and the organization both renamed, one named in the
+            // change: a number change reloads both, the others their own
+            let name = format!("v{i}");
+            let mut renamed = route("+14155550100", &name);
+            let mut org = (*renamed.organization).clone();
+            org.name = name.clone();
+            renamed.organization = Arc::new(org);
+            cache.inner().routes.lock().unwrap()[0] = renamed;
             cache.apply(change).await;
             let resolved = cache.resolve(&number()).await.unwrap().unwrap();
-            assert_eq!(resolved.agent.name, name, "after {change:?}");
+            let (agent, org) = (&resolved.agent.name, &resolved.organization.name);
+            match change {
+                Change::Number(_) => assert_eq!((agent, org), (&name, &name)),
+                Change::Agent(_) => assert_eq!(agent, &name),
+                Change::Organization(_) => assert_eq!(org, &name),
+            }
         }
+    }
+
+    #[tokio::test]
+    async fn a_change_to_a_shared_part_reloads_it_once_for_all_its_numbers() {
+        let cache = cache_over(Some("Reception"), None, settings());
+        let numbers = [number(), E164::from_canonical("+14155550101").unwrap()];
+        cache
+            .inner()
+            .routes
+            .lock()
+            .unwrap()
+            .push(route(numbers[1].as_str(), "Reception"));
+        for n in &numbers {
+            cache.resolve(n).await.unwrap();
+        }
+        assert_eq!(cache.inner().reads.load(Ordering::SeqCst), 2);
+
+        for r in cache.inner().routes.lock().unwrap().iter_mut() {
+            *r = route(r.number.as_str(), "Front desk");
+        }
+        cache.apply(&Change::Agent(Uuid::from_u128(2))).await;
+        for _ in 0..2 {
+            for n in &numbers {
+                let resolved = cache.resolve(n).await.unwrap().unwrap();
+                assert_eq!(resolved.agent.name, "Front desk", "{n}");
+            }
+        }
+        assert_eq!(
+            cache.inner().reads.load(Ordering::SeqCst),
+            2,
+            "no route reread"
+        );
+        assert_eq!(
+            cache.inner().part_reads.load(Ordering::SeqCst),
+            1,
+            "one agent read"
+        );
+
+        // a part that is gone: the binding is outdated, the route reloads
+        cache.inner().routes.lock().unwrap().clear();
+        cache.apply(&Change::Organization(Uuid::from_u128(1))).await;
+        assert!(cache.resolve(&numbers[0]).await.unwrap().is_none());
+        assert_eq!(cache.inner().reads.load(Ordering::SeqCst), 3);
     }
 
     /// A load that read the old row, then an update and its eviction, then

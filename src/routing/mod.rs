@@ -155,6 +155,19 @@ pub trait Resolver: Send + Sync + 'static {
         number: &E164,
     ) -> impl Future<Output = Result<Option<Route>, ResolveError>> + Send;
 
+    /// One agent by id, `Ok(None)` when there is none: for reloading only
+    /// the part of routes that a change to it evicted.
+    fn resolve_agent(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Arc<Agent>>, ResolveError>> + Send;
+
+    /// One organization by id, likewise.
+    fn resolve_organization(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Arc<Organization>>, ResolveError>> + Send;
+
     /// The customer of `org_id` whose phone is `phone`, if any.
     fn find_customer(
         &self,
@@ -197,6 +210,20 @@ impl<R: Resolver> Resolver for Arc<R> {
         number: &E164,
     ) -> impl Future<Output = Result<Option<Route>, ResolveError>> + Send {
         (**self).resolve(number)
+    }
+
+    fn resolve_agent(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Arc<Agent>>, ResolveError>> + Send {
+        (**self).resolve_agent(id)
+    }
+
+    fn resolve_organization(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Arc<Organization>>, ResolveError>> + Send {
+        (**self).resolve_organization(id)
     }
 
     fn find_customer(

@@ -78,6 +78,20 @@ macro_rules! route_select {
 /// same statement straight through the pooler as the "no daemon" baseline.
 pub const RESOLVE_NUMBER_SQL: &str = concat!(route_select!(), "\n     where p.number = $1");
 
+/// One agent, for reloading just the part of routes a change evicted. The
+/// columns are those of `route_select!`, in `agent_from_row`'s order.
+const RESOLVE_AGENT_SQL: &str = "
+    select a.id, a.name, a.voice_id, a.llm_config, a.is_active
+      from public.agents a
+     where a.id = $1";
+
+/// One organization, likewise (`organization_from_row`'s order).
+const RESOLVE_ORGANIZATION_SQL: &str = "
+    select o.id, o.slug, o.name, o.plan_tier::text, o.settings,
+           o.is_active and o.deleted_at is null, o.concurrency_limit
+      from public.organizations o
+     where o.id = $1";
+
 /// Every active route, for warm start; `$1` caps the rows read.
 const ACTIVE_ROUTES_SQL: &str = concat!(route_select!(), "\n     where p.is_active\n     limit $1");
 
@@ -230,6 +244,31 @@ impl Resolver for PgStore {
         rows.first().map(route_from_row).transpose()
     }
 
+    async fn resolve_agent(&self, id: Uuid) -> Result<Option<Arc<Agent>>, ResolveError> {
+        let rows = self
+            .query_typed("resolve_agent", RESOLVE_AGENT_SQL, &[(&id, Type::UUID)])
+            .await?;
+        rows.first()
+            .map(|row| agent_from_row(row, 0).map(Arc::new))
+            .transpose()
+    }
+
+    async fn resolve_organization(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<Arc<Organization>>, ResolveError> {
+        let rows = self
+            .query_typed(
+                "resolve_organization",
+                RESOLVE_ORGANIZATION_SQL,
+                &[(&id, Type::UUID)],
+            )
+            .await?;
+        rows.first()
+            .map(|row| organization_from_row(row, 0, 6).map(Arc::new))
+            .transpose()
+    }
+
     async fn find_customer(
         &self,
         org_id: Uuid,
@@ -274,22 +313,37 @@ fn route_from_row(row: &Row) -> Result<Route, ResolveError> {
         number: E164::from_canonical(number)
             .map_err(|e| ResolveError::Corrupt(format!("phone_numbers.number {e}")))?,
         number_active: get(row, 1)?,
-        organization: Arc::new(Organization {
-            id: get(row, 2)?,
-            slug: get(row, 3)?,
-            name: get(row, 4)?,
-            plan_tier: get(row, 5)?,
-            settings: json_object(get(row, 6)?, "organizations.settings")?,
-            is_active: get(row, 7)?,
-            concurrency_limit: get(row, 13)?,
-        }),
-        agent: Arc::new(Agent {
-            id: get(row, 8)?,
-            name: get(row, 9)?,
-            voice_id: get(row, 10)?,
-            llm_config: json_object(get(row, 11)?, "agents.llm_config")?,
-            is_active: get(row, 12)?,
-        }),
+        organization: Arc::new(organization_from_row(row, 2, 13)?),
+        agent: Arc::new(agent_from_row(row, 8)?),
+    })
+}
+
+/// The organization in the six columns from `at`, its concurrency limit at
+/// `limit_at`.
+fn organization_from_row(
+    row: &Row,
+    at: usize,
+    limit_at: usize,
+) -> Result<Organization, ResolveError> {
+    Ok(Organization {
+        id: get(row, at)?,
+        slug: get(row, at + 1)?,
+        name: get(row, at + 2)?,
+        plan_tier: get(row, at + 3)?,
+        settings: json_object(get(row, at + 4)?, "organizations.settings")?,
+        is_active: get(row, at + 5)?,
+        concurrency_limit: get(row, limit_at)?,
+    })
+}
+
+/// The agent in the five columns from `at`.
+fn agent_from_row(row: &Row, at: usize) -> Result<Agent, ResolveError> {
+    Ok(Agent {
+        id: get(row, at)?,
+        name: get(row, at + 1)?,
+        voice_id: get(row, at + 2)?,
+        llm_config: json_object(get(row, at + 3)?, "agents.llm_config")?,
+        is_active: get(row, at + 4)?,
     })
 }
 

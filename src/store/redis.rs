@@ -58,6 +58,11 @@ return {binding, redis.call('GET', ARGV[1] .. ':a:' .. agent), redis.call('GET',
 /// Written over an invalidated key. Longer than any load can take (loads
 /// are bounded by the request timeout).
 const TOMBSTONE: &[u8] = b"tombstone";
+/// Invalidations run off the call path, and a tombstone that is not written
+/// leaves the old value in L2 for its whole TTL: a tombstone gets at least
+/// this long, and a second attempt, where a lookup gets one short try.
+const TOMBSTONE_TIMEOUT_FLOOR: Duration = Duration::from_millis(50);
+const TOMBSTONE_ATTEMPTS: u32 = 2;
 
 /// L2 settings.
 #[derive(Debug, Clone)]
@@ -230,11 +235,24 @@ impl<R: Resolver> RedisTier<R> {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        self.command_within(what, self.settings.timeout, run).await
+    }
+
+    /// Runs one Redis command within `timeout`; `None` on any failure.
+    async fn command_within<T, F>(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        run: impl FnOnce(ConnectionManager) -> F,
+    ) -> Option<T>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         let Some(connection) = self.connection.get() else {
             fallback("not_connected");
             return None;
         };
-        match tokio::time::timeout(self.settings.timeout, run(connection)).await {
+        match tokio::time::timeout(timeout, run(connection)).await {
             Ok(Ok(value)) => Some(value),
             Ok(Err(error)) => {
                 tracing::debug!(%error, what, "Redis command failed");
@@ -285,13 +303,37 @@ impl<R: Resolver> RedisTier<R> {
         }))
     }
 
+    /// One route part from L2, else from the next tier (`load`), which is
+    /// then written to L2 off the call path.
+    async fn part<T>(
+        &self,
+        key: String,
+        load: impl std::future::Future<Output = Result<Option<Arc<T>>, ResolveError>>,
+    ) -> Result<Option<Arc<T>>, ResolveError>
+    where
+        T: Serialize + for<'de> Deserialize<'de>,
+    {
+        if self.settings.ttl.is_zero() {
+            return load.await;
+        }
+        let get_key = key.clone();
+        let raw: Option<Option<Vec<u8>>> = self
+            .command("get", |mut c| async move { c.get(get_key).await })
+            .await;
+        if let Some(value) = raw.flatten().as_deref().and_then(decode::<T>) {
+            return Ok(Some(Arc::new(value)));
+        }
+        let loaded = load.await?;
+        if let Some(value) = &loaded {
+            self.write_if_absent(vec![(key, encode(&**value), self.settings.ttl)]);
+        }
+        Ok(loaded)
+    }
+
     /// Writes what was read from the next tier, off the call path, only
     /// where no value or tombstone stands.
     fn fill(&self, number: &E164, route: Option<&Route>) {
-        let Some(connection) = self.connection.get() else {
-            return;
-        };
-        let settings = self.settings.clone();
+        let settings = &self.settings;
         let mut writes: Vec<(String, Vec<u8>, Duration)> = Vec::with_capacity(3);
         match route {
             None => writes.push((
@@ -322,6 +364,16 @@ impl<R: Resolver> RedisTier<R> {
                 ));
             }
         }
+        self.write_if_absent(writes);
+    }
+
+    /// Writes keys that hold neither a value nor a tombstone, off the call
+    /// path.
+    fn write_if_absent(&self, writes: Vec<(String, Vec<u8>, Duration)>) {
+        let Some(connection) = self.connection.get() else {
+            return;
+        };
+        let timeout = self.settings.timeout;
         tokio::spawn(async move {
             let mut pipe = redis::pipe();
             for (key, value, ttl) in writes {
@@ -331,11 +383,8 @@ impl<R: Resolver> RedisTier<R> {
                 pipe.set_options(key, value, options).ignore();
             }
             let mut connection = connection;
-            let written = tokio::time::timeout(
-                settings.timeout * 4,
-                pipe.query_async::<()>(&mut connection),
-            )
-            .await;
+            let written =
+                tokio::time::timeout(timeout * 4, pipe.query_async::<()>(&mut connection)).await;
             if !matches!(written, Ok(Ok(()))) {
                 fallback("fill");
             }
@@ -363,6 +412,22 @@ impl<R: Resolver> Resolver for RedisTier<R> {
             .record(started.elapsed().as_secs_f64());
         self.fill(number, route.as_ref());
         Ok(route)
+    }
+
+    async fn resolve_agent(&self, id: Uuid) -> Result<Option<Arc<Agent>>, ResolveError> {
+        self.part(self.settings.agent_key(id), self.inner.resolve_agent(id))
+            .await
+    }
+
+    async fn resolve_organization(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<Arc<Organization>>, ResolveError> {
+        self.part(
+            self.settings.org_key(id),
+            self.inner.resolve_organization(id),
+        )
+        .await
     }
 
     async fn find_customer(
@@ -399,11 +464,19 @@ impl<R: Resolver> Resolver for RedisTier<R> {
             Change::Organization(id) => self.settings.org_key(*id),
         };
         let ttl = self.settings.tombstone_ttl.as_millis() as u64;
-        let written = self
-            .command("tombstone", |mut c| async move {
-                c.pset_ex::<_, _, ()>(key, TOMBSTONE, ttl).await
-            })
-            .await;
+        let timeout = self.settings.timeout.max(TOMBSTONE_TIMEOUT_FLOOR);
+        let mut written = None;
+        for _ in 0..TOMBSTONE_ATTEMPTS {
+            let key = key.clone();
+            written = self
+                .command_within("tombstone", timeout, |mut c| async move {
+                    c.pset_ex::<_, _, ()>(key, TOMBSTONE, ttl).await
+                })
+                .await;
+            if written.is_some() {
+                break;
+            }
+        }
         if written.is_none() {
             metrics::counter!("switchboard_redis_invalidation_failures_total").increment(1);
         }

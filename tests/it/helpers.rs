@@ -226,6 +226,10 @@ fn config_for(stack: &Stack, db_name: &str, pooler_port: u16) -> ServeConfig {
     );
     config.grpc_addr = "127.0.0.1:0".parse().unwrap();
     config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    // A debug build running every test at once on two cores queues bursts
+    // far longer than a release build ever does: only the tests about
+    // shedding by queue delay set it (tests/it/overload.rs).
+    config.max_queue_delay = Duration::from_secs(10);
     config
 }
 
