@@ -13,9 +13,11 @@
 //!   the database's change log (`crate::invalidation`). While that feed is
 //!   down, entries older than `unconfirmed_ttl` are not trusted.
 //! * A load that read a row before a change committed must not re-insert it
-//!   after the change's eviction: every eviction bumps a generation counter,
-//!   and a load that sees the counter move while it ran does not keep what it
-//!   read (see [`RouteCache::resolve`]).
+//!   after the change's eviction: every eviction bumps a generation counter
+//!   for what it names (one of [`STRIPES`], by hash), and a load that sees
+//!   the counter of anything it read move while it ran does not keep it (see
+//!   [`RouteCache::resolve`]). Striped, so that a steady stream of changes
+//!   to other agents does not keep every load from being cached.
 
 use std::{
     sync::{
@@ -46,6 +48,30 @@ pub struct CacheSettings {
     /// Oldest entry served when the source cannot be read (stale-if-error);
     /// past it, the caller gets the source's error.
     pub max_stale: Duration,
+}
+
+/// Generation counters, one per stripe of keys; see the module docs.
+const STRIPES: usize = 64;
+
+/// The stripes' counters when a load started.
+type Snapshot = [u64; STRIPES];
+
+/// Which kind of key a stripe index is for (numbers, agents and
+/// organizations hash apart).
+#[derive(Hash)]
+enum Kind {
+    Number,
+    Agent,
+    Organization,
+}
+
+/// The stripe of a key of `kind`.
+fn stripe(kind: Kind, key: &impl std::hash::Hash) -> usize {
+    use std::hash::BuildHasher;
+    // unseeded: a key lands in the same stripe every time
+    let hasher =
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+    (hasher.hash_one((kind, key)) % STRIPES as u64) as usize
 }
 
 /// After a failed refresh, a stale entry is served without retrying the
@@ -171,8 +197,11 @@ pub struct RouteCache<R> {
     numbers: Cache<E164, Entry<Option<Binding>>>,
     agents: Cache<Uuid, Entry<Arc<Agent>>>,
     organizations: Cache<Uuid, Entry<Arc<Organization>>>,
-    /// Bumped by every eviction; see the module docs.
+    /// Bumped by every eviction (for warm start and stale-if-error, which
+    /// only ask whether anything changed).
     generation: AtomicU64,
+    /// Bumped by every eviction of a key in the stripe; see the module docs.
+    stripes: [AtomicU64; STRIPES],
     /// Whether the invalidation feed is connected (entries fully trusted).
     confirmed: AtomicBool,
 }
@@ -201,6 +230,7 @@ impl<R: Resolver> RouteCache<R> {
             agents,
             organizations,
             generation: AtomicU64::new(0),
+            stripes: std::array::from_fn(|_| AtomicU64::new(0)),
             // Until the invalidation feed has connected and replayed, nothing
             // confirms that entries are current.
             confirmed: AtomicBool::new(false),
@@ -216,9 +246,16 @@ impl<R: Resolver> RouteCache<R> {
     /// below, so a reload after the L1 eviction cannot find the old value
     /// in L2).
     pub async fn apply(&self, change: &Change) {
+        let stripe = &self.stripes[match change {
+            Change::Number(number) => stripe(Kind::Number, number),
+            Change::Agent(id) => stripe(Kind::Agent, id),
+            Change::Organization(id) => stripe(Kind::Organization, id),
+        }];
         self.generation.fetch_add(1, Ordering::AcqRel);
+        stripe.fetch_add(1, Ordering::AcqRel);
         self.inner.invalidate(change).await;
         self.generation.fetch_add(1, Ordering::AcqRel);
+        stripe.fetch_add(1, Ordering::AcqRel);
         match change {
             Change::Number(number) => self.numbers.invalidate(number).await,
             Change::Agent(id) => self.agents.invalidate(id).await,
@@ -229,6 +266,9 @@ impl<R: Resolver> RouteCache<R> {
     /// Evicts everything: for when changes may have been missed.
     pub fn flush(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        for stripe in &self.stripes {
+            stripe.fetch_add(1, Ordering::AcqRel);
+        }
         self.numbers.invalidate_all();
         self.agents.invalidate_all();
         self.organizations.invalidate_all();
@@ -282,6 +322,18 @@ impl<R: Resolver> RouteCache<R> {
     /// Whether the invalidation feed is connected and caught up.
     pub fn is_confirmed(&self) -> bool {
         self.confirmed.load(Ordering::Acquire)
+    }
+
+    /// Every stripe's counter now, for a load to compare against.
+    fn snapshot(&self) -> Snapshot {
+        std::array::from_fn(|i| self.stripes[i].load(Ordering::Acquire))
+    }
+
+    /// Whether any of `stripes` moved since `snapshot`.
+    fn changed_since(&self, snapshot: &Snapshot, stripes: &[usize]) -> bool {
+        stripes
+            .iter()
+            .any(|&i| self.stripes[i].load(Ordering::Acquire) != snapshot[i])
     }
 
     /// Whether L1 keeps anything (a capacity of 0 turns it off).
@@ -345,7 +397,16 @@ impl<R: Resolver> RouteCache<R> {
     /// the same number into one read, and caches its parts unless an
     /// invalidation ran meanwhile.
     async fn load(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
-        let started_at = self.generation.load(Ordering::Acquire);
+        let started_at = self.snapshot();
+        // what a change to would make this load's result stale
+        let read = |parts: Option<(Uuid, Uuid)>| {
+            let mut stripes = vec![stripe(Kind::Number, number)];
+            if let Some((agent_id, org_id)) = parts {
+                stripes.push(stripe(Kind::Agent, &agent_id));
+                stripes.push(stripe(Kind::Organization, &org_id));
+            }
+            stripes
+        };
         let loaded = self
             .numbers
             .try_get_with_by_ref(number, async {
@@ -354,7 +415,8 @@ impl<R: Resolver> RouteCache<R> {
                     .resolve(number)
                     .await
                     .map_err(LoadError::Source)?;
-                if self.generation.load(Ordering::Acquire) != started_at {
+                let parts = route.as_ref().map(|r| (r.agent.id, r.organization.id));
+                if self.changed_since(&started_at, &read(parts)) {
                     return Err(LoadError::Raced(route));
                 }
                 let loaded_at = Instant::now();
@@ -384,7 +446,7 @@ impl<R: Resolver> RouteCache<R> {
                 LoadError::Raced(route) => (Some(route.clone()), None),
             },
         };
-        if self.generation.load(Ordering::Acquire) != started_at {
+        if self.changed_since(&started_at, &read(parts)) {
             // An eviction may have run between the check above and the
             // insertions: drop what this load cached, the parts included.
             // Evicting more than needed costs a reload; keeping a stale
@@ -420,6 +482,7 @@ impl<R: Resolver> RouteCache<R> {
     ) -> Result<Option<Route>, ResolveError> {
         let agent = self
             .part(
+                Kind::Agent,
                 &self.agents,
                 binding.agent_id,
                 self.inner.resolve_agent(binding.agent_id),
@@ -427,6 +490,7 @@ impl<R: Resolver> RouteCache<R> {
             .await?;
         let organization = self
             .part(
+                Kind::Organization,
                 &self.organizations,
                 binding.org_id,
                 self.inner.resolve_organization(binding.org_id),
@@ -445,6 +509,7 @@ impl<R: Resolver> RouteCache<R> {
     /// unless an invalidation ran meanwhile (as in [`Self::load`]).
     async fn part<T: Send + Sync + 'static>(
         &self,
+        kind: Kind,
         cache: &Cache<Uuid, Entry<Arc<T>>>,
         id: Uuid,
         load: impl std::future::Future<Output = Result<Option<Arc<T>>, ResolveError>>,
@@ -455,14 +520,15 @@ impl<R: Resolver> RouteCache<R> {
             }
             cache.invalidate(&id).await;
         }
-        let started_at = self.generation.load(Ordering::Acquire);
+        let stripe = &self.stripes[stripe(kind, &id)];
+        let started_at = stripe.load(Ordering::Acquire);
         let loaded = cache
             .try_get_with(id, async {
                 let value = load
                     .await
                     .map_err(PartError::Source)?
                     .ok_or(PartError::Gone)?;
-                if self.generation.load(Ordering::Acquire) != started_at {
+                if stripe.load(Ordering::Acquire) != started_at {
                     return Err(PartError::Raced(value));
                 }
                 Ok(Entry::new(value, Instant::now()))
@@ -476,7 +542,7 @@ impl<R: Resolver> RouteCache<R> {
                 PartError::Raced(value) => Some(value.clone()),
             },
         };
-        if self.generation.load(Ordering::Acquire) != started_at {
+        if stripe.load(Ordering::Acquire) != started_at {
             cache.invalidate(&id).await;
         }
         Ok(value)
@@ -561,7 +627,7 @@ impl<R: Resolver> Resolver for RouteCache<R> {
         if !self.enabled() {
             return self.inner.resolve_agent(id).await;
         }
-        self.part(&self.agents, id, self.inner.resolve_agent(id))
+        self.part(Kind::Agent, &self.agents, id, self.inner.resolve_agent(id))
             .await
     }
 
@@ -572,8 +638,13 @@ impl<R: Resolver> Resolver for RouteCache<R> {
         if !self.enabled() {
             return self.inner.resolve_organization(id).await;
         }
-        self.part(&self.organizations, id, self.inner.resolve_organization(id))
-            .await
+        self.part(
+            Kind::Organization,
+            &self.organizations,
+            id,
+            self.inner.resolve_organization(id),
+        )
+        .await
     }
 
     /// Customers are looked up once per call, not per hot number: not cached.
@@ -969,6 +1040,39 @@ mod tests {
         cache.apply(&Change::Organization(Uuid::from_u128(1))).await;
         assert!(cache.resolve(&numbers[0]).await.unwrap().is_none());
         assert_eq!(cache.inner().reads.load(Ordering::SeqCst), 3);
+    }
+
+    /// The same race with a change to some other agent: the load keeps
+    /// what it read, so a stream of unrelated changes cannot keep a number
+    /// from being cached.
+    #[tokio::test]
+    async fn a_load_racing_a_change_to_something_else_is_cached() {
+        let gate = Arc::new(Notify::new());
+        let cache = Arc::new(cache_over(
+            Some("Reception"),
+            Some(gate.clone()),
+            settings(),
+        ));
+        let ours = [
+            stripe(Kind::Number, &number()),
+            stripe(Kind::Agent, &Uuid::from_u128(2)),
+            stripe(Kind::Organization, &Uuid::from_u128(1)),
+        ];
+        let other = (3..)
+            .map(Uuid::from_u128)
+            .find(|id| !ours.contains(&stripe(Kind::Agent, id)))
+            .unwrap();
+
+        let slow = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.resolve(&number()).await }
+        });
+        cache.inner().entered.notified().await;
+        cache.apply(&Change::Agent(other)).await;
+        gate.notify_one();
+        slow.await.unwrap().unwrap();
+        cache.resolve(&number()).await.unwrap();
+        assert_eq!(cache.inner().reads.load(Ordering::SeqCst), 1, "cached");
     }
 
     /// A load that read the old row, then an update and its eviction, then
