@@ -480,22 +480,8 @@ impl<R: Resolver> RouteCache<R> {
         number: &E164,
         binding: &Binding,
     ) -> Result<Option<Route>, ResolveError> {
-        let agent = self
-            .part(
-                Kind::Agent,
-                &self.agents,
-                binding.agent_id,
-                self.inner.resolve_agent(binding.agent_id),
-            )
-            .await?;
-        let organization = self
-            .part(
-                Kind::Organization,
-                &self.organizations,
-                binding.org_id,
-                self.inner.resolve_organization(binding.org_id),
-            )
-            .await?;
+        let agent = self.resolve_agent(binding.agent_id).await?;
+        let organization = self.resolve_organization(binding.org_id).await?;
         Ok(agent.zip(organization).map(|(agent, organization)| Route {
             number: number.clone(),
             number_active: binding.number_active,
@@ -621,8 +607,8 @@ impl<R: Resolver> Resolver for RouteCache<R> {
         }
     }
 
-    /// Parts are reloaded through [`RouteCache::complete`]; asked directly,
-    /// the cache answers what it holds, else the tiers below.
+    /// One part: the fresh cached copy, else reloaded alone (what
+    /// [`RouteCache::complete`] uses for a binding whose part was evicted).
     async fn resolve_agent(&self, id: Uuid) -> Result<Option<Arc<Agent>>, ResolveError> {
         if !self.enabled() {
             return self.inner.resolve_agent(id).await;
