@@ -94,10 +94,18 @@ struct Binding {
     agent_id: Uuid,
 }
 
-/// Entries loaded together (warm start preloads every route at once) would
-/// all fall due together one TTL later, and refresh in one storm against
-/// the database: each entry's TTL is shortened by up to this share.
+/// Entries loaded together (after a flush, every number is reloaded within
+/// moments) would all fall due together one TTL later, and refresh in one
+/// storm against the database: each entry's TTL is shortened by up to this
+/// share.
 const TTL_JITTER: f64 = 0.1;
+
+/// The same for warm start, which loads every route in one go: its entries
+/// fall due over the last half of the TTL. With a tenth, 100 000 preloaded
+/// numbers would all reload within 30 s of each other (3 300 reads/s at the
+/// default TTL), a storm that under load turns every refresh into a
+/// timeout.
+const PRELOAD_TTL_SPREAD: f64 = 0.5;
 
 /// Numbers entries as they are made, for their jitter.
 static ENTRIES_MADE: AtomicU64 = AtomicU64::new(0);
@@ -110,13 +118,22 @@ struct Entry<T> {
     /// Set on a stale entry kept after a failed refresh: no new refresh
     /// before this instant.
     retry_after: Option<Instant>,
-    /// The share of the TTL this entry is fresh for, in
-    /// `[1 - TTL_JITTER, 1]`: consecutive entries spread evenly over it.
+    /// The share of the TTL this entry is fresh for, in `[1 - jitter, 1]`
+    /// ([`TTL_JITTER`], [`PRELOAD_TTL_SPREAD`]): consecutive entries spread
+    /// evenly over it.
     ttl_share: f64,
 }
 
 impl<T> Entry<T> {
     fn new(value: T, loaded_at: Instant) -> Self {
+        Self::jittered(value, loaded_at, TTL_JITTER)
+    }
+
+    fn preloaded(value: T, loaded_at: Instant) -> Self {
+        Self::jittered(value, loaded_at, PRELOAD_TTL_SPREAD)
+    }
+
+    fn jittered(value: T, loaded_at: Instant, jitter: f64) -> Self {
         // the golden-ratio sequence: any run of consecutive entries covers
         // the interval evenly, no random source needed
         let n = ENTRIES_MADE.fetch_add(1, Ordering::Relaxed);
@@ -125,7 +142,7 @@ impl<T> Entry<T> {
             value,
             loaded_at,
             retry_after: None,
-            ttl_share: 1.0 - TTL_JITTER * spread,
+            ttl_share: 1.0 - jitter * spread,
         }
     }
 }
@@ -295,13 +312,16 @@ impl<R: Resolver> RouteCache<R> {
                 agent_id: route.agent.id,
             };
             self.agents
-                .insert(binding.agent_id, Entry::new(route.agent, loaded_at))
+                .insert(binding.agent_id, Entry::preloaded(route.agent, loaded_at))
                 .await;
             self.organizations
-                .insert(binding.org_id, Entry::new(route.organization, loaded_at))
+                .insert(
+                    binding.org_id,
+                    Entry::preloaded(route.organization, loaded_at),
+                )
                 .await;
             self.numbers
-                .insert(route.number, Entry::new(Some(binding), loaded_at))
+                .insert(route.number, Entry::preloaded(Some(binding), loaded_at))
                 .await;
             inserted += 1;
         }
@@ -533,21 +553,17 @@ impl<R: Resolver> RouteCache<R> {
         }
         Ok(value)
     }
-}
 
-impl<R: Resolver> Resolver for RouteCache<R> {
-    async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
-        if !self.enabled() {
-            return self.inner.resolve(number).await;
-        }
-        let started = Instant::now();
-        let stale = match self.cached(number).await {
-            Lookup::Hit(route) => {
-                metrics::counter!("switchboard_cache_hits_total", "tier" => "l1").increment(1);
-                metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "l1")
-                    .record(started.elapsed().as_secs_f64());
-                return Ok(route);
-            }
+    /// What [`Resolver::resolve`] does when L1 has no fresh route: serve a
+    /// stale one, complete a binding, or load the route from the next tier.
+    async fn resolve_missed(
+        &self,
+        number: &E164,
+        lookup: Lookup,
+        started: Instant,
+    ) -> Result<Option<Route>, ResolveError> {
+        let stale = match lookup {
+            Lookup::Hit(route) => return Ok(route),
             Lookup::Stale(route, true) => {
                 // a refresh failed moments ago: do not queue behind another
                 serve_stale(number);
@@ -604,6 +620,28 @@ impl<R: Resolver> Resolver for RouteCache<R> {
                 Ok(Some(route))
             }
             (result, _) => result,
+        }
+    }
+}
+
+impl<R: Resolver> Resolver for RouteCache<R> {
+    async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
+        // The tiers below are reached through a box: their futures (a
+        // Redis round trip, a pooled query, the coalescing around them)
+        // take tens of kilobytes, and the hit path would otherwise carry
+        // them, copied along with every request's future as it moves.
+        if !self.enabled() {
+            return Box::pin(self.inner.resolve(number)).await;
+        }
+        let started = Instant::now();
+        match self.cached(number).await {
+            Lookup::Hit(route) => {
+                metrics::counter!("switchboard_cache_hits_total", "tier" => "l1").increment(1);
+                metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "l1")
+                    .record(started.elapsed().as_secs_f64());
+                Ok(route)
+            }
+            lookup => Box::pin(self.resolve_missed(number, lookup, started)).await,
         }
     }
 
@@ -865,16 +903,43 @@ mod tests {
 
     #[test]
     fn entries_made_together_fall_due_apart() {
-        let shares: Vec<f64> = (0..100)
-            .map(|_| Entry::new((), Instant::now()).ttl_share)
-            .collect();
-        assert!(shares.iter().all(|s| (1.0 - TTL_JITTER..=1.0).contains(s)));
-        // every tenth of the jitter window holds some
-        for tenth in 0..10 {
-            let low = 1.0 - TTL_JITTER * f64::from(tenth + 1) / 10.0;
-            let window = low..low + TTL_JITTER / 10.0;
-            assert!(shares.iter().any(|s| window.contains(s)), "{window:?}");
+        type Make = fn((), Instant) -> Entry<()>;
+        let made: [(Make, f64); 2] = [
+            (Entry::new, TTL_JITTER),
+            (Entry::preloaded, PRELOAD_TTL_SPREAD),
+        ];
+        for (make, jitter) in made {
+            let shares: Vec<f64> = (0..100)
+                .map(|_| make((), Instant::now()).ttl_share)
+                .collect();
+            assert!(shares.iter().all(|s| (1.0 - jitter..=1.0).contains(s)));
+            // every tenth of the jitter window holds some
+            for tenth in 0..10 {
+                let low = 1.0 - jitter * f64::from(tenth + 1) / 10.0;
+                let window = low..low + jitter / 10.0;
+                assert!(shares.iter().any(|s| window.contains(s)), "{window:?}");
+            }
         }
+    }
+
+    #[tokio::test]
+    async fn warm_start_entries_fall_due_over_half_the_ttl() {
+        let cache = cache_over(None, None, settings());
+        let routes: Vec<Route> = (0..100)
+            .map(|i| route(&format!("+1415555{i:04}"), "Reception"))
+            .collect();
+        let numbers: Vec<E164> = routes.iter().map(|r| r.number.clone()).collect();
+        assert_eq!(cache.preload(routes).await, 100);
+        let mut shares = Vec::new();
+        for number in &numbers {
+            shares.push(cache.numbers.get(number).await.unwrap().ttl_share);
+        }
+        let earliest = shares.iter().copied().fold(1.0, f64::min);
+        assert!(
+            earliest < 1.0 - PRELOAD_TTL_SPREAD * 0.9,
+            "the earliest of 100 preloaded numbers falls due at {earliest} of the TTL"
+        );
+        assert!(shares.iter().all(|s| *s >= 1.0 - PRELOAD_TTL_SPREAD));
     }
 
     #[tokio::test]
