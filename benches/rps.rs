@@ -153,6 +153,20 @@ enum Command {
         out: PathBuf,
         csv: PathBuf,
     },
+    /// A load run against a server under `valgrind --tool=callgrind`, with
+    /// the instructions it counted meanwhile: CPU cost per request as a
+    /// count, repeatable on a noisy machine.
+    ImportCallgrind {
+        #[arg(long)]
+        label: String,
+        /// Instructions the server executed during the run.
+        #[arg(long)]
+        instructions: u64,
+        /// The run's own result (`load --out`), for the requests answered.
+        run: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Writes the pgbench scripts: the daemon's own lookup, and the shape
     /// PostgREST generates for the same question.
     PgbenchScripts {
@@ -1108,6 +1122,33 @@ fn import_redis(
     })
 }
 
+fn import_callgrind(run: &Path, label: String, instructions: u64) -> anyhow::Result<RunResult> {
+    let run: RunResult = serde_json::from_str(&std::fs::read_to_string(run)?)?;
+    let answered = run.ok + run.not_found;
+    anyhow::ensure!(
+        answered > 0 && run.shed + run.errors + run.dropped == 0,
+        "the callgrind run must answer every request: {answered} answered, \
+         {} shed, {} errors, {} dropped",
+        run.shed,
+        run.errors,
+        run.dropped
+    );
+    Ok(RunResult {
+        label,
+        mode: "callgrind".into(),
+        // timings under valgrind mean nothing
+        latency: None,
+        extra: BTreeMap::from([
+            ("instructions".into(), instructions as f64),
+            (
+                "instructions_per_request".into(),
+                instructions as f64 / answered as f64,
+            ),
+        ]),
+        ..run
+    })
+}
+
 /// pgbench scripts over the bench data set's mix of hot and long-tail
 /// numbers: `route.sql` is the daemon's own statement through the pooler;
 /// `postgrest.sql` is the transaction PostgREST runs for
@@ -1209,6 +1250,14 @@ fn goodput(r: &Results, label: &str, rep: u32) -> Option<f64> {
     get(r, label, rep).map(|x| x.goodput)
 }
 
+/// Instructions per answered request, from a callgrind run.
+fn instructions(r: &Results, label: &str, rep: u32) -> Option<f64> {
+    get(r, label, rep)?
+        .extra
+        .get("instructions_per_request")
+        .copied()
+}
+
 fn p50(r: &Results, label: &str, rep: u32) -> Option<f64> {
     get(r, label, rep)?.latency.map(|l| l.p50)
 }
@@ -1222,6 +1271,15 @@ const TARGETS: &[Target] = &[
         name: "hot throughput vs no-op",
         formula: "hot_peak / noop_peak",
         figure: |r, n| Some(goodput(r, "hot_peak", n)? / goodput(r, "noop_peak", n)?),
+        bound: 0.85,
+        at_most: false,
+    },
+    Target {
+        name: "the same, as CPU cost: no-op vs hot instructions per request",
+        formula: "noop_callgrind / hot_callgrind (instructions per request)",
+        figure: |r, n| {
+            Some(instructions(r, "noop_callgrind", n)? / instructions(r, "hot_callgrind", n)?)
+        },
         bound: 0.85,
         at_most: false,
     },
@@ -1395,6 +1453,19 @@ fn report(results: &Results) -> String {
         }
         .unwrap();
     }
+    let per_request = |label: &str| {
+        results
+            .get(label)
+            .and_then(|runs| runs.values().next())
+            .and_then(|run| run.extra.get("instructions_per_request").copied())
+    };
+    if let (Some(noop), Some(hot)) = (per_request("noop_callgrind"), per_request("hot_callgrind")) {
+        writeln!(
+            out,
+            "\nInstructions per request under callgrind: no-op {noop:.0}, hot {hot:.0}."
+        )
+        .unwrap();
+    }
     if let Some(memory) = results.get("memory").and_then(|m| m.values().next()) {
         let x = |k: &str| memory.extra.get(k).copied().unwrap_or(f64::NAN);
         writeln!(
@@ -1557,6 +1628,12 @@ async fn main() -> anyhow::Result<()> {
             out,
             csv,
         } => write_result(&import_redis(&csv, label, rep, concurrency)?, Some(&out)),
+        Command::ImportCallgrind {
+            label,
+            instructions,
+            run,
+            out,
+        } => write_result(&import_callgrind(&run, label, instructions)?, Some(&out)),
         Command::PgbenchScripts { dir, data } => pgbench_scripts(&dir, &data),
         Command::Report { dir } => {
             print!("{}", report(&read_results(&dir)?));

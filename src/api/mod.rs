@@ -71,6 +71,38 @@ pub struct CallRouterService<R> {
     /// `in_flight`, when the CPU is saturated: past this wait they are
     /// refused at once, so that the ones answered are answered in time.
     max_queue_delay: Duration,
+    /// Each RPC's metric handles, registered once.
+    metrics: ServiceMetrics,
+}
+
+/// Metric handles, registered once: finding a metric by name and labels
+/// costs more than recording into it, and it was done several times per
+/// request.
+struct ServiceMetrics {
+    route_call: RpcMetrics,
+    end_call: RpcMetrics,
+    record_usage: RpcMetrics,
+    lookup_number: RpcMetrics,
+    explain_route: RpcMetrics,
+    in_flight: metrics::Gauge,
+}
+
+/// One RPC's latency and its count of `OK` answers (other codes are rare,
+/// and looked up when they happen).
+struct RpcMetrics {
+    rpc: &'static str,
+    seconds: metrics::Histogram,
+    ok: metrics::Counter,
+}
+
+impl RpcMetrics {
+    fn new(rpc: &'static str) -> Self {
+        Self {
+            rpc,
+            seconds: metrics::histogram!("switchboard_grpc_request_seconds", "rpc" => rpc),
+            ok: metrics::counter!("switchboard_grpc_requests_total", "rpc" => rpc, "code" => code_name(tonic::Code::Ok)),
+        }
+    }
 }
 
 /// How a [`CallRouterService`] bounds its work.
@@ -91,6 +123,14 @@ impl<R> CallRouterService<R> {
             request_timeout: limits.request_timeout,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             max_queue_delay: limits.max_queue_delay,
+            metrics: ServiceMetrics {
+                route_call: RpcMetrics::new("RouteCall"),
+                end_call: RpcMetrics::new("EndCall"),
+                record_usage: RpcMetrics::new("RecordUsage"),
+                lookup_number: RpcMetrics::new("LookupNumber"),
+                explain_route: RpcMetrics::new("ExplainRoute"),
+                in_flight: metrics::gauge!("switchboard_grpc_in_flight"),
+            },
         }
     }
 
@@ -139,7 +179,7 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
         };
         let router = &self.router;
         self.observe(
-            "RouteCall",
+            &self.metrics.route_call,
             budget,
             async {
                 let routed = router.route_call(&call).await?;
@@ -164,7 +204,7 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
         let span = tracing::info_span!("end_call", call_id = %body.call_id.escape_debug());
         let router = &self.router;
         self.observe(
-            "EndCall",
+            &self.metrics.end_call,
             budget,
             async {
                 let end = routing::EndCallRequest {
@@ -201,7 +241,7 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
         };
         let router = &self.router;
         self.observe(
-            "RecordUsage",
+            &self.metrics.record_usage,
             budget,
             async {
                 router.record_usage(&usage).await?;
@@ -219,7 +259,7 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
         let budget = self.budget(&request);
         let body = request.into_inner();
         let router = &self.router;
-        self.observe("LookupNumber", budget, async {
+        self.observe(&self.metrics.lookup_number, budget, async {
             let route = router.lookup(&body.number, &body.default_region).await?;
             Ok(LookupNumberResponse {
                 route: Some(proto::Route::from(&route)),
@@ -235,7 +275,7 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
         let budget = self.budget(&request);
         let body = request.into_inner();
         self.observe(
-            "ExplainRoute",
+            &self.metrics.explain_route,
             budget,
             explain::explain_route(&self.router, body),
         )
@@ -248,12 +288,12 @@ impl<R> CallRouterService<R> {
     /// its outcome and latency.
     async fn observe<T>(
         &self,
-        rpc: &'static str,
+        rpc: &RpcMetrics,
         budget: Budget,
         handler: impl Future<Output = Result<T, RouteError>>,
     ) -> Result<Response<T>, Status> {
         let shed = |reason: &'static str| {
-            metrics::counter!("switchboard_grpc_shed_total", "rpc" => rpc, "reason" => reason)
+            metrics::counter!("switchboard_grpc_shed_total", "rpc" => rpc.rpc, "reason" => reason)
                 .increment(1);
             Err(RouteError::Overloaded)
         };
@@ -263,7 +303,7 @@ impl<R> CallRouterService<R> {
         } else {
             match self.in_flight.try_acquire() {
                 Ok(_permit) => {
-                    let _counted = InFlight::enter();
+                    let _counted = InFlight::enter(&self.metrics.in_flight);
                     let remaining = budget.deadline.saturating_sub(budget.queued);
                     tokio::time::timeout(remaining, handler)
                         .await
@@ -273,32 +313,34 @@ impl<R> CallRouterService<R> {
             }
         };
         let result = result.map(Response::new).map_err(Status::from);
-        let code = match &result {
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
-        };
-        metrics::histogram!("switchboard_grpc_request_seconds", "rpc" => rpc)
-            .record(budget.arrived.elapsed().as_secs_f64());
-        metrics::counter!("switchboard_grpc_requests_total", "rpc" => rpc, "code" => code_name(code))
-            .increment(1);
+        rpc.seconds.record(budget.arrived.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => rpc.ok.increment(1),
+            Err(status) => metrics::counter!(
+                "switchboard_grpc_requests_total",
+                "rpc" => rpc.rpc,
+                "code" => code_name(status.code())
+            )
+            .increment(1),
+        }
         result
     }
 }
 
 /// Counts a request in `switchboard_grpc_in_flight` until it is answered or
 /// dropped (a client that gives up cancels the handler).
-struct InFlight;
+struct InFlight<'a>(&'a metrics::Gauge);
 
-impl InFlight {
-    fn enter() -> Self {
-        metrics::gauge!("switchboard_grpc_in_flight").increment(1.0);
-        InFlight
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        InFlight(gauge)
     }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        metrics::gauge!("switchboard_grpc_in_flight").decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 

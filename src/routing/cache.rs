@@ -221,6 +221,10 @@ pub struct RouteCache<R> {
     stripes: [AtomicU64; STRIPES],
     /// Whether the invalidation feed is connected (entries fully trusted).
     confirmed: AtomicBool,
+    /// The hit path's metric handles, registered once (finding a metric by
+    /// name costs more than recording into it).
+    l1_hits: metrics::Counter,
+    l1_lookup_seconds: metrics::Histogram,
 }
 
 impl<R: Resolver> RouteCache<R> {
@@ -251,6 +255,8 @@ impl<R: Resolver> RouteCache<R> {
             // Until the invalidation feed has connected and replayed, nothing
             // confirms that entries are current.
             confirmed: AtomicBool::new(false),
+            l1_hits: metrics::counter!("switchboard_cache_hits_total", "tier" => "l1"),
+            l1_lookup_seconds: metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "l1"),
         }
     }
 
@@ -636,8 +642,8 @@ impl<R: Resolver> Resolver for RouteCache<R> {
         let started = Instant::now();
         match self.cached(number).await {
             Lookup::Hit(route) => {
-                metrics::counter!("switchboard_cache_hits_total", "tier" => "l1").increment(1);
-                metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "l1")
+                self.l1_hits.increment(1);
+                self.l1_lookup_seconds
                     .record(started.elapsed().as_secs_f64());
                 Ok(route)
             }
