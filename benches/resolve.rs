@@ -10,7 +10,6 @@ mod common;
 
 use std::{
     hint::black_box,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -110,10 +109,10 @@ fn invalidation_lag(c: &mut Criterion) {
             superuser_url: superuser,
             ..
         } = bench_database().await;
-        let cache = Arc::new(RouteCache::new(
+        let cache = RouteCache::new(
             PgStore::new(&url, &pool_settings()).unwrap(),
             cache_settings(),
-        ));
+        );
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(invalidation::run(daemon_direct, cache.clone(), stopped));
         while !cache.is_confirmed() {

@@ -145,7 +145,7 @@ impl Application {
                 key_prefix: config.redis_key_prefix.clone(),
             },
         );
-        let cache = Arc::new(RouteCache::new(
+        let cache = RouteCache::new(
             l2,
             CacheSettings {
                 capacity: config.cache_capacity,
@@ -154,7 +154,7 @@ impl Application {
                 unconfirmed_ttl: config.cache_unconfirmed_ttl,
                 max_stale: config.cache_max_stale,
             },
-        ));
+        );
         let admission = Admission::new(
             redis,
             AdmissionSettings {
@@ -446,7 +446,7 @@ mod tests {
             },
         )
         .unwrap();
-        let resolver: AppResolver = Arc::new(RouteCache::new(
+        let resolver: AppResolver = RouteCache::new(
             l2,
             CacheSettings {
                 capacity: 10,
@@ -455,7 +455,7 @@ mod tests {
                 unconfirmed_ttl: Duration::from_secs(5),
                 max_stale: Duration::from_secs(60),
             },
-        ));
+        );
         let number = E164::from_canonical("+14155550100").unwrap();
         let resolving = resolver.resolve(&number);
         let size = std::mem::size_of_val(&resolving);

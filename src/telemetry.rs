@@ -123,6 +123,10 @@ fn describe_metrics() {
         "Stale cached routes served because routing data could not be read."
     );
     counter!(
+        "switchboard_cache_background_refreshes_total",
+        "Routes past their TTL reread behind an answer from L1, by result (kept, raced, failed, busy)."
+    );
+    counter!(
         "switchboard_cache_flushes_total",
         "Whole-cache flushes after changes may have been missed."
     );

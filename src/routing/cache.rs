@@ -12,6 +12,10 @@
 //! * Freshness comes from invalidations ([`RouteCache::apply`]), driven by
 //!   the database's change log (`crate::invalidation`). While that feed is
 //!   down, entries older than `unconfirmed_ttl` are not trusted.
+//! * A route past its TTL is answered at once while the invalidation feed is
+//!   live, and refreshed behind the answer ([`BACKGROUND_REFRESHES`] at a
+//!   time): the TTL is a safety net for missed changes, and a request must
+//!   not wait on the database for it. With the feed down it is reread first.
 //! * A load that read a row before a change committed must not re-insert it
 //!   after the change's eviction: every eviction bumps a generation counter
 //!   for what it names (one of [`STRIPES`], by hash), and a load that sees
@@ -20,14 +24,16 @@
 //!   to other agents does not keep every load from being cached.
 
 use std::{
+    collections::HashSet,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex, Weak,
     },
     time::{Duration, Instant},
 };
 
 use moka::{future::Cache, Expiry};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::{Agent, Customer, Organization, Peeked, ResolveError, Resolver, Route, Tier, E164};
@@ -77,6 +83,12 @@ fn stripe(kind: Kind, key: &impl std::hash::Hash) -> usize {
 /// After a failed refresh, a stale entry is served without retrying the
 /// source for this long, so an outage does not cost every call a timeout.
 const STALE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Most routes refreshed behind their answers at once. Entries that fall
+/// due together (a warm start's, a flush's) become a bounded trickle of
+/// reads instead of one per entry at once; a route that finds every slot
+/// taken is answered from L1 all the same, and refreshed by a later lookup.
+pub const BACKGROUND_REFRESHES: usize = 4;
 
 /// One change from the routing change log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,10 +237,18 @@ pub struct RouteCache<R> {
     /// name costs more than recording into it).
     l1_hits: metrics::Counter,
     l1_lookup_seconds: metrics::Histogram,
+    /// This cache, for the refreshes it spawns.
+    me: Weak<Self>,
+    /// Slots for refreshes behind an answer ([`BACKGROUND_REFRESHES`]).
+    refreshes: Arc<Semaphore>,
+    /// Numbers being refreshed behind an answer: one refresh per number.
+    refreshing: Mutex<HashSet<E164>>,
 }
 
 impl<R: Resolver> RouteCache<R> {
-    pub fn new(inner: R, settings: CacheSettings) -> Self {
+    /// Shared from the start: refreshes behind an answer run as tasks of
+    /// their own, holding the cache.
+    pub fn new(inner: R, settings: CacheSettings) -> Arc<Self> {
         let numbers = Cache::builder()
             .max_capacity(settings.capacity)
             .expire_after(BindingExpiry {
@@ -244,7 +264,7 @@ impl<R: Resolver> RouteCache<R> {
             .max_capacity(settings.capacity)
             .time_to_live(settings.max_stale.max(settings.ttl))
             .build();
-        Self {
+        Arc::new_cyclic(|me| Self {
             inner,
             settings,
             numbers,
@@ -257,7 +277,10 @@ impl<R: Resolver> RouteCache<R> {
             confirmed: AtomicBool::new(false),
             l1_hits: metrics::counter!("switchboard_cache_hits_total", "tier" => "l1"),
             l1_lookup_seconds: metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "l1"),
-        }
+            me: me.clone(),
+            refreshes: Arc::new(Semaphore::new(BACKGROUND_REFRESHES)),
+            refreshing: Mutex::new(HashSet::new()),
+        })
     }
 
     /// The next tier down.
@@ -384,6 +407,12 @@ impl<R: Resolver> RouteCache<R> {
             && (self.confirmed.load(Ordering::Acquire) || age < self.settings.unconfirmed_ttl)
     }
 
+    /// Whether a number's entry, past its TTL, is young enough to answer
+    /// with (`max_stale`).
+    fn servable(&self, binding: Option<&Entry<Option<Binding>>>) -> bool {
+        binding.is_some_and(|b| b.loaded_at.elapsed() < self.settings.max_stale)
+    }
+
     /// The route from L1 alone.
     async fn cached(&self, number: &E164) -> Lookup {
         let now = Instant::now();
@@ -424,15 +453,6 @@ impl<R: Resolver> RouteCache<R> {
     /// invalidation ran meanwhile.
     async fn load(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
         let started_at = self.snapshot();
-        // what a change to would make this load's result stale
-        let read = |parts: Option<(Uuid, Uuid)>| {
-            let mut stripes = vec![stripe(Kind::Number, number)];
-            if let Some((agent_id, org_id)) = parts {
-                stripes.push(stripe(Kind::Agent, &agent_id));
-                stripes.push(stripe(Kind::Organization, &org_id));
-            }
-            stripes
-        };
         let loaded = self
             .numbers
             .try_get_with_by_ref(number, async {
@@ -441,28 +461,11 @@ impl<R: Resolver> RouteCache<R> {
                     .resolve(number)
                     .await
                     .map_err(LoadError::Source)?;
-                let parts = route.as_ref().map(|r| (r.agent.id, r.organization.id));
-                if self.changed_since(&started_at, &read(parts)) {
+                let parts = parts_of(route.as_ref());
+                if self.changed_since(&started_at, &read_stripes(number, parts)) {
                     return Err(LoadError::Raced(route));
                 }
-                let loaded_at = Instant::now();
-                let binding = route.as_ref().map(|route| {
-                    let binding = Binding {
-                        number_active: route.number_active,
-                        org_id: route.organization.id,
-                        agent_id: route.agent.id,
-                    };
-                    (binding, route.agent.clone(), route.organization.clone())
-                });
-                if let Some((binding, agent, org)) = &binding {
-                    self.agents
-                        .insert(binding.agent_id, Entry::new(agent.clone(), loaded_at))
-                        .await;
-                    self.organizations
-                        .insert(binding.org_id, Entry::new(org.clone(), loaded_at))
-                        .await;
-                }
-                Ok(Entry::new(binding.map(|(b, _, _)| b), loaded_at))
+                Ok(self.keep_parts(route.as_ref()).await)
             })
             .await;
         let (route, parts) = match loaded {
@@ -472,17 +475,7 @@ impl<R: Resolver> RouteCache<R> {
                 LoadError::Raced(route) => (Some(route.clone()), None),
             },
         };
-        if self.changed_since(&started_at, &read(parts)) {
-            // An eviction may have run between the check above and the
-            // insertions: drop what this load cached, the parts included.
-            // Evicting more than needed costs a reload; keeping a stale
-            // entry would not be safe.
-            self.numbers.invalidate(number).await;
-            if let Some((agent_id, org_id)) = parts {
-                self.agents.invalidate(&agent_id).await;
-                self.organizations.invalidate(&org_id).await;
-            }
-        }
+        self.undo_if_raced(number, parts, &started_at).await;
         match route {
             Some(raced) => Ok(raced),
             // Assemble from what was just cached; if a change evicted a
@@ -498,6 +491,128 @@ impl<R: Resolver> RouteCache<R> {
 }
 
 impl<R: Resolver> RouteCache<R> {
+    /// Caches the agent and organization of a route just read from the
+    /// next tier, and makes the number's entry for it.
+    async fn keep_parts(&self, route: Option<&Route>) -> Entry<Option<Binding>> {
+        let loaded_at = Instant::now();
+        let binding = route.map(|route| Binding {
+            number_active: route.number_active,
+            org_id: route.organization.id,
+            agent_id: route.agent.id,
+        });
+        if let (Some(route), Some(binding)) = (route, &binding) {
+            self.agents
+                .insert(binding.agent_id, Entry::new(route.agent.clone(), loaded_at))
+                .await;
+            self.organizations
+                .insert(
+                    binding.org_id,
+                    Entry::new(route.organization.clone(), loaded_at),
+                )
+                .await;
+        }
+        Entry::new(binding, loaded_at)
+    }
+
+    /// An eviction may have run between a load's check and its insertions:
+    /// if anything it read changed since `started_at`, drop what it cached,
+    /// the parts included. Evicting more than needed costs a reload;
+    /// keeping a stale entry would not be safe. Returns whether it did.
+    async fn undo_if_raced(
+        &self,
+        number: &E164,
+        parts: Option<(Uuid, Uuid)>,
+        started_at: &Snapshot,
+    ) -> bool {
+        if !self.changed_since(started_at, &read_stripes(number, parts)) {
+            return false;
+        }
+        self.numbers.invalidate(number).await;
+        if let Some((agent_id, org_id)) = parts {
+            self.agents.invalidate(&agent_id).await;
+            self.organizations.invalidate(&org_id).await;
+        }
+        true
+    }
+
+    /// Starts refreshing `number`'s route behind the answer just given from
+    /// L1, unless it is being refreshed already or every slot is taken.
+    fn refresh_behind(&self, number: &E164) {
+        let Some(cache) = self.me.upgrade() else {
+            return;
+        };
+        let mut refreshing = self.refreshing.lock().expect("refresh set poisoned");
+        if refreshing.contains(number) {
+            return;
+        }
+        let Ok(slot) = self.refreshes.clone().try_acquire_owned() else {
+            refreshed("busy");
+            return;
+        };
+        refreshing.insert(number.clone());
+        drop(refreshing);
+        let number = number.clone();
+        tokio::spawn(async move {
+            // the number is released even if the refresh panics
+            let _refreshing = Refreshing {
+                set: &cache.refreshing,
+                number: &number,
+            };
+            refreshed(cache.refresh(&number).await);
+            drop(slot);
+        });
+    }
+
+    /// Rereads `number`'s route from the next tier and replaces its
+    /// entries, unless a change to anything it read ran meanwhile (then
+    /// the next lookup reloads it). If the source is unreachable, the stale
+    /// copy stays, and is not refreshed again for a moment. Returns how it
+    /// went, for `switchboard_cache_background_refreshes_total`.
+    async fn refresh(&self, number: &E164) -> &'static str {
+        let started_at = self.snapshot();
+        let generation = self.generation.load(Ordering::Acquire);
+        match self.inner.resolve(number).await {
+            Ok(route) => {
+                let parts = parts_of(route.as_ref());
+                if self.changed_since(&started_at, &read_stripes(number, parts)) {
+                    return "raced";
+                }
+                let entry = self.keep_parts(route.as_ref()).await;
+                self.numbers.insert(number.clone(), entry).await;
+                if self.undo_if_raced(number, parts, &started_at).await {
+                    "raced"
+                } else {
+                    "kept"
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%number, %error, "refreshing a cached route failed; keeping it");
+                if let Some(binding) = self.numbers.get(number).await {
+                    if self.generation.load(Ordering::Acquire) == generation {
+                        let kept = Entry {
+                            retry_after: Some(Instant::now() + STALE_RETRY_AFTER),
+                            ..binding
+                        };
+                        self.numbers.insert(number.clone(), kept).await;
+                    }
+                }
+                "failed"
+            }
+        }
+    }
+
+    /// Waits until no refresh behind an answer is running.
+    #[cfg(test)]
+    async fn refreshes_done(&self) {
+        let all = u32::try_from(BACKGROUND_REFRESHES).expect("a few slots");
+        drop(
+            self.refreshes
+                .acquire_many(all)
+                .await
+                .expect("never closed"),
+        );
+    }
+
     /// The route of a current binding whose agent or organization a change
     /// evicted, reloading only what is missing. `None` when a part no longer
     /// exists.
@@ -599,6 +714,15 @@ impl<R: Resolver> RouteCache<R> {
             }
             Lookup::Stale(route, false) => {
                 let binding = self.numbers.get(number).await;
+                if self.is_confirmed() && self.servable(binding.as_ref()) {
+                    // Past its TTL, but the invalidation feed is live and
+                    // has not evicted it: answer now, refresh behind.
+                    self.l1_hits.increment(1);
+                    self.l1_lookup_seconds
+                        .record(started.elapsed().as_secs_f64());
+                    self.refresh_behind(number);
+                    return Ok(Some(route));
+                }
                 self.numbers.invalidate(number).await;
                 Some((route, binding))
             }
@@ -614,7 +738,7 @@ impl<R: Resolver> RouteCache<R> {
             (
                 Err(ResolveError::Timeout(_) | ResolveError::Unavailable(_)),
                 Some((route, Some(binding))),
-            ) if binding.loaded_at.elapsed() < self.settings.max_stale => {
+            ) if self.servable(Some(&binding)) => {
                 if self.generation.load(Ordering::Acquire) == generation {
                     let kept = Entry {
                         retry_after: Some(Instant::now() + STALE_RETRY_AFTER),
@@ -712,18 +836,57 @@ impl<R: Resolver> Resolver for RouteCache<R> {
             Lookup::Stale(route, false) => Some(route),
             Lookup::Miss | Lookup::Partial(_) => None,
         };
+        let servable = self.servable(self.numbers.get(number).await.as_ref());
+        if let (Some(route), true, true) = (&stale, servable, self.is_confirmed()) {
+            // as `resolve` would: answered from L1, refreshed behind
+            return Ok(in_l1(Some(route.clone()), true));
+        }
         match (self.inner.peek(number).await, stale) {
             // as in `resolve`: stale-if-error, up to the maximum age
             (Err(ResolveError::Timeout(_) | ResolveError::Unavailable(_)), Some(route))
-                if self.numbers.get(number).await.is_some_and(|binding| {
-                    binding.loaded_at.elapsed() < self.settings.max_stale
-                }) =>
+                if servable =>
             {
                 Ok(in_l1(Some(route), true))
             }
             (below, _) => below,
         }
     }
+}
+
+/// The stripes of what a read of `number` touched (its agent and
+/// organization, when found): a change to any of them makes it stale.
+fn read_stripes(number: &E164, parts: Option<(Uuid, Uuid)>) -> Vec<usize> {
+    let mut stripes = vec![stripe(Kind::Number, number)];
+    if let Some((agent_id, org_id)) = parts {
+        stripes.push(stripe(Kind::Agent, &agent_id));
+        stripes.push(stripe(Kind::Organization, &org_id));
+    }
+    stripes
+}
+
+/// A route's agent and organization ids.
+fn parts_of(route: Option<&Route>) -> Option<(Uuid, Uuid)> {
+    route.map(|r| (r.agent.id, r.organization.id))
+}
+
+/// Takes a number off the refreshing set when its refresh ends, however it
+/// ends.
+struct Refreshing<'a> {
+    set: &'a Mutex<HashSet<E164>>,
+    number: &'a E164,
+}
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(self.number);
+        }
+    }
+}
+
+fn refreshed(result: &'static str) {
+    metrics::counter!("switchboard_cache_background_refreshes_total", "result" => result)
+        .increment(1);
 }
 
 fn serve_stale(number: &E164) {
@@ -849,7 +1012,7 @@ mod tests {
         agent_name: Option<&str>,
         gate: Option<Arc<Notify>>,
         settings: CacheSettings,
-    ) -> RouteCache<Table> {
+    ) -> Arc<RouteCache<Table>> {
         let table = Table {
             gate,
             ..Default::default()
@@ -869,11 +1032,7 @@ mod tests {
     #[tokio::test]
     async fn hits_do_not_read_the_source_and_misses_are_coalesced() {
         let gate = Arc::new(Notify::new());
-        let cache = Arc::new(cache_over(
-            Some("Reception"),
-            Some(gate.clone()),
-            settings(),
-        ));
+        let cache = cache_over(Some("Reception"), Some(gate.clone()), settings());
 
         let waiters: Vec<_> = (0..100)
             .map(|_| {
@@ -1009,10 +1168,19 @@ mod tests {
             },
         );
         cache.resolve(&number()).await.unwrap();
-        // due a refresh, and the source answers: the source is the answer
+        // due a refresh, with the feed live: answered from L1
+        let peeked = cache.peek(&number()).await.unwrap();
+        assert_eq!((peeked.tier, peeked.stale), (Tier::L1, true));
+        assert_eq!(
+            cache.inner().reads.load(Ordering::SeqCst),
+            1,
+            "peeking reads nothing"
+        );
+        // with the feed down it is reread first: the source is the answer
+        cache.set_confirmed(false);
         let peeked = cache.peek(&number()).await.unwrap();
         assert_eq!((peeked.tier, peeked.stale), (Tier::L3, false));
-        // the source is down: the stale copy is
+        // and with the source down too, the stale copy
         cache.inner().down.store(true, Ordering::SeqCst);
         let peeked = cache.peek(&number()).await.unwrap();
         assert_eq!((peeked.tier, peeked.stale), (Tier::L1, true));
@@ -1105,11 +1273,7 @@ mod tests {
     #[tokio::test]
     async fn a_load_racing_a_change_to_something_else_is_cached() {
         let gate = Arc::new(Notify::new());
-        let cache = Arc::new(cache_over(
-            Some("Reception"),
-            Some(gate.clone()),
-            settings(),
-        ));
+        let cache = cache_over(Some("Reception"), Some(gate.clone()), settings());
         let ours = [
             stripe(Kind::Number, &number()),
             stripe(Kind::Agent, &Uuid::from_u128(2)),
@@ -1137,7 +1301,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_load_racing_an_update_does_not_cache_the_old_row() {
         let gate = Arc::new(Notify::new());
-        let cache = Arc::new(cache_over(Some("Old"), Some(gate.clone()), settings()));
+        let cache = cache_over(Some("Old"), Some(gate.clone()), settings());
 
         let slow = tokio::spawn({
             let cache = cache.clone();
@@ -1200,6 +1364,7 @@ mod tests {
 
         let stale = cache.resolve(&number()).await.unwrap().unwrap();
         assert_eq!(stale.agent.name, "Reception");
+        cache.refreshes_done().await;
         let reads = cache.inner().reads.load(Ordering::SeqCst);
         assert_eq!(reads, 2, "the refresh was tried");
         // within the back-off the source is not tried again
@@ -1219,5 +1384,122 @@ mod tests {
         strict.resolve(&number()).await.unwrap();
         strict.inner().down.store(true, Ordering::SeqCst);
         assert!(strict.resolve(&number()).await.is_err());
+    }
+
+    /// Renames the agent of `number()` in the source.
+    fn rename(cache: &RouteCache<Table>, agent_name: &str) {
+        cache.inner().routes.lock().unwrap()[0] = route("+14155550100", agent_name);
+    }
+
+    /// A cache whose every entry is due a refresh as soon as it is made,
+    /// over a source held at `gate`, with `number()` already loaded.
+    async fn loaded_and_due(gate: &Arc<Notify>) -> Arc<RouteCache<Table>> {
+        let cache = cache_over(
+            Some("Reception"),
+            Some(gate.clone()),
+            CacheSettings {
+                ttl: Duration::ZERO,
+                ..settings()
+            },
+        );
+        let first = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.resolve(&number()).await }
+        });
+        cache.inner().entered.notified().await;
+        gate.notify_one();
+        assert_eq!(
+            first.await.unwrap().unwrap().unwrap().agent.name,
+            "Reception"
+        );
+        cache
+    }
+
+    #[tokio::test]
+    async fn a_route_past_its_ttl_is_answered_at_once_and_refreshed_behind() {
+        let gate = Arc::new(Notify::new());
+        let cache = loaded_and_due(&gate).await;
+        rename(&cache, "Front desk");
+
+        // answered while its refresh waits for the source
+        for _ in 0..3 {
+            let answer = tokio::time::timeout(Duration::from_secs(5), cache.resolve(&number()))
+                .await
+                .expect("a route due a refresh is answered without waiting for it");
+            assert_eq!(answer.unwrap().unwrap().agent.name, "Reception");
+        }
+        cache.inner().entered.notified().await;
+        assert_eq!(
+            cache.inner().reads.load(Ordering::SeqCst),
+            2,
+            "one refresh, however many lookups"
+        );
+        gate.notify_one();
+        cache.refreshes_done().await;
+        assert_eq!(
+            cache.resolve(&number()).await.unwrap().unwrap().agent.name,
+            "Front desk"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refresh_racing_a_change_does_not_keep_the_old_row() {
+        let gate = Arc::new(Notify::new());
+        let cache = loaded_and_due(&gate).await;
+        cache.resolve(&number()).await.unwrap(); // starts the refresh
+        cache.inner().entered.notified().await; // which has read "Reception"
+        rename(&cache, "Front desk");
+        cache.apply(&Change::Agent(Uuid::from_u128(2))).await;
+        gate.notify_one();
+        cache.refreshes_done().await;
+
+        let next = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.resolve(&number()).await }
+        });
+        tokio::time::timeout(Duration::from_secs(5), cache.inner().entered.notified())
+            .await
+            .expect("the next lookup reads the source instead of the refresh's row");
+        gate.notify_one();
+        assert_eq!(
+            next.await.unwrap().unwrap().unwrap().agent.name,
+            "Front desk"
+        );
+    }
+
+    #[tokio::test]
+    async fn refreshes_behind_answers_are_bounded() {
+        let gate = Arc::new(Notify::new());
+        let cache = cache_over(
+            None,
+            Some(gate.clone()),
+            CacheSettings {
+                ttl: Duration::ZERO,
+                ..settings()
+            },
+        );
+        let numbers: Vec<E164> = (0..3 * BACKGROUND_REFRESHES)
+            .map(|i| E164::from_canonical(&format!("+1415555{i:04}")).unwrap())
+            .collect();
+        let routes = numbers
+            .iter()
+            .map(|n| route(n.as_str(), "Reception"))
+            .collect();
+        assert_eq!(cache.preload(routes).await, numbers.len());
+        // every entry is due: each lookup is answered, some start a refresh
+        for number in &numbers {
+            let answer = cache.resolve(number).await.unwrap().unwrap();
+            assert_eq!(answer.agent.name, "Reception");
+        }
+        // the refreshes run (on this test's thread) until they wait at the gate
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            cache.inner().reads.load(Ordering::SeqCst),
+            BACKGROUND_REFRESHES,
+            "refreshes beyond the slots are left to later lookups"
+        );
+        gate.notify_waiters();
     }
 }
