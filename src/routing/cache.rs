@@ -686,8 +686,9 @@ impl<R: Resolver> RouteCache<R> {
         let stale = match lookup {
             Lookup::Hit(route) => return Ok(route),
             Lookup::Stale(route, true) => {
-                // a refresh failed moments ago: do not queue behind another
-                serve_stale(number);
+                // a refresh failed moments ago (and said so in the log): do
+                // not queue behind another
+                count_stale();
                 return Ok(Some(route));
             }
             Lookup::Miss => None,
@@ -746,7 +747,8 @@ impl<R: Resolver> RouteCache<R> {
                     };
                     self.numbers.insert(number.clone(), kept).await;
                 }
-                serve_stale(number);
+                tracing::warn!(%number, "routing data unavailable; serving a stale cached route");
+                count_stale();
                 Ok(Some(route))
             }
             (result, _) => result,
@@ -889,9 +891,11 @@ fn refreshed(result: &'static str) {
         .increment(1);
 }
 
-fn serve_stale(number: &E164) {
+/// Counts a stale route served. Logged where its refresh failed, once a
+/// second per number, not at every lookup: during an outage that would be
+/// a line per call.
+fn count_stale() {
     metrics::counter!("switchboard_cache_stale_served_total").increment(1);
-    tracing::warn!(%number, "routing data unavailable; serving a stale cached route");
 }
 
 #[cfg(test)]
