@@ -588,17 +588,30 @@ impl<R: Resolver> RouteCache<R> {
             Err(error) => {
                 tracing::warn!(%number, %error, "refreshing a cached route failed; keeping it");
                 if let Some(binding) = self.numbers.get(number).await {
-                    if self.generation.load(Ordering::Acquire) == generation {
-                        let kept = Entry {
-                            retry_after: Some(Instant::now() + STALE_RETRY_AFTER),
-                            ..binding
-                        };
-                        self.numbers.insert(number.clone(), kept).await;
-                    }
+                    self.keep_stale(number, binding, generation).await;
                 }
                 "failed"
             }
         }
+    }
+
+    /// Keeps a stale binding after its refresh failed, not to be retried
+    /// for [`STALE_RETRY_AFTER`], unless an eviction ran since `generation`.
+    async fn keep_stale(&self, number: &E164, binding: Entry<Option<Binding>>, generation: u64) {
+        if self.generation.load(Ordering::Acquire) == generation {
+            let kept = Entry {
+                retry_after: Some(Instant::now() + STALE_RETRY_AFTER),
+                ..binding
+            };
+            self.numbers.insert(number.clone(), kept).await;
+        }
+    }
+
+    /// Counts a lookup L1 answered.
+    fn count_hit(&self, started: Instant) {
+        self.l1_hits.increment(1);
+        self.l1_lookup_seconds
+            .record(started.elapsed().as_secs_f64());
     }
 
     /// Waits until no refresh behind an answer is running.
@@ -718,9 +731,7 @@ impl<R: Resolver> RouteCache<R> {
                 if self.is_confirmed() && self.servable(binding.as_ref()) {
                     // Past its TTL, but the invalidation feed is live and
                     // has not evicted it: answer now, refresh behind.
-                    self.l1_hits.increment(1);
-                    self.l1_lookup_seconds
-                        .record(started.elapsed().as_secs_f64());
+                    self.count_hit(started);
                     self.refresh_behind(number);
                     return Ok(Some(route));
                 }
@@ -740,13 +751,7 @@ impl<R: Resolver> RouteCache<R> {
                 Err(ResolveError::Timeout(_) | ResolveError::Unavailable(_)),
                 Some((route, Some(binding))),
             ) if self.servable(Some(&binding)) => {
-                if self.generation.load(Ordering::Acquire) == generation {
-                    let kept = Entry {
-                        retry_after: Some(Instant::now() + STALE_RETRY_AFTER),
-                        ..binding
-                    };
-                    self.numbers.insert(number.clone(), kept).await;
-                }
+                self.keep_stale(number, binding, generation).await;
                 tracing::warn!(%number, "routing data unavailable; serving a stale cached route");
                 count_stale();
                 Ok(Some(route))
@@ -768,9 +773,7 @@ impl<R: Resolver> Resolver for RouteCache<R> {
         let started = Instant::now();
         match self.cached(number).await {
             Lookup::Hit(route) => {
-                self.l1_hits.increment(1);
-                self.l1_lookup_seconds
-                    .record(started.elapsed().as_secs_f64());
+                self.count_hit(started);
                 Ok(route)
             }
             lookup => Box::pin(self.resolve_missed(number, lookup, started)).await,
@@ -838,7 +841,7 @@ impl<R: Resolver> Resolver for RouteCache<R> {
             Lookup::Stale(route, false) => Some(route),
             Lookup::Miss | Lookup::Partial(_) => None,
         };
-        let servable = self.servable(self.numbers.get(number).await.as_ref());
+        let servable = stale.is_some() && self.servable(self.numbers.get(number).await.as_ref());
         if let (Some(route), true, true) = (&stale, servable, self.is_confirmed()) {
             // as `resolve` would: answered from L1, refreshed behind
             return Ok(in_l1(Some(route.clone()), true));
