@@ -115,3 +115,90 @@ async fn requests_that_waited_too_long_for_their_handler_are_shed() {
             >= 3.0
     );
 }
+
+/// A connection carries at most `SWITCHBOARD_MAX_CONCURRENT_STREAMS`
+/// requests at once: the server says so in its HTTP/2 settings, the client
+/// holds back the rest, and every request is answered once there is room.
+/// Without the bound, a replica far behind lets requests pile up unread on
+/// the connection until h2 closes it (`ENHANCE_YOUR_CALM`).
+///
+/// A client that opens a stream the moment the previous one ends can race
+/// the server's count of open streams and be refused (`REFUSED_STREAM`):
+/// never processed, so retried, as a gateway would.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_carries_at_most_the_stream_limit_and_the_client_holds_back_the_rest() {
+    const STREAMS: u32 = 4;
+    const SENT: usize = 12;
+    let stack = Stack::from_env();
+    let bouncer = PrivateBouncer::start(&stack).await;
+    let app = spawn_seeded_app_via(bouncer.port, |c| {
+        c.max_concurrent_streams = STREAMS;
+        c.db_query_timeout = Duration::from_secs(30);
+        c.request_timeout = Duration::from_secs(30);
+    })
+    .await;
+
+    let tcp = tokio::net::TcpStream::connect(app.grpc_addr).await.unwrap();
+    let (h2_client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    eventually(
+        "the server's settings reach the client",
+        Duration::from_secs(5),
+        || {
+            let streams = h2_client.current_max_send_streams();
+            async move { streams == STREAMS as usize }
+        },
+    )
+    .await;
+
+    // one connection; every request waits for the (paused) database
+    bouncer.admin(&format!("PAUSE {}", app.db_name)).await;
+    let tasks: Vec<_> = (0..SENT)
+        .map(|i| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                loop {
+                    let answer = client
+                        .lookup_number(LookupNumberRequest {
+                            number: format!("+1999556{i:04}"),
+                            default_region: String::new(),
+                        })
+                        .await;
+                    match answer {
+                        Err(status) if refused_stream(&status) => continue,
+                        answer => return answer,
+                    }
+                }
+            })
+        })
+        .collect();
+    // (the gauge is the process's, shared with other tests: at least)
+    eventually(
+        "the connection's streams are taken",
+        Duration::from_secs(20),
+        || async { metric(app.admin_addr, "switchboard_grpc_in_flight").await >= STREAMS as f64 },
+    )
+    .await;
+    bouncer.admin(&format!("RESUME {}", app.db_name)).await;
+    // each answered as what it is, none lost with the connection
+    for task in tasks {
+        let status = task
+            .await
+            .unwrap()
+            .expect_err("unknown numbers do not route");
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
+}
+
+/// Whether the server refused the request's stream, unprocessed: tonic
+/// reports it as `UNAVAILABLE` with h2's reason in the error's source.
+fn refused_stream(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = error.source();
+    }
+    false
+}
