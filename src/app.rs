@@ -224,8 +224,7 @@ impl Application {
             let stopped = stopped(stop_rx.clone());
             let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
             let tls = tls.clone();
-            let (max_in_flight, max_streams) =
-                (config.max_in_flight, config.max_concurrent_streams);
+            let max_in_flight = config.max_in_flight;
             async move {
                 let mut server = Server::builder()
                     // h2 closes a connection (GOAWAY) after 20 streams the
@@ -233,10 +232,7 @@ impl Application {
                     // cancelling requests past their deadline during an
                     // overload would lose every call on the connection. Allow
                     // as many as may be in flight.
-                    .http2_max_pending_accept_reset_streams(Some(max_in_flight))
-                    // tonic sets no bound of its own; see
-                    // DEFAULT_MAX_CONCURRENT_STREAMS
-                    .max_concurrent_streams(max_streams);
+                    .http2_max_pending_accept_reset_streams(Some(max_in_flight));
                 if let Some(tls) = tls {
                     server = server
                         .tls_config(tls)

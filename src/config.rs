@@ -38,14 +38,6 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// UNAVAILABLE (`overloaded`). A cache hit takes microseconds, so this only
 /// binds when requests wait on PostgreSQL or Redis.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
-/// Requests one gRPC connection carries at once (HTTP/2's
-/// `SETTINGS_MAX_CONCURRENT_STREAMS`); the client holds back more until one
-/// is answered. Without a bound, a replica far behind lets requests pile up
-/// unread on the connection, and past about 2 200 of them h2 closes it
-/// (`GOAWAY`, `ENHANCE_YOUR_CALM`): every call on it fails at once.
-pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
-/// Most accepted: under h2's budget of unread small frames with room to spare.
-pub const MAX_CONCURRENT_STREAMS_LIMIT: u32 = 2000;
 /// Longest a request may wait for its handler before it is refused as
 /// overloaded: the platform's whole budget for a lookup, so a burst is
 /// served and only a standing queue is shed.
@@ -248,10 +240,6 @@ pub struct ServeConfig {
     /// Requests answered at once; beyond, UNAVAILABLE (`overloaded`).
     #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
-    /// Requests one gRPC connection carries at once; the client holds back
-    /// more until one is answered.
-    #[arg(long, env = "SWITCHBOARD_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
-    pub max_concurrent_streams: u32,
     /// Longest a request may wait for its handler to run (the CPU is
     /// saturated); beyond, UNAVAILABLE (`overloaded`) at once.
     #[arg(long, env = "SWITCHBOARD_MAX_QUEUE_DELAY", value_parser = duration, default_value = DEFAULT_MAX_QUEUE_DELAY)]
@@ -350,7 +338,6 @@ impl ServeConfig {
             request_timeout: duration(DEFAULT_REQUEST_TIMEOUT).expect("valid default"),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             max_queue_delay: duration(DEFAULT_MAX_QUEUE_DELAY).expect("valid default"),
             api_tokens: None,
             allow_unauthenticated: false,
@@ -427,11 +414,6 @@ impl ServeConfig {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));
             }
-        }
-        if !(1..=MAX_CONCURRENT_STREAMS_LIMIT).contains(&self.max_concurrent_streams) {
-            return Err(format!(
-                "SWITCHBOARD_MAX_CONCURRENT_STREAMS must be between 1 and {MAX_CONCURRENT_STREAMS_LIMIT}"
-            ));
         }
         if self.spool_segment_bytes < 4096 || self.spool_max_bytes < self.spool_segment_bytes {
             return Err(
@@ -683,14 +665,6 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("SWITCHBOARD_DB_QUERY_TIMEOUT"));
-        for streams in [0, MAX_CONCURRENT_STREAMS_LIMIT + 1] {
-            let mut config = defaults();
-            config.max_concurrent_streams = streams;
-            assert!(config
-                .validate()
-                .unwrap_err()
-                .contains("SWITCHBOARD_MAX_CONCURRENT_STREAMS"));
-        }
         assert!(duration("soon").is_err());
         assert!(secret(" ").is_err());
     }
