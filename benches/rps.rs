@@ -945,7 +945,7 @@ async fn invalidation_lag(
     Ok((lags, unseen))
 }
 
-// --- coalescing and memory -----------------------------------------------
+// --- the daemon's metrics, coalescing and memory --------------------------
 
 /// The daemon's /metrics page; `metrics` is its admin address.
 async fn scrape(metrics: &str) -> anyhow::Result<String> {
@@ -1342,12 +1342,14 @@ fn goodput(r: &Results, label: &str, rep: u32) -> Option<f64> {
     get(r, label, rep).map(|x| x.goodput)
 }
 
+/// One of a run's extra figures.
+fn extra(r: &Results, label: &str, key: &str, rep: u32) -> Option<f64> {
+    get(r, label, rep)?.extra.get(key).copied()
+}
+
 /// Instructions per answered request, from a callgrind run.
 fn instructions(r: &Results, label: &str, rep: u32) -> Option<f64> {
-    get(r, label, rep)?
-        .extra
-        .get("instructions_per_request")
-        .copied()
+    extra(r, label, "instructions_per_request", rep)
 }
 
 fn p50(r: &Results, label: &str, rep: u32) -> Option<f64> {
@@ -1403,7 +1405,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "queries for 100 concurrent misses of one number",
         formula: "coalesce.queries",
-        figure: |r, n| get(r, "coalesce", n)?.extra.get("queries").copied(),
+        figure: |r, n| extra(r, "coalesce", "queries", n),
         bound: 1.0,
         at_most: true,
     },
@@ -1449,12 +1451,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "invalidation lag p99 at 100 updates/s, half load: commit → applied on the replica (the daemon's histogram, bound of the bucket holding it, ms)",
         formula: "hot_updates_half.applied_lag_p99_bound_ms",
-        figure: |r, n| {
-            get(r, "hot_updates_half", n)?
-                .extra
-                .get("applied_lag_p99_bound_ms")
-                .copied()
-        },
+        figure: |r, n| extra(r, "hot_updates_half", "applied_lag_p99_bound_ms", n),
         bound: 5.0,
         at_most: true,
     },
