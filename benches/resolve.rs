@@ -114,7 +114,7 @@ fn invalidation_lag(c: &mut Criterion) {
             cache_settings(),
         );
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(invalidation::run(daemon_direct, cache.clone(), stopped));
+        invalidation::spawn(daemon_direct, cache.clone(), stopped).unwrap();
         while !cache.is_confirmed() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

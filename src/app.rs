@@ -251,11 +251,12 @@ impl Application {
                     .context("gRPC server failed")
             }
         });
-        let mut listener: JoinHandle<()> = tokio::spawn(invalidation::run(
+        let mut listener: JoinHandle<()> = invalidation::spawn(
             config.database_direct_url.expose_secret().to_string(),
             cache.clone(),
             stop_rx.clone(),
-        ));
+        )
+        .context("cannot start the invalidation listener's runtime")?;
         let warm = Arc::new(WarmStart::default());
         tokio::spawn(warm_start(
             store.clone(),
@@ -318,8 +319,12 @@ impl Application {
             Ok(result) => result.context("admin server task panicked")??,
             Err(_) => admin.abort(),
         }
+        // on a thread of its own, it cannot be aborted: it stops at `stop`
         if tokio::time::timeout(grace, &mut listener).await.is_err() {
-            listener.abort();
+            tracing::warn!(
+                ?grace,
+                "the invalidation listener did not stop within the grace"
+            );
         }
         tracing::info!("switchboard stopped");
         Ok(())

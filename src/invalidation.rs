@@ -10,6 +10,11 @@
 //! that (first start, or a pruned log), it flushes the cache. Whether it is
 //! connected is the cache's `is_confirmed`: while it is not, the cache
 //! trusts entries only briefly, and `/readyz` says so.
+//!
+//! The listener runs on a thread of its own ([`spawn`]): on a runtime busy
+//! with requests, a notification would wait behind them to be read, and
+//! then again for the eviction. What an eviction sets going in the tiers
+//! below (a Redis write) runs on the cache's runtime.
 
 use std::{
     sync::{
@@ -21,7 +26,10 @@ use std::{
 
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 use tokio_postgres::{AsyncMessage, Client, Notification};
 use uuid::Uuid;
 
@@ -47,7 +55,22 @@ struct Progress {
     last_id: AtomicI64,
 }
 
-/// Runs the listener until `stop` is raised, reconnecting with backoff.
+/// Starts [`run`] on a thread of its own, with a runtime of its own.
+pub fn spawn<R: Resolver>(
+    direct_url: String,
+    cache: Arc<RouteCache<R>>,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(tokio::task::spawn_blocking(move || {
+        runtime.block_on(run(direct_url, cache, stop))
+    }))
+}
+
+/// Runs the listener until `stop` is raised (or its sender dropped),
+/// reconnecting with backoff.
 pub async fn run<R: Resolver>(
     direct_url: String,
     cache: Arc<RouteCache<R>>,

@@ -26,14 +26,14 @@
 use std::{
     collections::HashSet,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
         Arc, Mutex, Weak,
     },
     time::{Duration, Instant},
 };
 
 use moka::{future::Cache, Expiry};
-use tokio::sync::Semaphore;
+use tokio::{runtime::Handle, sync::Semaphore};
 use uuid::Uuid;
 
 use super::{Agent, Customer, Organization, Peeked, ResolveError, Resolver, Route, Tier, E164};
@@ -231,14 +231,22 @@ pub struct RouteCache<R> {
     generation: AtomicU64,
     /// Bumped by every eviction of a key in the stripe; see the module docs.
     stripes: [AtomicU64; STRIPES],
+    /// Per stripe, the changes evicted from L1 and not yet from the tiers
+    /// below: while any is, L1 reads what the stripe names from the source
+    /// (the tiers below may still hold the old copy).
+    settling: [AtomicU32; STRIPES],
     /// Whether the invalidation feed is connected (entries fully trusted).
     confirmed: AtomicBool,
     /// The hit path's metric handles, registered once (finding a metric by
     /// name costs more than recording into it).
     l1_hits: metrics::Counter,
     l1_lookup_seconds: metrics::Histogram,
-    /// This cache, for the refreshes it spawns.
+    /// This cache, for the tasks it spawns.
     me: Weak<Self>,
+    /// The runtime the cache was made on, where those tasks run whichever
+    /// thread starts them (the invalidation listener runs on one of its
+    /// own); `None` if made outside any, then the caller's runtime.
+    runtime: Option<Handle>,
     /// Slots for refreshes behind an answer ([`BACKGROUND_REFRESHES`]).
     refreshes: Arc<Semaphore>,
     /// Numbers being refreshed behind an answer: one refresh per number.
@@ -272,12 +280,14 @@ impl<R: Resolver> RouteCache<R> {
             organizations,
             generation: AtomicU64::new(0),
             stripes: std::array::from_fn(|_| AtomicU64::new(0)),
+            settling: std::array::from_fn(|_| AtomicU32::new(0)),
             // Until the invalidation feed has connected and replayed, nothing
             // confirms that entries are current.
             confirmed: AtomicBool::new(false),
             l1_hits: metrics::counter!("switchboard_cache_hits_total", "tier" => "l1"),
             l1_lookup_seconds: metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "l1"),
             me: me.clone(),
+            runtime: Handle::try_current().ok(),
             refreshes: Arc::new(Semaphore::new(BACKGROUND_REFRESHES)),
             refreshing: Mutex::new(HashSet::new()),
         })
@@ -288,25 +298,71 @@ impl<R: Resolver> RouteCache<R> {
         &self.inner
     }
 
-    /// Evicts what `change` affects, here and in the tiers below (first
-    /// below, so a reload after the L1 eviction cannot find the old value
-    /// in L2).
+    /// Evicts what `change` affects, here and in the tiers below. Returns
+    /// once L1 has evicted it, the change applied: from then on no answer
+    /// comes from a copy older than it. The tiers below (a Redis write)
+    /// follow in a task of their own; until they have, L1 reads what the
+    /// change names from the source, past them. With L1 off, returns once
+    /// the tiers below have evicted it.
     pub async fn apply(&self, change: &Change) {
-        let stripe = &self.stripes[match change {
+        if !self.enabled() {
+            self.inner.invalidate(change).await;
+            return;
+        }
+        let stripe = match change {
             Change::Number(number) => stripe(Kind::Number, number),
             Change::Agent(id) => stripe(Kind::Agent, id),
             Change::Organization(id) => stripe(Kind::Organization, id),
-        }];
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        stripe.fetch_add(1, Ordering::AcqRel);
-        self.inner.invalidate(change).await;
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        stripe.fetch_add(1, Ordering::AcqRel);
+        };
+        let Some(cache) = self.me.upgrade() else {
+            return; // being dropped: nothing left to keep fresh
+        };
+        // settling first: a load that sees the stripe's bump sees this too
+        self.settling[stripe].fetch_add(1, Ordering::AcqRel);
+        let settled = Settled { cache, stripe };
+        self.bump(stripe);
         match change {
             Change::Number(number) => self.numbers.invalidate(number).await,
             Change::Agent(id) => self.agents.invalidate(id).await,
             Change::Organization(id) => self.organizations.invalidate(id).await,
         }
+        let change = change.clone();
+        self.spawn(async move {
+            settled.cache.inner.invalidate(&change).await;
+            drop(settled);
+        });
+    }
+
+    /// Runs one of the cache's own tasks (see `runtime`).
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        match &self.runtime {
+            Some(runtime) => drop(runtime.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
+    }
+
+    /// Marks an eviction in `stripe`, for the loads running to see.
+    fn bump(&self, stripe: usize) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.stripes[stripe].fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A change in `stripe` has been evicted from the tiers below too. The
+    /// bump comes first: a load that read the tiers below while the change
+    /// was settling, and checks only now, sees that it raced.
+    fn settle(&self, stripe: usize) {
+        self.bump(stripe);
+        self.settling[stripe].fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether a change to anything in `stripes` is settling, or ran since
+    /// `snapshot`: what a load read from the tier below may be older than
+    /// it.
+    fn unsettled(&self, snapshot: &Snapshot, stripes: &[usize]) -> bool {
+        self.changed_since(snapshot, stripes)
+            || stripes
+                .iter()
+                .any(|&i| self.settling[i].load(Ordering::Acquire) > 0)
     }
 
     /// Evicts everything: for when changes may have been missed.
@@ -456,16 +512,15 @@ impl<R: Resolver> RouteCache<R> {
         let loaded = self
             .numbers
             .try_get_with_by_ref(number, async {
-                let route = self
-                    .inner
-                    .resolve(number)
-                    .await
-                    .map_err(LoadError::Source)?;
-                let parts = parts_of(route.as_ref());
-                if self.changed_since(&started_at, &read_stripes(number, parts)) {
-                    return Err(LoadError::Raced(route));
+                match self.read_below(number, &started_at).await {
+                    Ok(Some(route)) => Ok(self.keep_parts(route.as_ref()).await),
+                    // answered from the source, not kept
+                    Ok(None) => match self.inner.source().resolve(number).await {
+                        Ok(route) => Err(LoadError::Raced(route)),
+                        Err(error) => Err(LoadError::Source(error)),
+                    },
+                    Err(error) => Err(LoadError::Source(error)),
                 }
-                Ok(self.keep_parts(route.as_ref()).await)
             })
             .await;
         let (route, parts) = match loaded {
@@ -484,9 +539,31 @@ impl<R: Resolver> RouteCache<R> {
                 // just loaded: current even where a zero TTL calls it stale
                 Lookup::Hit(route) => Ok(route),
                 Lookup::Stale(route, _) => Ok(Some(route)),
-                Lookup::Miss | Lookup::Partial(_) => self.inner.resolve(number).await,
+                Lookup::Miss | Lookup::Partial(_) => {
+                    match self.read_below(number, &self.snapshot()).await? {
+                        Some(route) => Ok(route),
+                        None => self.inner.source().resolve(number).await,
+                    }
+                }
             },
         }
+    }
+
+    /// `number`'s route from the tier below, for L1 to keep; `None` where a
+    /// change to anything it names is settling, or ran since `started_at`:
+    /// the tier below may have answered with the copy the change replaces.
+    /// An answer then comes from the source, and is not kept.
+    async fn read_below(
+        &self,
+        number: &E164,
+        started_at: &Snapshot,
+    ) -> Result<Option<Option<Route>>, ResolveError> {
+        if self.unsettled(started_at, &read_stripes(number, None)) {
+            return Ok(None);
+        }
+        let route = self.inner.resolve(number).await?;
+        let stripes = read_stripes(number, parts_of(route.as_ref()));
+        Ok((!self.unsettled(started_at, &stripes)).then_some(route))
     }
 }
 
@@ -552,7 +629,7 @@ impl<R: Resolver> RouteCache<R> {
         refreshing.insert(number.clone());
         drop(refreshing);
         let number = number.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             // the number is released even if the refresh panics
             let _refreshing = Refreshing {
                 set: &cache.refreshing,
@@ -571,12 +648,10 @@ impl<R: Resolver> RouteCache<R> {
     async fn refresh(&self, number: &E164) -> &'static str {
         let started_at = self.snapshot();
         let generation = self.generation.load(Ordering::Acquire);
-        match self.inner.resolve(number).await {
-            Ok(route) => {
+        match self.read_below(number, &started_at).await {
+            Ok(None) => "raced",
+            Ok(Some(route)) => {
                 let parts = parts_of(route.as_ref());
-                if self.changed_since(&started_at, &read_stripes(number, parts)) {
-                    return "raced";
-                }
                 let entry = self.keep_parts(route.as_ref()).await;
                 self.numbers.insert(number.clone(), entry).await;
                 if self.undo_if_raced(number, parts, &started_at).await {
@@ -644,15 +719,18 @@ impl<R: Resolver> RouteCache<R> {
         }))
     }
 
-    /// One agent or organization: the fresh cached copy, else `load`ed from
-    /// the next tier, concurrent reloads of one id coalesced, and cached
-    /// unless an invalidation ran meanwhile (as in [`Self::load`]).
+    /// One agent or organization: the fresh cached copy, else loaded from
+    /// the next tier (`below`), concurrent reloads of one id coalesced, and
+    /// cached unless an invalidation ran meanwhile (as in [`Self::load`]);
+    /// from the `source` while a change to it settles or if one raced the
+    /// load (as in [`Self::read_below`]).
     async fn part<T: Send + Sync + 'static>(
         &self,
         kind: Kind,
         cache: &Cache<Uuid, Entry<Arc<T>>>,
         id: Uuid,
-        load: impl std::future::Future<Output = Result<Option<Arc<T>>, ResolveError>>,
+        below: impl std::future::Future<Output = Result<Option<Arc<T>>, ResolveError>>,
+        source: impl std::future::Future<Output = Result<Option<Arc<T>>, ResolveError>>,
     ) -> Result<Option<Arc<T>>, ResolveError> {
         if let Some(entry) = cache.get(&id).await {
             if self.fresh(&entry, Instant::now()) {
@@ -660,18 +738,24 @@ impl<R: Resolver> RouteCache<R> {
             }
             cache.invalidate(&id).await;
         }
-        let stripe = &self.stripes[stripe(kind, &id)];
+        let index = stripe(kind, &id);
+        let stripe = &self.stripes[index];
         let started_at = stripe.load(Ordering::Acquire);
+        let mut snapshot = [0; STRIPES];
+        snapshot[index] = started_at;
         let loaded = cache
             .try_get_with(id, async {
-                let value = load
+                if !self.unsettled(&snapshot, &[index]) {
+                    let value = below.await.map_err(PartError::Source)?;
+                    if !self.unsettled(&snapshot, &[index]) {
+                        return Ok(Entry::new(value.ok_or(PartError::Gone)?, Instant::now()));
+                    }
+                }
+                let value = source
                     .await
                     .map_err(PartError::Source)?
                     .ok_or(PartError::Gone)?;
-                if stripe.load(Ordering::Acquire) != started_at {
-                    return Err(PartError::Raced(value));
-                }
-                Ok(Entry::new(value, Instant::now()))
+                Err(PartError::Raced(value))
             })
             .await;
         let value = match loaded {
@@ -762,6 +846,12 @@ impl<R: Resolver> RouteCache<R> {
 }
 
 impl<R: Resolver> Resolver for RouteCache<R> {
+    type Source = R::Source;
+
+    fn source(&self) -> &Self::Source {
+        self.inner.source()
+    }
+
     async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
         // The tiers below are reached through a box: their futures (a
         // Redis round trip, a pooled query, the coalescing around them)
@@ -786,8 +876,14 @@ impl<R: Resolver> Resolver for RouteCache<R> {
         if !self.enabled() {
             return self.inner.resolve_agent(id).await;
         }
-        self.part(Kind::Agent, &self.agents, id, self.inner.resolve_agent(id))
-            .await
+        self.part(
+            Kind::Agent,
+            &self.agents,
+            id,
+            self.inner.resolve_agent(id),
+            self.inner.source().resolve_agent(id),
+        )
+        .await
     }
 
     async fn resolve_organization(
@@ -802,6 +898,7 @@ impl<R: Resolver> Resolver for RouteCache<R> {
             &self.organizations,
             id,
             self.inner.resolve_organization(id),
+            self.inner.source().resolve_organization(id),
         )
         .await
     }
@@ -874,6 +971,19 @@ fn parts_of(route: Option<&Route>) -> Option<(Uuid, Uuid)> {
     route.map(|r| (r.agent.id, r.organization.id))
 }
 
+/// Settles a change's stripe when dropped: however the invalidation of the
+/// tiers below ends, L1 does not bypass them for ever.
+struct Settled<R: Resolver> {
+    cache: Arc<RouteCache<R>>,
+    stripe: usize,
+}
+
+impl<R: Resolver> Drop for Settled<R> {
+    fn drop(&mut self) {
+        self.cache.settle(self.stripe);
+    }
+}
+
 /// Takes a number off the refreshing set when its refresh ends, however it
 /// ends.
 struct Refreshing<'a> {
@@ -927,6 +1037,12 @@ mod tests {
     }
 
     impl Resolver for Table {
+        type Source = Self;
+
+        fn source(&self) -> &Self {
+            self
+        }
+
         async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
             self.reads.fetch_add(1, Ordering::SeqCst);
             if self.down.load(Ordering::SeqCst) {
@@ -1202,6 +1318,158 @@ mod tests {
         assert_eq!(cache.inner().reads.load(Ordering::SeqCst), 1);
     }
 
+    /// A caching tier between L1 and the table, as L2 is: it keeps what
+    /// it reads until invalidated, and each of its invalidations waits for
+    /// a permit of `gate`.
+    struct Copying {
+        table: Table,
+        copy: Mutex<Vec<Route>>,
+        gate: Arc<Semaphore>,
+        /// Reads this tier answered from its copy.
+        copy_reads: AtomicUsize,
+    }
+
+    impl Copying {
+        fn kept<T>(&self, pick: impl Fn(&Route) -> Option<T>) -> Option<T> {
+            let found = self.copy.lock().unwrap().iter().find_map(pick);
+            if found.is_some() {
+                self.copy_reads.fetch_add(1, Ordering::SeqCst);
+            }
+            found
+        }
+    }
+
+    impl Resolver for Copying {
+        type Source = Table;
+
+        fn source(&self) -> &Table {
+            &self.table
+        }
+
+        async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
+            if let Some(route) = self.kept(|r| (&r.number == number).then(|| r.clone())) {
+                return Ok(Some(route));
+            }
+            let route = self.table.resolve(number).await?;
+            self.copy.lock().unwrap().extend(route.clone());
+            Ok(route)
+        }
+
+        async fn resolve_agent(&self, id: Uuid) -> Result<Option<Arc<Agent>>, ResolveError> {
+            match self.kept(|r| (r.agent.id == id).then(|| r.agent.clone())) {
+                Some(agent) => Ok(Some(agent)),
+                None => self.table.resolve_agent(id).await,
+            }
+        }
+
+        async fn resolve_organization(
+            &self,
+            id: Uuid,
+        ) -> Result<Option<Arc<Organization>>, ResolveError> {
+            match self.kept(|r| (r.organization.id == id).then(|| r.organization.clone())) {
+                Some(org) => Ok(Some(org)),
+                None => self.table.resolve_organization(id).await,
+            }
+        }
+
+        async fn find_customer(&self, _: Uuid, _: &E164) -> Result<Option<Customer>, ResolveError> {
+            Ok(None)
+        }
+
+        async fn call_org(&self, _: Uuid) -> Result<Option<Uuid>, ResolveError> {
+            Ok(None)
+        }
+
+        async fn invalidate(&self, _: &Change) {
+            self.gate.acquire().await.expect("never closed").forget();
+            self.copy.lock().unwrap().clear();
+        }
+    }
+
+    /// Waits until no change is settling in the tiers below.
+    async fn settled<R: Resolver>(cache: &RouteCache<R>) {
+        while cache.settling.iter().any(|s| s.load(Ordering::Acquire) > 0) {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_is_answered_from_the_source_until_the_tiers_below_have_it_too() {
+        let below = Copying {
+            table: Table::default(),
+            copy: Mutex::default(),
+            gate: Arc::new(Semaphore::new(0)),
+            copy_reads: AtomicUsize::new(0),
+        };
+        below
+            .table
+            .routes
+            .lock()
+            .unwrap()
+            .push(route("+14155550100", "Reception"));
+        let gate = below.gate.clone();
+        let cache = RouteCache::new(below, settings());
+        cache.set_confirmed(true);
+        let agent_of = |route: Option<Route>| route.map(|r| r.agent.name.clone());
+        assert_eq!(
+            agent_of(cache.resolve(&number()).await.unwrap()).as_deref(),
+            Some("Reception")
+        );
+
+        // the agent is renamed at the source; the tier below still holds
+        // the old copy, and its invalidation is held at the gate
+        cache.inner().table.routes.lock().unwrap()[0] = route("+14155550100", "Front desk");
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            cache.apply(&Change::Agent(Uuid::from_u128(2))),
+        )
+        .await
+        .expect("applying a change does not wait for the tiers below");
+        for _ in 0..2 {
+            assert_eq!(
+                agent_of(cache.resolve(&number()).await.unwrap()).as_deref(),
+                Some("Front desk"),
+                "answered from the tier below's old copy while its invalidation ran"
+            );
+        }
+        assert_eq!(cache.inner().copy_reads.load(Ordering::SeqCst), 0);
+
+        // a renumbered route while settling: the whole route from the source
+        cache.inner().table.routes.lock().unwrap()[0] = route("+14155550100", "Night line");
+        cache.apply(&Change::Number(number())).await;
+        assert_eq!(
+            agent_of(cache.resolve(&number()).await.unwrap()).as_deref(),
+            Some("Night line")
+        );
+        assert_eq!(cache.inner().copy_reads.load(Ordering::SeqCst), 0);
+
+        // once the tier below has forgotten its copy, reads go through it
+        // again, and what they read is kept
+        gate.add_permits(2);
+        settled(&cache).await;
+        for _ in 0..2 {
+            assert_eq!(
+                agent_of(cache.resolve(&number()).await.unwrap()).as_deref(),
+                Some("Night line")
+            );
+        }
+        let table_reads = cache.inner().table.reads.load(Ordering::SeqCst);
+        assert_eq!(
+            cache
+                .resolve(&number())
+                .await
+                .unwrap()
+                .map(|r| r.agent.name.clone())
+                .as_deref(),
+            Some("Night line")
+        );
+        assert_eq!(
+            cache.inner().table.reads.load(Ordering::SeqCst),
+            table_reads,
+            "kept in L1 once settled"
+        );
+    }
+
     #[tokio::test]
     async fn each_kind_of_change_evicts_what_it_names() {
         let cache = cache_over(Some("Reception"), None, settings());
@@ -1250,6 +1518,7 @@ mod tests {
             *r = route(r.number.as_str(), "Front desk");
         }
         cache.apply(&Change::Agent(Uuid::from_u128(2))).await;
+        settled(&cache).await;
         for _ in 0..2 {
             for n in &numbers {
                 let resolved = cache.resolve(n).await.unwrap().unwrap();
@@ -1270,6 +1539,7 @@ mod tests {
         // a part that is gone: the binding is outdated, the route reloads
         cache.inner().routes.lock().unwrap().clear();
         cache.apply(&Change::Organization(Uuid::from_u128(1))).await;
+        settled(&cache).await;
         assert!(cache.resolve(&numbers[0]).await.unwrap().is_none());
         assert_eq!(cache.inner().reads.load(Ordering::SeqCst), 3);
     }
@@ -1319,9 +1589,14 @@ mod tests {
         cache.apply(&Change::Agent(Uuid::from_u128(2))).await;
         gate.notify_one(); // the slow load finishes after the eviction
 
-        // the racing request itself is answered with what it read
-        assert_eq!(slow.await.unwrap().unwrap().unwrap().agent.name, "Old");
-        // but the next one reads the new row
+        // the racing request itself rereads the source, and is answered
+        // with the new row
+        tokio::time::timeout(Duration::from_secs(5), cache.inner().entered.notified())
+            .await
+            .expect("a load that raced a change rereads the source");
+        gate.notify_one();
+        assert_eq!(slow.await.unwrap().unwrap().unwrap().agent.name, "New");
+        // and the next one reads it too, not an old row kept by the load
         assert_eq!(reread(&cache, &gate).await, "New");
     }
 

@@ -149,6 +149,14 @@ pub enum ResolveError {
 /// Where routes come from. Implemented by the PostgreSQL store and by the
 /// cache tiers in front of it; the [`Router`] does not know which it has.
 pub trait Resolver: Send + Sync + 'static {
+    /// The tier at the bottom: the source of truth itself (PostgreSQL).
+    type Source: Resolver;
+
+    /// The source of truth, past every cache in this tier and below: what
+    /// a cache above asks while what these tiers hold is being
+    /// invalidated.
+    fn source(&self) -> &Self::Source;
+
     /// The route for `number`, `Ok(None)` when the number is not provisioned.
     fn resolve(
         &self,
@@ -205,6 +213,12 @@ pub trait Resolver: Send + Sync + 'static {
 
 /// A shared resolver resolves like the one it shares.
 impl<R: Resolver> Resolver for Arc<R> {
+    type Source = R::Source;
+
+    fn source(&self) -> &Self::Source {
+        (**self).source()
+    }
+
     fn resolve(
         &self,
         number: &E164,

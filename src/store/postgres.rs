@@ -229,6 +229,12 @@ pub(super) enum Failure {
 }
 
 impl Resolver for PgStore {
+    type Source = Self;
+
+    fn source(&self) -> &Self {
+        self
+    }
+
     async fn call_org(&self, call_id: Uuid) -> Result<Option<Uuid>, ResolveError> {
         self.find_call_org(call_id).await
     }

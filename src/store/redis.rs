@@ -393,6 +393,12 @@ impl<R: Resolver> RedisTier<R> {
 }
 
 impl<R: Resolver> Resolver for RedisTier<R> {
+    type Source = R::Source;
+
+    fn source(&self) -> &Self::Source {
+        self.inner.source()
+    }
+
     async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
         if self.settings.ttl.is_zero() {
             return self.inner.resolve(number).await;
