@@ -148,7 +148,7 @@ fn describe_metrics() {
     );
     histogram!(
         "switchboard_invalidation_lag_seconds",
-        "Time from a route change's commit to its eviction here."
+        "Time from a route change's log entry (just before its commit) to its eviction from L1 here."
     );
     histogram!(
         "switchboard_store_query_seconds",
