@@ -12,6 +12,9 @@
 //! * Freshness comes from invalidations ([`RouteCache::apply`]), driven by
 //!   the database's change log (`crate::invalidation`). While that feed is
 //!   down, entries older than `unconfirmed_ttl` are not trusted.
+//! * A change is applied when L1 evicts it; the tiers below (L2) forget it
+//!   behind, and until they have, L1 reads what it names from the source
+//!   ([`Resolver::source`]), past them.
 //! * A route past its TTL is answered at once while the invalidation feed is
 //!   live, and refreshed behind the answer ([`BACKGROUND_REFRESHES`] at a
 //!   time): the TTL is a safety net for missed changes, and a request must
