@@ -71,7 +71,7 @@ pub fn spawn<R: Resolver>(
 
 /// Runs the listener until `stop` is raised (or its sender dropped),
 /// reconnecting with backoff.
-pub async fn run<R: Resolver>(
+async fn run<R: Resolver>(
     direct_url: String,
     cache: Arc<RouteCache<R>>,
     mut stop: watch::Receiver<bool>,

@@ -741,16 +741,13 @@ impl<R: Resolver> RouteCache<R> {
             }
             cache.invalidate(&id).await;
         }
-        let index = stripe(kind, &id);
-        let stripe = &self.stripes[index];
-        let started_at = stripe.load(Ordering::Acquire);
-        let mut snapshot = [0; STRIPES];
-        snapshot[index] = started_at;
+        let stripes = [stripe(kind, &id)];
+        let started_at = self.snapshot();
         let loaded = cache
             .try_get_with(id, async {
-                if !self.unsettled(&snapshot, &[index]) {
+                if !self.unsettled(&started_at, &stripes) {
                     let value = below.await.map_err(PartError::Source)?;
-                    if !self.unsettled(&snapshot, &[index]) {
+                    if !self.unsettled(&started_at, &stripes) {
                         return Ok(Entry::new(value.ok_or(PartError::Gone)?, Instant::now()));
                     }
                 }
@@ -769,7 +766,7 @@ impl<R: Resolver> RouteCache<R> {
                 PartError::Raced(value) => Some(value.clone()),
             },
         };
-        if stripe.load(Ordering::Acquire) != started_at {
+        if self.changed_since(&started_at, &stripes) {
             cache.invalidate(&id).await;
         }
         Ok(value)
