@@ -1,7 +1,11 @@
 //! Cost of one route resolution on each tier: an L1 (in-process) hit, an
 //! L2 (Redis) hit, and L3 (PostgreSQL through PgBouncer in transaction
-//! mode); and the invalidation lag from a commit to a fresh answer. Compare them as ratios within one run; absolute times on a shared
-//! machine move by 2× between runs.
+//! mode); and the invalidation lag from a commit to a fresh answer. Compare
+//! them as ratios within one run; absolute times on a shared machine move by
+//! 2× between runs. The baseline of the L2 hit is a plain `GET` of a value
+//! of a route part's size over the same kind of connection (redis-rs's
+//! `ConnectionManager`): the difference is the tier's own work (its script
+//! reading three keys, and decoding them).
 //!
 //! Needs the local stack: `deploy/local/stack up`, then
 //! `eval "$(deploy/local/stack env)"; cargo bench --bench resolve`.
@@ -46,10 +50,13 @@ fn cache_settings() -> CacheSettings {
     }
 }
 
+/// The L2 baseline's key, outside every key prefix the daemon uses.
+const BASELINE_KEY: &str = "bench-resolve-baseline";
+
 fn resolve(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let number = E164::from_canonical("+14155550100").unwrap();
-    let (l3, l2, l1) = runtime.block_on(async {
+    let (l3, l2, l1, redis_get) = runtime.block_on(async {
         let url = bench_database().await.pooled_url;
         let l3 = PgStore::new(&url, &pool_settings()).unwrap();
         let redis = RedisSettings {
@@ -77,7 +84,20 @@ fn resolve(c: &mut Criterion) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         l1.resolve(&number).await.unwrap();
-        (l3, l2, l1)
+        let mut redis_get = redis::Client::open(env("REDIS_URL"))
+            .unwrap()
+            .get_connection_manager()
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(BASELINE_KEY)
+            .arg(vec![b'x'; 400])
+            .arg("EX")
+            .arg(600)
+            .query_async(&mut redis_get)
+            .await
+            .unwrap();
+        (l3, l2, l1, redis_get)
     });
 
     let mut group = c.benchmark_group("resolve");
@@ -88,6 +108,19 @@ fn resolve(c: &mut Criterion) {
     group.bench_function("l2_redis_hit", |b| {
         b.to_async(&runtime)
             .iter(|| async { black_box(l2.resolve(&number).await.unwrap()) })
+    });
+    group.bench_function("redis_get_400_bytes", |b| {
+        b.to_async(&runtime).iter(|| {
+            let mut connection = redis_get.clone();
+            async move {
+                let value: Vec<u8> = redis::cmd("GET")
+                    .arg(BASELINE_KEY)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+                black_box(value)
+            }
+        })
     });
     group.bench_function("l3_postgres_via_pgbouncer", |b| {
         b.to_async(&runtime)

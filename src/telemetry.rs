@@ -15,6 +15,14 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     1.0,
 ];
 
+/// Histogram buckets for `switchboard_invalidation_lag_seconds`, in
+/// seconds: dense around the few milliseconds a change should take to reach
+/// L1, up to the seconds a replay after a reconnect can take.
+pub const INVALIDATION_LAG_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002, 0.003, 0.004, 0.005, 0.007_5, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
 /// Histogram buckets for the recorder's batch sizes, in events: from single
 /// events (a quiet daemon) to full batches.
 pub const BATCH_SIZE_BUCKETS: &[f64] = &[
@@ -45,6 +53,12 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("bucket list is not empty")
+                // a full name wins over the suffix
+                .set_buckets_for_metric(
+                    Matcher::Full("switchboard_invalidation_lag_seconds".into()),
+                    INVALIDATION_LAG_BUCKETS,
+                )
                 .expect("bucket list is not empty")
                 .set_buckets_for_metric(
                     Matcher::Full("switchboard_recorder_batch_size".into()),

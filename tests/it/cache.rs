@@ -118,6 +118,29 @@ async fn every_kind_of_change_reaches_two_replicas() {
     )
     .await;
     println!("invalidation lag (commit → both replicas answer anew): {lags:?}");
+
+    // each applied change is in the lag histogram, whose buckets resolve
+    // the few milliseconds around its target
+    let (_, metrics) = first.admin_get("/metrics").await;
+    let bounds: Vec<f64> = metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("switchboard_invalidation_lag_seconds_bucket{le=\"")?;
+            rest.split_once('"')?.0.parse().ok()
+        })
+        .filter(|bound: &f64| bound.is_finite())
+        .collect();
+    assert_eq!(
+        bounds,
+        switchboard::telemetry::INVALIDATION_LAG_BUCKETS,
+        "lag buckets in:\n{metrics}"
+    );
+    let applied = crate::helpers::metric(
+        first.admin_addr,
+        "switchboard_invalidation_lag_seconds_count",
+    )
+    .await;
+    assert!(applied >= changes.len() as f64, "{applied} lags recorded");
 }
 
 #[tokio::test]
