@@ -1355,6 +1355,11 @@ fn goodput(r: &Results, label: &str, rep: u32) -> Option<f64> {
     get(r, label, rep).map(|x| x.goodput)
 }
 
+/// The share of `peak`'s goodput that `during` lost.
+fn drop_from(r: &Results, during: &str, peak: &str, rep: u32) -> Option<f64> {
+    Some(1.0 - goodput(r, during, rep)? / goodput(r, peak, rep)?)
+}
+
 /// One of a run's extra figures.
 fn extra(r: &Results, label: &str, key: &str, rep: u32) -> Option<f64> {
     get(r, label, rep)?.extra.get(key).copied()
@@ -1478,7 +1483,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "hot throughput drop during updates",
         formula: "1 − hot_updates / hot_peak",
-        figure: |r, n| Some(1.0 - goodput(r, "hot_updates", n)? / goodput(r, "hot_peak", n)?),
+        figure: |r, n| drop_from(r, "hot_updates", "hot_peak", n),
         bound: 0.05,
         at_most: true,
     },
@@ -1486,8 +1491,10 @@ const TARGETS: &[Target] = &[
         name: "the same, less the no-op's drop under the same updates (what the database's work takes from the shared cores)",
         formula: "(1 − hot_updates / hot_peak) − (1 − noop_updates / noop_peak)",
         figure: |r, n| {
-            let drop = |during: &str, peak: &str| Some(1.0 - goodput(r, during, n)? / goodput(r, peak, n)?);
-            Some(drop("hot_updates", "hot_peak")? - drop("noop_updates", "noop_peak")?)
+            Some(
+                drop_from(r, "hot_updates", "hot_peak", n)?
+                    - drop_from(r, "noop_updates", "noop_peak", n)?,
+            )
         },
         bound: 0.05,
         at_most: true,
