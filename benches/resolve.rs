@@ -4,7 +4,7 @@
 //! them as ratios within one run; absolute times on a shared machine move by
 //! 2× between runs. The baseline of the L2 hit is a plain `GET` of a value
 //! of a route part's size over the same kind of connection (redis-rs's
-//! `ConnectionManager`): the difference is the tier's own work (its script
+//! multiplexed connection): the difference is the tier's own work (its script
 //! reading three keys, and decoding them).
 //!
 //! Needs the local stack: `deploy/local/stack up`, then
@@ -86,7 +86,7 @@ fn resolve(c: &mut Criterion) {
         l1.resolve(&number).await.unwrap();
         let mut redis_get = redis::Client::open(env("REDIS_URL"))
             .unwrap()
-            .get_connection_manager()
+            .get_multiplexed_async_connection()
             .await
             .unwrap();
         let _: () = redis::cmd("SET")

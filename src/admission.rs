@@ -29,10 +29,10 @@
 
 use std::time::{Duration, Instant};
 
-use redis::{aio::ConnectionManager, AsyncCommands, Script};
+use redis::{aio::MultiplexedConnection, AsyncCommands, Script};
 use uuid::Uuid;
 
-use crate::{routing::Organization, store::redis::LazyConnection};
+use crate::{routing::Organization, store::redis_link::RedisLink};
 
 /// Version of the key layout, part of every key.
 const LAYOUT: &str = "v1";
@@ -217,14 +217,14 @@ pub struct AdmissionError(String);
 
 /// The admission controller; cheap to share.
 pub struct Admission {
-    connection: LazyConnection,
+    connection: RedisLink,
     settings: AdmissionSettings,
     take_lease: Script,
     count_leases: Script,
 }
 
 impl Admission {
-    pub fn new(connection: LazyConnection, settings: AdmissionSettings) -> Self {
+    pub fn new(connection: RedisLink, settings: AdmissionSettings) -> Self {
         Self {
             connection,
             settings,
@@ -392,17 +392,21 @@ impl Admission {
     /// Runs one Redis exchange within the admission timeout.
     async fn command<T, F>(
         &self,
-        run: impl FnOnce(ConnectionManager) -> F,
+        run: impl FnOnce(MultiplexedConnection) -> F,
     ) -> Result<T, AdmissionError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let connection = self
+        let (connection, epoch) = self
             .connection
             .get()
             .ok_or_else(|| AdmissionError("not connected".into()))?;
         match tokio::time::timeout(self.settings.timeout, run(connection)).await {
-            Ok(result) => result.map_err(|e| AdmissionError(e.to_string())),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                self.connection.failed(epoch, &error);
+                Err(AdmissionError(error.to_string()))
+            }
             Err(_) => Err(AdmissionError(format!(
                 "no answer within {:?}",
                 self.settings.timeout
@@ -453,7 +457,7 @@ mod tests {
     #[tokio::test]
     async fn a_preview_without_redis_is_decided_by_the_policy_and_off_asks_nothing() {
         // nothing listens on port 1: never connected
-        let nowhere = || LazyConnection::new("redis://127.0.0.1:1/", Duration::from_millis(50));
+        let nowhere = || RedisLink::new("redis://127.0.0.1:1/", Duration::from_millis(50));
         for (mode, policy, decision) in [
             (
                 AdmissionMode::Enforce,

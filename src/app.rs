@@ -22,7 +22,8 @@ use crate::{
     recorder::{Recorder, RecorderSettings, Spool, SpoolSettings},
     routing::{CacheSettings, RouteCache, Router},
     store::{
-        redis::{LazyConnection, RedisSettings, RedisTier},
+        redis::{RedisSettings, RedisTier},
+        redis_link::RedisLink,
         PgStore, PoolSettings,
     },
     telemetry,
@@ -124,12 +125,13 @@ impl Application {
         let grpc_addr = grpc_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
-        let redis = LazyConnection::new(
+        let redis = RedisLink::new(
             config.redis_url.expose_secret(),
-            // inside the client; every use bounds its own wait far shorter
+            // connects, health checks and responses inside the client; every
+            // use bounds its own wait far shorter
             Duration::from_millis(500),
         )
-        .map_err(anyhow::Error::msg)?;
+        .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {e}"))?;
         let l2 = RedisTier::with_connection(
             redis.clone(),
             store.clone(),
@@ -428,6 +430,11 @@ mod tests {
     /// daemon's instructions per lookup were those copies.
     #[test]
     fn an_l1_hit_does_not_carry_the_lower_tiers() {
+        // the Redis connection's supervisor is spawned (and never run)
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _runtime = runtime.enter();
         let unreachable = Duration::from_millis(1);
         let store = PgStore::new(
             "postgres://switchboard_daemon@127.0.0.1:1/none",

@@ -18,7 +18,9 @@
 //! * A route past its TTL is answered at once while the invalidation feed is
 //!   live, and refreshed behind the answer ([`BACKGROUND_REFRESHES`] at a
 //!   time): the TTL is a safety net for missed changes, and a request must
-//!   not wait on the database for it. With the feed down it is reread first.
+//!   not wait on the database for it. With the feed down it is reread first,
+//!   once for every request waiting for it; the stale copy stays in place
+//!   meanwhile, and answers all of them if the source cannot be read.
 //! * A load that read a row before a change committed must not re-insert it
 //!   after the change's eviction: every eviction bumps a generation counter
 //!   for what it names (one of [`STRIPES`], by hash), and a load that sees
@@ -254,12 +256,19 @@ pub struct RouteCache<R> {
     refreshes: Arc<Semaphore>,
     /// Numbers being refreshed behind an answer: one refresh per number.
     refreshing: Mutex<HashSet<E164>>,
+    /// Rereads of stale routes that must be checked before they are
+    /// answered (the invalidation feed is down), coalesced per number. The
+    /// stale entry stays in `numbers` meanwhile, so that every request that
+    /// arrives during the reread can still fall back on it; an entry here
+    /// lives only as long as its reread.
+    rereads: Cache<E164, Option<Route>>,
 }
 
 impl<R: Resolver> RouteCache<R> {
     /// Shared from the start: refreshes behind an answer run as tasks of
     /// their own, holding the cache.
     pub fn new(inner: R, settings: CacheSettings) -> Arc<Self> {
+        let settings_capacity = settings.capacity;
         let numbers = Cache::builder()
             .max_capacity(settings.capacity)
             .expire_after(BindingExpiry {
@@ -293,6 +302,7 @@ impl<R: Resolver> RouteCache<R> {
             runtime: Handle::try_current().ok(),
             refreshes: Arc::new(Semaphore::new(BACKGROUND_REFRESHES)),
             refreshing: Mutex::new(HashSet::new()),
+            rereads: Cache::builder().max_capacity(settings_capacity).build(),
         })
     }
 
@@ -773,14 +783,15 @@ impl<R: Resolver> RouteCache<R> {
     }
 
     /// What [`Resolver::resolve`] does when L1 has no fresh route: serve a
-    /// stale one, complete a binding, or load the route from the next tier.
+    /// stale one (rereading it first if it cannot be trusted), complete a
+    /// binding, or load the route from the next tier.
     async fn resolve_missed(
         &self,
         number: &E164,
         lookup: Lookup,
         started: Instant,
     ) -> Result<Option<Route>, ResolveError> {
-        let stale = match lookup {
+        match lookup {
             Lookup::Hit(route) => return Ok(route),
             Lookup::Stale(route, true) => {
                 // a refresh failed moments ago (and said so in the log): do
@@ -788,7 +799,7 @@ impl<R: Resolver> RouteCache<R> {
                 count_stale();
                 return Ok(Some(route));
             }
-            Lookup::Miss => None,
+            Lookup::Miss => {}
             // The binding is current but a change evicted its agent or
             // organization: reload only that part, once for all the numbers
             // that share it.
@@ -802,14 +813,10 @@ impl<R: Resolver> RouteCache<R> {
                 }
                 // a part is gone, so the binding is outdated: reload whole
                 self.numbers.invalidate(number).await;
-                None
             }
             // The binding itself is due a refresh: reload the route whole
             // (one joined query refills all three parts).
-            Lookup::Partial(None) => {
-                self.numbers.invalidate(number).await;
-                None
-            }
+            Lookup::Partial(None) => self.numbers.invalidate(number).await,
             Lookup::Stale(route, false) => {
                 let binding = self.numbers.get(number).await;
                 if self.is_confirmed() && self.servable(binding.as_ref()) {
@@ -819,28 +826,69 @@ impl<R: Resolver> RouteCache<R> {
                     self.refresh_behind(number);
                     return Ok(Some(route));
                 }
-                self.numbers.invalidate(number).await;
-                Some((route, binding))
+                return self.reread_stale(number, route, binding, started).await;
             }
-        };
+        }
         metrics::counter!("switchboard_cache_misses_total", "tier" => "l1").increment(1);
-        let generation = self.generation.load(Ordering::Acquire);
         let result = self.load(number).await;
         metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "source")
             .record(started.elapsed().as_secs_f64());
-        match (result, stale) {
+        result
+    }
+
+    /// A stale route that must be checked against the tiers below before it
+    /// is answered (the invalidation feed is down, or the copy is past the
+    /// maximum age): reread it, one reread per number however many requests
+    /// wait for it. The stale entry stays where it is until the reread
+    /// replaces it, so a request arriving meanwhile finds it too and waits
+    /// for the same reread; if the source is unreachable, each of them is
+    /// answered from it (stale-if-error, up to the maximum age), and it is
+    /// not reread again for a moment.
+    async fn reread_stale(
+        &self,
+        number: &E164,
+        route: Route,
+        binding: Option<Entry<Option<Binding>>>,
+        started: Instant,
+    ) -> Result<Option<Route>, ResolveError> {
+        metrics::counter!("switchboard_cache_misses_total", "tier" => "l1").increment(1);
+        let generation = self.generation.load(Ordering::Acquire);
+        let started_at = self.snapshot();
+        let reread = self
+            .rereads
+            .try_get_with_by_ref(number, async {
+                match self.read_below(number, &started_at).await? {
+                    Some(read) => {
+                        let parts = parts_of(read.as_ref());
+                        let entry = self.keep_parts(read.as_ref()).await;
+                        self.numbers.insert(number.clone(), entry).await;
+                        self.undo_if_raced(number, parts, &started_at).await;
+                        Ok(read)
+                    }
+                    // a change to what it names is settling: the source's
+                    // answer, not kept (as in `load`)
+                    None => self.inner.source().resolve(number).await,
+                }
+            })
+            .await;
+        // the answer is for the requests that waited for it, not a cache
+        self.rereads.invalidate(number).await;
+        metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "source")
+            .record(started.elapsed().as_secs_f64());
+        match reread {
+            Ok(read) => Ok(read),
             // Stale-if-error: the source is unreachable, the copy is within
             // the maximum age. Keep it, and do not retry for a moment.
-            (
-                Err(ResolveError::Timeout(_) | ResolveError::Unavailable(_)),
-                Some((route, Some(binding))),
-            ) if self.servable(Some(&binding)) => {
-                self.keep_stale(number, binding, generation).await;
-                tracing::warn!(%number, "routing data unavailable; serving a stale cached route");
-                count_stale();
-                Ok(Some(route))
-            }
-            (result, _) => result,
+            Err(error) => match (&*error, binding) {
+                (ResolveError::Timeout(_) | ResolveError::Unavailable(_), Some(binding))
+                    if self.servable(Some(&binding)) =>
+                {
+                    self.keep_stale(number, binding, generation).await;
+                    count_stale();
+                    Ok(Some(route))
+                }
+                _ => Err((*error).clone()),
+            },
         }
     }
 }
@@ -1045,9 +1093,6 @@ mod tests {
 
         async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
             self.reads.fetch_add(1, Ordering::SeqCst);
-            if self.down.load(Ordering::SeqCst) {
-                return Err(ResolveError::Unavailable("connection refused".into()));
-            }
             let found = self
                 .routes
                 .lock()
@@ -1058,6 +1103,9 @@ mod tests {
             self.entered.notify_one();
             if let Some(gate) = &self.gate {
                 gate.notified().await;
+            }
+            if self.down.load(Ordering::SeqCst) {
+                return Err(ResolveError::Unavailable("connection refused".into()));
             }
             Ok(found)
         }
@@ -1633,6 +1681,56 @@ mod tests {
             cache.inner().reads.load(Ordering::SeqCst),
             2,
             "unconfirmed entry reread"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_request_waiting_for_a_failed_reread_is_answered_from_the_stale_copy() {
+        // the feed is down, so a stale entry is reread before it is served
+        let gate = Arc::new(Notify::new());
+        let cache = cache_over(
+            Some("Reception"),
+            Some(gate.clone()),
+            CacheSettings {
+                unconfirmed_ttl: Duration::ZERO,
+                ..settings()
+            },
+        );
+        gate.notify_one();
+        cache.resolve(&number()).await.unwrap();
+        cache.set_confirmed(false);
+        cache.inner().down.store(true, Ordering::SeqCst);
+
+        // (a current-thread runtime: every lookup below runs up to its
+        // first wait before this test goes on)
+        let lookups: Vec<_> = (0..20)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.resolve(&number()).await })
+            })
+            .collect();
+        tokio::time::timeout(Duration::from_secs(5), cache.inner().entered.notified())
+            .await
+            .expect("the stale entry is reread");
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        gate.notify_one();
+        for lookup in lookups {
+            let route = lookup.await.unwrap();
+            assert_eq!(
+                route
+                    .expect("stale-if-error for every waiting request")
+                    .unwrap()
+                    .agent
+                    .name,
+                "Reception"
+            );
+        }
+        assert_eq!(
+            cache.inner().reads.load(Ordering::SeqCst),
+            2,
+            "one reread for all of them"
         );
     }
 

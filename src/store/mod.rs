@@ -3,12 +3,15 @@
 //! * [`postgres`]: the pooled store behind routing ([`PgStore`]);
 //! * [`calls`]: call records and usage, written in batches by the recorder;
 //! * [`migrate`]: schema migrations over the direct connection;
-//! * [`seed`]: the demo data set.
+//! * [`seed`]: the demo data set;
+//! * [`redis`]: the route cache's L2 in Redis, and [`redis_link`]: the
+//!   Redis connection it shares with admission.
 
 pub mod calls;
 pub mod migrate;
 pub mod postgres;
 pub mod redis;
+pub mod redis_link;
 pub mod routing_changes;
 pub mod seed;
 

@@ -21,18 +21,15 @@
 //! back while the tombstone stands, and the tombstone outlives any load.
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use redis::{aio::ConnectionManager, AsyncCommands, Script, SetExpiry, SetOptions};
+use redis::{aio::MultiplexedConnection, AsyncCommands, Script, SetExpiry, SetOptions};
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
 use uuid::Uuid;
 
+use super::redis_link::RedisLink;
 use crate::routing::{
     Agent, Change, Customer, Organization, Peeked, ResolveError, Resolver, Route, Tier, E164,
 };
@@ -129,91 +126,30 @@ impl Binding {
 /// Redis in front of `R` (PostgreSQL).
 pub struct RedisTier<R> {
     inner: Arc<R>,
-    connection: LazyConnection,
+    connection: RedisLink,
     settings: RedisSettings,
     /// [`READ_ROUTE`], sent by digest (`EVALSHA`) once Redis knows it.
     read_route: Script,
 }
 
-/// One multiplexed Redis connection, opened in the background on first use
-/// and shared by every user (the cache tier and admission). Once open, it
-/// reconnects by itself.
-#[derive(Clone)]
-pub struct LazyConnection {
-    client: redis::Client,
-    cell: Arc<OnceCell<ConnectionManager>>,
-    connecting: Arc<AtomicBool>,
-    /// Bounds connecting and each response inside the client; callers still
-    /// put their own, shorter timeout around every command.
-    timeout: Duration,
-}
-
-impl LazyConnection {
-    /// Starts connecting at once when called inside a runtime.
-    pub fn new(redis_url: &str, timeout: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(redis_url)
-            .map_err(|e| format!("REDIS_URL is not a valid Redis URL: {e}"))?;
-        let connection = Self {
-            client,
-            cell: Arc::new(OnceCell::new()),
-            connecting: Arc::new(AtomicBool::new(false)),
-            timeout,
-        };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            connection.get();
-        }
-        Ok(connection)
-    }
-
-    /// The connection, if it is up; otherwise starts connecting in the
-    /// background and answers `None` at once: nobody waits for Redis.
-    pub fn get(&self) -> Option<ConnectionManager> {
-        if let Some(connection) = self.cell.get() {
-            return Some(connection.clone());
-        }
-        if !self.connecting.swap(true, Ordering::AcqRel) {
-            let (client, cell, connecting) = (
-                self.client.clone(),
-                self.cell.clone(),
-                self.connecting.clone(),
-            );
-            let timeout = self.timeout;
-            tokio::spawn(async move {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(timeout)
-                    .set_response_timeout(timeout);
-                match ConnectionManager::new_with_config(client, config).await {
-                    Ok(connection) => {
-                        let _ = cell.set(connection);
-                        metrics::gauge!("switchboard_redis_connected").set(1.0);
-                        tracing::info!("connected to Redis");
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot connect to Redis; serving without it")
-                    }
-                }
-                connecting.store(false, Ordering::Release);
-            });
-        }
-        None
-    }
-}
-
 impl<R: Resolver> RedisTier<R> {
-    /// Does not wait for Redis: the connection is opened in the background
-    /// (and retried on use), so the daemon starts, and serves from
-    /// PostgreSQL, without it.
-    pub fn new(redis_url: &str, inner: R, settings: RedisSettings) -> Result<Self, String> {
+    /// A tier on a connection of its own. Does not wait for Redis: the
+    /// daemon starts, and serves from PostgreSQL, without it.
+    pub fn new(
+        redis_url: &str,
+        inner: R,
+        settings: RedisSettings,
+    ) -> Result<Self, redis::RedisError> {
         let timeout = settings.timeout.max(Duration::from_millis(500));
         Ok(Self::with_connection(
-            LazyConnection::new(redis_url, timeout)?,
+            RedisLink::new(redis_url, timeout)?,
             inner,
             settings,
         ))
     }
 
-    /// A tier on a connection shared with other Redis users.
-    pub fn with_connection(connection: LazyConnection, inner: R, settings: RedisSettings) -> Self {
+    /// A tier on a connection shared with other Redis users (admission).
+    pub fn with_connection(connection: RedisLink, inner: R, settings: RedisSettings) -> Self {
         Self {
             inner: Arc::new(inner),
             connection,
@@ -230,7 +166,7 @@ impl<R: Resolver> RedisTier<R> {
     async fn command<T, F>(
         &self,
         what: &'static str,
-        run: impl FnOnce(ConnectionManager) -> F,
+        run: impl FnOnce(MultiplexedConnection) -> F,
     ) -> Option<T>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
@@ -243,18 +179,19 @@ impl<R: Resolver> RedisTier<R> {
         &self,
         what: &'static str,
         timeout: Duration,
-        run: impl FnOnce(ConnectionManager) -> F,
+        run: impl FnOnce(MultiplexedConnection) -> F,
     ) -> Option<T>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let Some(connection) = self.connection.get() else {
+        let Some((connection, epoch)) = self.connection.get() else {
             fallback("not_connected");
             return None;
         };
         match tokio::time::timeout(timeout, run(connection)).await {
             Ok(Ok(value)) => Some(value),
             Ok(Err(error)) => {
+                self.connection.failed(epoch, &error);
                 tracing::debug!(%error, what, "Redis command failed");
                 fallback("error");
                 None
@@ -370,10 +307,11 @@ impl<R: Resolver> RedisTier<R> {
     /// Writes keys that hold neither a value nor a tombstone, off the call
     /// path.
     fn write_if_absent(&self, writes: Vec<(String, Vec<u8>, Duration)>) {
-        let Some(connection) = self.connection.get() else {
+        let Some((connection, epoch)) = self.connection.get() else {
             return;
         };
         let timeout = self.settings.timeout;
+        let link = self.connection.clone();
         tokio::spawn(async move {
             let mut pipe = redis::pipe();
             for (key, value, ttl) in writes {
@@ -385,8 +323,13 @@ impl<R: Resolver> RedisTier<R> {
             let mut connection = connection;
             let written =
                 tokio::time::timeout(timeout * 4, pipe.query_async::<()>(&mut connection)).await;
-            if !matches!(written, Ok(Ok(()))) {
-                fallback("fill");
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    link.failed(epoch, &error);
+                    fallback("fill");
+                }
+                Err(_) => fallback("fill"),
             }
         });
     }

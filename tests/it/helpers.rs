@@ -484,7 +484,8 @@ fn os_user_ids(user: &str) -> (u32, u32) {
     (id("-u"), id("-g"))
 }
 
-/// A Redis of this test's own, which it may kill.
+/// A Redis of this test's own, which it may kill, restart on the same port,
+/// or freeze.
 pub struct PrivateRedis {
     port: u16,
     child: Option<Child>,
@@ -492,23 +493,42 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub async fn start() -> Self {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
+        let mut redis = Self::on_free_port();
+        redis.resume_process().await;
+        redis
+    }
+
+    /// Its port, with nothing listening yet: [`Self::resume_process`]
+    /// starts it.
+    pub fn on_free_port() -> Self {
+        Self {
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    /// Starts (or restarts) the process on its port, empty, and waits until
+    /// it answers.
+    pub async fn resume_process(&mut self) {
+        self.child = Some(
+            Command::new("redis-server")
+                .args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &self.port.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server"),
+        );
+        let port = self.port;
         eventually(
             "private redis accepting connections",
             Duration::from_secs(10),
@@ -519,10 +539,6 @@ impl PrivateRedis {
             },
         )
         .await;
-        Self {
-            port,
-            child: Some(child),
-        }
     }
 
     pub fn url(&self) -> String {
@@ -535,11 +551,147 @@ impl PrivateRedis {
             let _ = child.wait();
         }
     }
+
+    /// `SIGSTOP` (`true`) or `SIGCONT` (`false`): a frozen Redis keeps its
+    /// connections open and answers nothing.
+    pub fn freeze(&self, frozen: bool) {
+        let child = self.child.as_ref().expect("redis is running");
+        signal(child.id(), if frozen { "STOP" } else { "CONT" });
+    }
 }
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            signal(child.id(), "CONT");
+        }
         self.kill();
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success(), "kill -{name} {pid}");
+}
+
+/// A PostgreSQL cluster of this test's own (initdb in the stack's state
+/// directory, its own port), which it may stop and start again: for what
+/// only a dead database behind a live pooler shows. Start a
+/// [`PrivateBouncer`] on [`Self::stack`] in front of it.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: PathBuf,
+    run_as: Option<(u32, u32)>,
+}
+
+/// Where Debian's PostgreSQL 15 server programs are (the local stack's).
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl PrivatePostgres {
+    pub async fn start(stack: &Stack) -> Self {
+        let dir = stack
+            .state_dir
+            .join("test-postgres")
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let run_as = stack.run_as.as_deref().map(os_user_ids);
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+        }
+        let pg = Self {
+            port: free_port(),
+            dir,
+            run_as,
+        };
+        let initdb = pg
+            .command("initdb")
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .arg("--locale=C")
+            .arg("-D")
+            .arg(pg.data())
+            .output()
+            .expect("initdb");
+        assert!(
+            initdb.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        pg.pg_ctl("start");
+        pg
+    }
+
+    /// The stack's settings with this cluster as its PostgreSQL.
+    pub fn stack(&self) -> Stack {
+        Stack {
+            pg_port: self.port,
+            ..Stack::from_env()
+        }
+    }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`: no checkpoint,
+    /// every connection cut), as a crash does.
+    pub fn stop(&self) {
+        self.pg_ctl("stop");
+    }
+
+    /// Starts the stopped server again and waits until it accepts
+    /// connections.
+    pub fn resume_process(&self) {
+        self.pg_ctl("start");
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(format!("{PG_BIN}/{program}"));
+        command.current_dir(&self.dir).stdin(Stdio::null());
+        if let Some((uid, gid)) = self.run_as {
+            command.uid(uid).gid(gid);
+        }
+        command
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let mut command = self.command("pg_ctl");
+        command.arg("-D").arg(self.data()).args(["-w", "-t", "30"]);
+        match action {
+            "start" => command
+                .arg("-l")
+                .arg(self.dir.join("postgres.log"))
+                .arg("-o")
+                .arg(format!(
+                    "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off",
+                    self.port
+                ))
+                .arg("start"),
+            _ => command.args(["-m", "immediate", action]),
+        };
+        let output = command.output().expect("pg_ctl");
+        assert!(
+            output.status.success(),
+            "pg_ctl {action}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        if self.data().join("postmaster.pid").exists() {
+            let _ = self
+                .command("pg_ctl")
+                .arg("-D")
+                .arg(self.data())
+                .args(["-m", "immediate", "stop"])
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

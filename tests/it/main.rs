@@ -17,5 +17,6 @@ mod migrations;
 mod overload;
 mod pooler;
 mod prometheus;
+mod recovery;
 mod routing;
 mod security;
