@@ -384,7 +384,7 @@ impl PrivateBouncer {
                  listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
                  pool_mode = transaction\nauth_type = trust\nauth_file = {dir}/userlist.txt\n\
                  admin_users = postgres\ndefault_pool_size = 5\nmax_client_conn = 200\n\
-                 server_connect_timeout = 2\nquery_wait_timeout = 30\n\
+                 server_connect_timeout = 2\nserver_login_retry = 1\nquery_wait_timeout = 30\n\
                  ignore_startup_parameters = extra_float_digits,application_name\n\
                  logfile = {dir}/pgbouncer.log\n",
                 host = stack.pg_host,
