@@ -457,7 +457,7 @@ mod tests {
     #[tokio::test]
     async fn a_preview_without_redis_is_decided_by_the_policy_and_off_asks_nothing() {
         // nothing listens on port 1: never connected
-        let nowhere = || RedisLink::new("redis://127.0.0.1:1/", Duration::from_millis(50));
+        let nowhere = || RedisLink::new("redis://127.0.0.1:1/", None, Duration::from_millis(50));
         for (mode, policy, decision) in [
             (
                 AdmissionMode::Enforce,

@@ -64,6 +64,14 @@ impl Application {
             },
         )
         .map_err(anyhow::Error::msg)?;
+        for (setting, url) in [
+            ("DATABASE_URL", &config.database_url),
+            ("DATABASE_DIRECT_URL", &config.database_direct_url),
+        ] {
+            crate::store::connection::check_tls(url.expose_secret(), config.db_connect_timeout)
+                .await
+                .map_err(|e| anyhow::anyhow!("{setting}: {e}"))?;
+        }
         let spool = Spool::open(SpoolSettings {
             dir: config.spool_dir.clone(),
             max_bytes: config.spool_max_bytes,
@@ -125,8 +133,18 @@ impl Application {
         let grpc_addr = grpc_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
+        let redis_ca = match &config.redis_ca_file {
+            Some(path) => Some(std::fs::read(path).with_context(|| {
+                format!(
+                    "cannot read SWITCHBOARD_REDIS_CA_FILE {}",
+                    path.display()
+                )
+            })?),
+            None => None,
+        };
         let redis = RedisLink::new(
             config.redis_url.expose_secret(),
+            redis_ca,
             // connects, health checks and responses inside the client; every
             // use bounds its own wait far shorter
             Duration::from_millis(500),

@@ -157,6 +157,10 @@ pub struct ServeConfig {
     /// Redis URL: the route cache shared by all replicas (L2).
     #[arg(long, env = "REDIS_URL", value_parser = secret, hide_env_values = true)]
     pub redis_url: SecretString,
+    /// PEM CA certificates trusted for `rediss://` instead of the system's
+    /// roots (a private or managed Redis's own CA).
+    #[arg(long, env = "SWITCHBOARD_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Longest wait for one Redis command.
     #[arg(long, env = "SWITCHBOARD_REDIS_TIMEOUT", value_parser = duration, default_value = DEFAULT_REDIS_TIMEOUT)]
     pub redis_timeout: Duration,
@@ -344,6 +348,7 @@ impl ServeConfig {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            redis_ca_file: None,
             shutdown_grace: duration(DEFAULT_SHUTDOWN_GRACE).expect("valid default"),
             spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,

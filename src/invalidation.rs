@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use crate::{
     routing::{Change, Resolver, RouteCache, E164},
-    store::routing_changes,
+    store::{routing_changes, PgTarget},
 };
 
 /// The channel the change-log trigger notifies.
@@ -110,13 +110,11 @@ async fn session<R: Resolver>(
     cache: &RouteCache<R>,
     status: &Progress,
 ) -> Result<(), String> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| format!("DATABASE_DIRECT_URL: {e}"))?;
+    let mut target = PgTarget::parse(url).map_err(|e| format!("DATABASE_DIRECT_URL {e}"))?;
     // visible in pg_stat_activity, so an operator can tell this session apart
-    config.application_name(APPLICATION_NAME);
+    target.config.application_name(APPLICATION_NAME);
     let (client, mut connection) =
-        tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tokio_postgres::NoTls))
+        tokio::time::timeout(CONNECT_TIMEOUT, target.connect())
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| format!("connect: {e}"))?;

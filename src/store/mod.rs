@@ -1,6 +1,7 @@
 //! Everything that speaks SQL. Nothing outside this module knows a query.
 //!
 //! * [`postgres`]: the pooled store behind routing ([`PgStore`]);
+//! * [`connection`]: how every PostgreSQL connection is opened, with TLS;
 //! * [`calls`]: call records and usage, written in batches by the recorder;
 //! * [`migrate`]: schema migrations over the direct connection;
 //! * [`seed`]: the demo data set;
@@ -8,6 +9,7 @@
 //!   Redis connection it shares with admission.
 
 pub mod calls;
+pub mod connection;
 pub mod migrate;
 pub mod postgres;
 pub mod redis;
@@ -17,12 +19,24 @@ pub mod seed;
 
 pub use postgres::{PgStore, PoolSettings};
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+
+pub use connection::{PgTarget, SslMode, TargetError};
+
+/// Why a direct session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("the connection string {0}")]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Connect(#[from] tokio_postgres::Error),
+}
 
 /// Opens one session on the direct (non-pooled) connection, for migrations
-/// and seeding. The connection task is spawned and logs if it fails.
-pub async fn connect_direct(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+/// and seeding, with TLS as its `sslmode` says. The connection task is
+/// spawned and logs if it fails.
+pub async fn connect_direct(url: &str) -> Result<Client, ConnectError> {
+    let (client, connection) = PgTarget::parse(url)?.connect().await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "direct database connection closed");

@@ -16,15 +16,16 @@
 //! have their own timeout, so a dead or hung database turns into a
 //! [`ResolveError`] in bounded time instead of a stuck call.
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use serde_json::{Map, Value};
-use tokio_postgres::{types::Type, NoTls, Row};
+use tokio_postgres::{types::Type, Row};
 use uuid::Uuid;
 
+use super::PgTarget;
 use crate::routing::{Agent, Customer, Organization, ResolveError, Resolver, Route, E164};
 
 /// Pool and timeout settings for the pooled path.
@@ -104,15 +105,16 @@ impl PgStore {
     /// Builds the pool. Connections are opened lazily, so this succeeds while
     /// the database is down; `ping` says whether it answers.
     pub fn new(database_url: &str, settings: &PoolSettings) -> Result<Self, String> {
-        let mut config = tokio_postgres::Config::from_str(database_url)
-            .map_err(|e| format!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
+        let PgTarget {
+            mut config, tls, ..
+        } = PgTarget::parse(database_url).map_err(|e| format!("DATABASE_URL {e}"))?;
         config.connect_timeout(settings.connect_timeout);
         if config.get_application_name().is_none() {
             config.application_name("switchboard");
         }
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 // `Fast` only checks that the connection is open: a
                 // `select 1` per checkout would double the round trips.

@@ -142,7 +142,7 @@ impl<R: Resolver> RedisTier<R> {
     ) -> Result<Self, redis::RedisError> {
         let timeout = settings.timeout.max(Duration::from_millis(500));
         Ok(Self::with_connection(
-            RedisLink::new(redis_url, timeout)?,
+            RedisLink::new(redis_url, None, timeout)?,
             inner,
             settings,
         ))

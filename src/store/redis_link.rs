@@ -66,11 +66,26 @@ struct Shared {
 impl RedisLink {
     /// Starts the supervisor, which connects in the background: nobody
     /// waits for Redis, the daemon starts without it. Must be called
-    /// within a Tokio runtime.
-    pub fn new(redis_url: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
+    /// within a Tokio runtime. A `rediss://` URL connects over TLS, trusting
+    /// the system's roots, or only `ca_pem` (PEM certificates) when given.
+    pub fn new(
+        redis_url: &str,
+        ca_pem: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Self, redis::RedisError> {
+        let client = match ca_pem {
+            Some(root_cert) => redis::Client::build_with_tls(
+                redis_url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )?,
+            None => redis::Client::open(redis_url)?,
+        };
         let link = Self {
             shared: Arc::new(Shared {
-                client: redis::Client::open(redis_url)?,
+                client,
                 current: RwLock::new(None),
                 broken: Notify::new(),
                 timeout,
@@ -229,7 +244,7 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            assert!(RedisLink::new("not a url", Duration::from_millis(50)).is_err());
+            assert!(RedisLink::new("not a url", None, Duration::from_millis(50)).is_err());
         });
     }
 }

@@ -42,7 +42,15 @@ pub struct Stack {
     /// OS user PgBouncer must run as (it refuses root), if any.
     pub run_as: Option<String>,
     pub state_dir: PathBuf,
+    /// The daemon's Redis: over TLS (`rediss://`) on the local stack.
     pub redis_url: String,
+    /// The same Redis in plaintext, for what a test reads or writes there
+    /// itself.
+    pub redis_plain_url: String,
+    /// The CA of the stack's certificates: connections to PostgreSQL and
+    /// PgBouncer use `sslmode=verify-full` with it, Redis `rediss://`.
+    /// `None` for plaintext servers of a test's own.
+    pub ca_file: Option<PathBuf>,
 }
 
 fn env(name: &str) -> String {
@@ -67,24 +75,38 @@ impl Stack {
             run_as: (!run_as.is_empty()).then_some(run_as),
             state_dir: PathBuf::from(env("SWITCHBOARD_STACK_DIR")),
             redis_url: env("REDIS_URL"),
+            redis_plain_url: env("SWITCHBOARD_TEST_REDIS_PLAIN_URL"),
+            ca_file: Some(PathBuf::from(env("SWITCHBOARD_TEST_CA_FILE"))),
         }
     }
 
     pub fn direct_url(&self, db: &str) -> String {
-        format!("postgres://postgres@{}:{}/{db}", self.pg_host, self.pg_port)
+        self.url("postgres", self.pg_port, db)
     }
 
     /// The daemon's direct session (LISTEN): its own role, no pooler.
     pub fn daemon_direct_url(&self, db: &str) -> String {
-        format!(
-            "postgres://{DAEMON_ROLE}@{}:{}/{db}",
-            self.pg_host, self.pg_port
-        )
+        self.url(DAEMON_ROLE, self.pg_port, db)
     }
 
     /// The daemon's view: its own least-privilege role, through a pooler.
     pub fn pooled_url(&self, port: u16, db: &str) -> String {
-        format!("postgres://{DAEMON_ROLE}@{}:{port}/{db}", self.pg_host)
+        self.url(DAEMON_ROLE, port, db)
+    }
+
+    /// As production connects: TLS, the certificate checked against the
+    /// stack's CA and the host name.
+    fn url(&self, user: &str, port: u16, db: &str) -> String {
+        let url = format!("postgres://{user}@{}:{port}/{db}", self.pg_host);
+        match &self.ca_file {
+            Some(ca) => format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display()),
+            None => url,
+        }
+    }
+
+    /// A client for the stack's Redis, for a test's own reads and writes.
+    pub fn redis_client(&self) -> redis::Client {
+        redis::Client::open(self.redis_plain_url.as_str()).expect("the stack's Redis URL")
     }
 }
 
@@ -224,6 +246,7 @@ fn config_for(stack: &Stack, db_name: &str, pooler_port: u16) -> ServeConfig {
         SecretString::from(stack.daemon_direct_url(db_name)),
         SecretString::from(stack.redis_url.clone()),
     );
+    config.redis_ca_file = stack.ca_file.clone();
     config.grpc_addr = "127.0.0.1:0".parse().unwrap();
     config.admin_addr = "127.0.0.1:0".parse().unwrap();
     // A debug build running every test at once on two cores queues bursts
@@ -386,10 +409,13 @@ impl PrivateBouncer {
                  admin_users = postgres\ndefault_pool_size = 5\nmax_client_conn = 200\n\
                  server_connect_timeout = 2\nserver_login_retry = 1\nquery_wait_timeout = 30\n\
                  ignore_startup_parameters = extra_float_digits,application_name\n\
+                 client_tls_sslmode = allow\nclient_tls_cert_file = {tls}/server.crt\n\
+                 client_tls_key_file = {tls}/server.key\n\
                  logfile = {dir}/pgbouncer.log\n",
                 host = stack.pg_host,
                 pg = stack.pg_port,
                 dir = dir.display(),
+                tls = stack.state_dir.join("tls").display(),
             ),
         )
         .unwrap();
@@ -623,10 +649,12 @@ impl PrivatePostgres {
         pg
     }
 
-    /// The stack's settings with this cluster as its PostgreSQL.
+    /// The stack's settings with this cluster, in plaintext, as its
+    /// PostgreSQL.
     pub fn stack(&self) -> Stack {
         Stack {
             pg_port: self.port,
+            ca_file: None,
             ..Stack::from_env()
         }
     }
@@ -797,6 +825,12 @@ impl DaemonProcess {
             .env("DATABASE_URL", stack.pooled_url(pooler_port, db_name))
             .env("DATABASE_DIRECT_URL", stack.daemon_direct_url(db_name))
             .env("REDIS_URL", &stack.redis_url)
+            .envs(
+                stack
+                    .ca_file
+                    .iter()
+                    .map(|ca| ("SWITCHBOARD_REDIS_CA_FILE", ca.as_os_str())),
+            )
             .env("SWITCHBOARD_REDIS_KEY_PREFIX", db_name)
             .env("SWITCHBOARD_GRPC_ADDR", grpc_addr.to_string())
             .env("SWITCHBOARD_ADMIN_ADDR", admin_addr.to_string())
