@@ -36,6 +36,7 @@ use uuid::Uuid;
 use crate::routing::{
     Agent, Change, Customer, Organization, Peeked, ResolveError, Resolver, Route, Tier, E164,
 };
+use crate::telemetry::{outage::REDIS, series::RedisFallback};
 
 /// Version of the key layout and encoding, part of every key.
 const LAYOUT: &str = "v3";
@@ -188,9 +189,7 @@ impl LazyConnection {
                         metrics::gauge!("switchboard_redis_connected").set(1.0);
                         tracing::info!("connected to Redis");
                     }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot connect to Redis; serving without it")
-                    }
+                    Err(error) => REDIS.failed(&error),
                 }
                 connecting.store(false, Ordering::Release);
             });
@@ -249,18 +248,23 @@ impl<R: Resolver> RedisTier<R> {
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let Some(connection) = self.connection.get() else {
-            fallback("not_connected");
+            fallback(RedisFallback::NotConnected);
             return None;
         };
         match tokio::time::timeout(timeout, run(connection)).await {
-            Ok(Ok(value)) => Some(value),
+            Ok(Ok(value)) => {
+                REDIS.succeeded();
+                Some(value)
+            }
             Ok(Err(error)) => {
                 tracing::debug!(%error, what, "Redis command failed");
-                fallback("error");
+                REDIS.failed(&error);
+                fallback(RedisFallback::Error);
                 None
             }
             Err(_) => {
-                fallback("timeout");
+                REDIS.failed(&format_args!("{what}: no answer within {timeout:?}"));
+                fallback(RedisFallback::Timeout);
                 None
             }
         }
@@ -386,7 +390,7 @@ impl<R: Resolver> RedisTier<R> {
             let written =
                 tokio::time::timeout(timeout * 4, pipe.query_async::<()>(&mut connection)).await;
             if !matches!(written, Ok(Ok(()))) {
-                fallback("fill");
+                fallback(RedisFallback::Fill);
             }
         });
     }
@@ -522,8 +526,8 @@ fn decode<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Option<T> {
     rmp_serde::from_slice(raw).ok()
 }
 
-fn fallback(why: &'static str) {
-    metrics::counter!("switchboard_redis_fallbacks_total", "why" => why).increment(1);
+fn fallback(why: RedisFallback) {
+    metrics::counter!("switchboard_redis_fallbacks_total", "why" => <&str>::from(why)).increment(1);
 }
 
 #[cfg(test)]
