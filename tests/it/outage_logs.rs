@@ -19,11 +19,9 @@ use switchboard::{
 };
 use tonic::Code;
 
-use crate::helpers::{
-    create_database, eventually, route_request, usage_request, DaemonProcess, PrivateBouncer, Stack,
-};
+use crate::helpers::{eventually, route_request, usage_request, DaemonProcess};
 
-/// Globex Health: enterprise, so no call here is refused for a limit.
+/// Globex Health: its route is cached before the outage.
 const GLOBEX: &str = "+13125550100";
 /// A customer of the seed data: routing a call from it asks PostgreSQL.
 const KNOWN_CALLER: &str = store::seed::DEMO_KNOWN_CALLER;
@@ -41,20 +39,14 @@ const MOST_LINES: usize = 3;
 
 #[tokio::test]
 async fn a_postgres_outage_under_load_logs_its_start_and_end_not_each_request() {
-    let stack = Stack::from_env();
-    let db_name = create_database(&stack).await;
-    let mut direct = store::connect_direct(&stack.direct_url(&db_name))
-        .await
-        .unwrap();
-    store::seed::demo(&mut direct).await.unwrap();
-    let mut bouncer = PrivateBouncer::start(&stack).await;
+    let (stack, db_name, mut bouncer, spool) = crate::crash::setup().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("switchboard.log");
     let daemon = DaemonProcess::start_logging_to(
         &stack,
         &db_name,
         bouncer.port,
-        &dir.path().join("spool"),
+        spool.path(),
         &[
             ("SWITCHBOARD_LOG", "info"),
             ("SWITCHBOARD_LOG_FORMAT", "json"),
