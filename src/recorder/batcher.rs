@@ -167,6 +167,8 @@ impl Batcher {
             // on failure the store logs PostgreSQL's outage, and spooling
             // shows in switchboard_recorder_spooling
             if self.write(&batch.events, deadline).await.is_ok() {
+                // events are durable again: a spool outage is over
+                SPOOL.succeeded();
                 count(batch.events.len(), "written");
                 batch.acknowledge(Ok(()));
                 return;

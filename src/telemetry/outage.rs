@@ -44,7 +44,10 @@ pub const RECOVERY: Duration = Duration::from_secs(5);
 pub static POSTGRES: Outage = Outage::new("postgres");
 /// Redis: the L2 route cache's commands and admission's.
 pub static REDIS: Outage = Outage::new("redis");
-/// The recorder's spool on local disk, while PostgreSQL is unreachable.
+/// The recorder's spool on local disk, while PostgreSQL is unreachable:
+/// it fails when it cannot take events (full, or the disk fails), and
+/// succeeds whenever events are made durable, in the spool or in
+/// PostgreSQL.
 pub static SPOOL: Outage = Outage::new("spool");
 
 /// The outage log of one dependency.

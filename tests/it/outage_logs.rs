@@ -5,21 +5,19 @@
 
 use std::{
     path::Path,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 use switchboard::{
-    proto::{LookupNumberRequest, RouteCallRequest},
+    proto::{call_router_client::CallRouterClient, LookupNumberRequest, RouteCallRequest},
     store,
 };
+use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::helpers::{eventually, route_request, usage_request, DaemonProcess};
+use crate::helpers::{eventually, route_request, usage_request, DaemonProcess, PrivateRedis};
 
 /// Globex Health: its route is cached before the outage.
 const GLOBEX: &str = "+13125550100";
@@ -47,94 +45,18 @@ async fn a_postgres_outage_under_load_logs_its_start_and_end_not_each_request() 
         &db_name,
         bouncer.port,
         spool.path(),
-        &[
-            ("SWITCHBOARD_LOG", "info"),
-            ("SWITCHBOARD_LOG_FORMAT", "json"),
-            ("SWITCHBOARD_RECORDER_RETRY_INTERVAL", "100ms"),
-        ],
+        &logged(&[("SWITCHBOARD_RECORDER_RETRY_INTERVAL", "100ms")]),
         &log,
     )
     .await;
-    let mut client = daemon.client().await;
-    // a call to meter during the outage, and Globex's route cached
-    let call_id = client
-        .route_call(route_request(GLOBEX, "outage-logs"))
-        .await
-        .unwrap()
-        .into_inner()
-        .call_id;
+    let client = daemon.client().await;
+    let call_id = a_call(&client).await;
     let before = loud_lines(&log).len();
 
     bouncer.kill();
-    let requests = Arc::new(AtomicU64::new(0));
-    let unavailable = Arc::new(AtomicU64::new(0));
-    let until = Instant::now() + LOAD_FOR;
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|task| {
-            let (mut client, call_id) = (client.clone(), call_id.clone());
-            let (requests, unavailable) = (requests.clone(), unavailable.clone());
-            tokio::spawn(async move {
-                let mut i = 0u64;
-                while Instant::now() < until {
-                    i += 1;
-                    // a number never looked up: only PostgreSQL can answer
-                    let number = format!("+1999{task:02}{:05}", i % 100_000);
-                    let lookup = client
-                        .lookup_number(LookupNumberRequest {
-                            number,
-                            default_region: String::new(),
-                        })
-                        .await;
-                    if lookup.is_err_and(|status| status.code() == Code::Unavailable) {
-                        unavailable.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // spooled (or refused while PostgreSQL dies): either way
-                    // not a log line
-                    let _ = client
-                        .record_usage(usage_request(
-                            &call_id,
-                            &format!("outage-{task}-{i}"),
-                            &[("call_seconds", 1.0)],
-                        ))
-                        .await;
-                    // cached route; the caller lookup fails
-                    let _ = client
-                        .route_call(RouteCallRequest {
-                            caller_number: KNOWN_CALLER.into(),
-                            ..route_request(GLOBEX, &format!("outage-{task}-{i}"))
-                        })
-                        .await;
-                    requests.fetch_add(3, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let requests = requests.load(Ordering::Relaxed);
-    let unavailable = unavailable.load(Ordering::Relaxed);
-    assert!(
-        requests >= LEAST_REQUESTS && unavailable > 0,
-        "too little load to tell: {requests} requests, {unavailable} UNAVAILABLE lookups"
-    );
-
-    let outage: Vec<Value> = loud_lines(&log).split_off(before);
-    assert!(
-        outage.len() <= MOST_LINES,
-        "{} WARN/ERROR lines for {requests} requests ({unavailable} UNAVAILABLE), at most \
-         {MOST_LINES} expected; the first ones:\n{}",
-        outage.len(),
-        show(&outage[..outage.len().min(10)])
-    );
-    assert!(
-        outage.iter().any(|line| line["dependency"] == "postgres"
-            && line["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("dependency unavailable"))),
-        "the outage's start is not logged:\n{}",
-        show(&outage)
-    );
+    let load = load(&client, &call_id).await;
+    assert!(load.unavailable > 0, "no lookup was UNAVAILABLE: {load:?}");
+    assert_outage_logged(&log, before, "postgres", &load);
 
     bouncer.resume_process().await;
     let polls = AtomicU64::new(0);
@@ -164,6 +86,136 @@ async fn a_postgres_outage_under_load_logs_its_start_and_end_not_each_request() 
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_redis_outage_under_load_logs_its_start_not_each_request() {
+    let (stack, db_name, bouncer, spool) = crate::crash::setup().await;
+    let mut redis = PrivateRedis::start().await;
+    let redis_url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("switchboard.log");
+    let daemon = DaemonProcess::start_logging_to(
+        &stack,
+        &db_name,
+        bouncer.port,
+        spool.path(),
+        &logged(&[("REDIS_URL", &redis_url)]),
+        &log,
+    )
+    .await;
+    let client = daemon.client().await;
+    let call_id = a_call(&client).await;
+    let before = loud_lines(&log).len();
+
+    redis.kill();
+    let load = load(&client, &call_id).await;
+    assert_outage_logged(&log, before, "redis", &load);
+}
+
+/// `extra` settings, and the log as JSON from INFO up.
+fn logged<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut settings = vec![
+        ("SWITCHBOARD_LOG", "info"),
+        ("SWITCHBOARD_LOG_FORMAT", "json"),
+    ];
+    settings.extend_from_slice(extra);
+    settings
+}
+
+/// Routes a call to Globex (caching its route) to meter during an outage.
+async fn a_call(client: &CallRouterClient<Channel>) -> String {
+    client
+        .clone()
+        .route_call(route_request(GLOBEX, "outage-logs"))
+        .await
+        .unwrap()
+        .into_inner()
+        .call_id
+}
+
+/// What [`load`] sent.
+#[derive(Debug, Default)]
+struct Load {
+    requests: u64,
+    /// Lookups answered `UNAVAILABLE`.
+    unavailable: u64,
+}
+
+/// [`TASKS`] clients for [`LOAD_FOR`], each in turn looking up a number
+/// never looked up (only PostgreSQL can answer, after Redis), metering
+/// `call_id`, and routing a call to Globex from a known caller (admitted
+/// through Redis, the caller looked up in PostgreSQL). Answers are not
+/// checked: whatever they are, they must not cost a log line each.
+async fn load(client: &CallRouterClient<Channel>, call_id: &str) -> Load {
+    let until = Instant::now() + LOAD_FOR;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let (mut client, call_id) = (client.clone(), call_id.to_string());
+            tokio::spawn(async move {
+                let mut load = Load::default();
+                while Instant::now() < until {
+                    let i = load.requests;
+                    let number = format!("+1999{task:02}{:05}", i % 100_000);
+                    let lookup = client
+                        .lookup_number(LookupNumberRequest {
+                            number,
+                            default_region: String::new(),
+                        })
+                        .await;
+                    if lookup.is_err_and(|status| status.code() == Code::Unavailable) {
+                        load.unavailable += 1;
+                    }
+                    let _ = client
+                        .record_usage(usage_request(
+                            &call_id,
+                            &format!("outage-{task}-{i}"),
+                            &[("call_seconds", 1.0)],
+                        ))
+                        .await;
+                    let _ = client
+                        .route_call(RouteCallRequest {
+                            caller_number: KNOWN_CALLER.into(),
+                            ..route_request(GLOBEX, &format!("outage-{task}-{i}"))
+                        })
+                        .await;
+                    load.requests += 3;
+                }
+                load
+            })
+        })
+        .collect();
+    let mut total = Load::default();
+    for task in tasks {
+        let load = task.await.unwrap();
+        total.requests += load.requests;
+        total.unavailable += load.unavailable;
+    }
+    assert!(
+        total.requests >= LEAST_REQUESTS,
+        "too little load to tell: {total:?}"
+    );
+    total
+}
+
+/// The log lines after the first `before` WARN/ERROR ones are at most
+/// [`MOST_LINES`], and include the start of `dependency`'s outage.
+fn assert_outage_logged(log: &Path, before: usize, dependency: &str, load: &Load) {
+    let outage: Vec<Value> = loud_lines(log).split_off(before);
+    assert!(
+        outage.len() <= MOST_LINES,
+        "{} WARN/ERROR lines for {load:?}, at most {MOST_LINES} expected; the first ones:\n{}",
+        outage.len(),
+        show(&outage[..outage.len().min(10)])
+    );
+    assert!(
+        outage.iter().any(|line| line["dependency"] == dependency
+            && line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("dependency unavailable"))),
+        "the start of {dependency}'s outage is not logged:\n{}",
+        show(&outage)
+    );
 }
 
 /// The daemon's JSON log lines so far.
