@@ -11,9 +11,12 @@
 //! Invariants:
 //! * every family recorded anywhere is in [`FAMILIES`], and every label
 //!   value it is recorded with is in its label's list: the label values
-//!   are enums here that the recording code uses (`&'static str` through
-//!   `IntoStaticStr`), and tests/it/prometheus.rs fails on any series
-//!   rendered that this list does not name;
+//!   are enums here, which the API, admission and the store record through
+//!   (`&'static str` by `IntoStaticStr`); where a value is still written
+//!   as a literal (the cache tiers' `tier`, the refreshes' `result`, the
+//!   recorder's `outcome` and `reason`), tests/it/prometheus.rs keeps the
+//!   two in step: it fails on any series rendered that this list does not
+//!   name;
 //! * registering a series never changes its value: a gauge already set
 //!   keeps its value.
 
