@@ -6,8 +6,9 @@
 //! `switchboard_grpc_requests_total{code="UNAVAILABLE"}`, …).
 //!
 //! Each dependency has one process-wide reporter ([`POSTGRES`], [`REDIS`],
-//! [`SPOOL`]), reported to by the one place that talks to it (the store's
-//! pooled statements, the Redis commands, the spool's appends), so a
+//! [`LISTENER`], [`SPOOL`]), reported to by the one place that talks to it
+//! (the store's pooled statements, the Redis commands, the invalidation
+//! listener's sessions, the spool's appends), so a
 //! failure is counted once however many layers it passes through. Statics
 //! rather than handles: a daemon is one process, and a handle would have to
 //! be threaded through every layer only for its log lines. (Several
@@ -20,7 +21,7 @@
 //!   per [`SUMMARY_INTERVAL`], written at the first failure after the
 //!   interval (a dependency nobody asks logs nothing more);
 //! * an outage ends at the first answer [`RECOVERY`] after its last
-//!   failure: a dependency that fails now and then (timeouts under load)
+//!   failure (or at once, for [`Outage::recovered`]): a dependency that fails now and then (timeouts under load)
 //!   is one ongoing outage with its summaries, not a start and an end line
 //!   per failure. So a dependency logs at most one start line per
 //!   `RECOVERY`, however it flaps.
@@ -44,6 +45,8 @@ pub const RECOVERY: Duration = Duration::from_secs(5);
 pub static POSTGRES: Outage = Outage::new("postgres");
 /// Redis: the L2 route cache's commands and admission's.
 pub static REDIS: Outage = Outage::new("redis");
+/// The invalidation listener's session on the direct connection.
+pub static LISTENER: Outage = Outage::new("postgres_listener");
 /// The recorder's spool on local disk, while PostgreSQL is unreachable:
 /// it fails when it cannot take events (full, or the disk fails), and
 /// succeeds whenever events are made durable, in the spool or in
@@ -144,6 +147,24 @@ impl Outage {
         }
     }
 
+    /// Reports that the dependency is back beyond doubt (a session
+    /// established), ending an outage at once: for a source of rare
+    /// events, which would not report the answers that [`RECOVERY`]
+    /// waits for.
+    pub fn recovered(&self) {
+        if !self.down.load(Ordering::Relaxed) {
+            return;
+        }
+        let report = {
+            let mut state = self.state();
+            self.down.store(false, Ordering::Relaxed);
+            state.recovered()
+        };
+        if let Some(report) = report {
+            self.log(report);
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // a panic elsewhere must not silence the outage log
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -227,6 +248,10 @@ impl State {
             outage.answered += 1;
             return None;
         }
+        self.recovered()
+    }
+
+    fn recovered(&mut self) -> Option<Report> {
         let outage = self.outage.take()?;
         Some(Report::Ended {
             lasted: outage
@@ -321,6 +346,25 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_recovery_ends_an_outage_at_once() {
+        let mut state = State::default();
+        let t0 = Instant::now();
+        assert!(state.failed(t0, &"connection refused").is_some());
+        assert_eq!(
+            state.failed(t0 + Duration::from_millis(300), &"connection refused"),
+            None
+        );
+        assert_eq!(
+            state.recovered(),
+            Some(Report::Ended {
+                lasted: Duration::from_millis(300),
+                failures: 2,
+            })
+        );
+        assert_eq!(state.recovered(), None);
     }
 
     #[test]
