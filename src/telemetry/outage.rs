@@ -62,15 +62,18 @@ pub struct Outage {
     /// lock while the dependency is up. Written only under the lock, so it
     /// never disagrees with `state` for longer than a racing success.
     down: AtomicBool,
+    /// The outage; locked by failures, and by successes during an outage.
     state: Mutex<State>,
 }
 
-/// An ongoing outage (or none).
+/// What the reporter knows.
 #[derive(Debug, Default)]
 struct State {
+    /// The ongoing outage, if any.
     outage: Option<Ongoing>,
 }
 
+/// One outage, from its first failure until the dependency is back.
 #[derive(Debug)]
 struct Ongoing {
     /// The first failure.
