@@ -136,18 +136,7 @@ impl Outage {
 
     /// Reports an answer from the dependency.
     pub fn succeeded(&self) {
-        if !self.down.load(Ordering::Relaxed) {
-            return;
-        }
-        let report = {
-            let mut state = self.state();
-            let report = state.succeeded(Instant::now());
-            self.down.store(state.outage.is_some(), Ordering::Relaxed);
-            report
-        };
-        if let Some(report) = report {
-            self.log(report);
-        }
+        self.settle(|state| state.succeeded(Instant::now()));
     }
 
     /// Reports that the dependency is back beyond doubt (a session
@@ -155,13 +144,19 @@ impl Outage {
     /// events, which would not report the answers that [`RECOVERY`]
     /// waits for.
     pub fn recovered(&self) {
+        self.settle(State::recovered);
+    }
+
+    /// Applies good news to an ongoing outage, if there is one.
+    fn settle(&self, news: impl FnOnce(&mut State) -> Option<Report>) {
         if !self.down.load(Ordering::Relaxed) {
             return;
         }
         let report = {
             let mut state = self.state();
-            self.down.store(false, Ordering::Relaxed);
-            state.recovered()
+            let report = news(&mut state);
+            self.down.store(state.outage.is_some(), Ordering::Relaxed);
+            report
         };
         if let Some(report) = report {
             self.log(report);

@@ -4,7 +4,7 @@
 //! is exactly what an operator would read.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -17,7 +17,9 @@ use switchboard::{
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::helpers::{eventually, route_request, usage_request, DaemonProcess, PrivateRedis};
+use crate::helpers::{
+    eventually, route_request, usage_request, DaemonProcess, PrivateRedis, Stack,
+};
 
 /// Globex Health: its route is cached before the outage.
 const GLOBEX: &str = "+13125550100";
@@ -38,15 +40,12 @@ const MOST_LINES: usize = 3;
 #[tokio::test]
 async fn a_postgres_outage_under_load_logs_its_start_and_end_not_each_request() {
     let (stack, db_name, mut bouncer, spool) = crate::crash::setup().await;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("switchboard.log");
-    let daemon = DaemonProcess::start_logging_to(
+    let (daemon, log, _dir) = start_logging(
         &stack,
         &db_name,
         bouncer.port,
         spool.path(),
-        &logged(&[("SWITCHBOARD_RECORDER_RETRY_INTERVAL", "100ms")]),
-        &log,
+        &[("SWITCHBOARD_RECORDER_RETRY_INTERVAL", "100ms")],
     )
     .await;
     let client = daemon.client().await;
@@ -93,15 +92,12 @@ async fn a_redis_outage_under_load_logs_its_start_not_each_request() {
     let (stack, db_name, bouncer, spool) = crate::crash::setup().await;
     let mut redis = PrivateRedis::start().await;
     let redis_url = redis.url();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("switchboard.log");
-    let daemon = DaemonProcess::start_logging_to(
+    let (daemon, log, _dir) = start_logging(
         &stack,
         &db_name,
         bouncer.port,
         spool.path(),
-        &logged(&[("REDIS_URL", &redis_url)]),
-        &log,
+        &[("REDIS_URL", &redis_url)],
     )
     .await;
     let client = daemon.client().await;
@@ -113,14 +109,25 @@ async fn a_redis_outage_under_load_logs_its_start_not_each_request() {
     assert_outage_logged(&log, before, "redis", &load);
 }
 
-/// `extra` settings, and the log as JSON from INFO up.
-fn logged<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+/// The daemon with `extra` settings, logging JSON from INFO up to a file
+/// in a directory that lives as long as the returned guard.
+async fn start_logging(
+    stack: &Stack,
+    db_name: &str,
+    pooler_port: u16,
+    spool: &Path,
+    extra: &[(&str, &str)],
+) -> (DaemonProcess, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("switchboard.log");
     let mut settings = vec![
         ("SWITCHBOARD_LOG", "info"),
         ("SWITCHBOARD_LOG_FORMAT", "json"),
     ];
     settings.extend_from_slice(extra);
-    settings
+    let daemon =
+        DaemonProcess::start_logging_to(stack, db_name, pooler_port, spool, &settings, &log).await;
+    (daemon, log, dir)
 }
 
 /// Routes a call to Globex (caching its route) to meter during an outage.
