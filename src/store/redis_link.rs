@@ -34,6 +34,8 @@ use futures::FutureExt;
 use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, RedisError};
 use tokio::sync::Notify;
 
+use crate::telemetry::outage::REDIS;
+
 /// Pause between attempts to connect while there is no connection.
 pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(250);
 /// How often an open connection is checked with a `PING`.
@@ -171,10 +173,9 @@ async fn supervise(link: Weak<Shared>) {
         let mut connection = match shared.connect().await {
             Ok(connection) => connection,
             Err(error) => {
-                if down_since.is_none() {
-                    down_since = Some(tokio::time::Instant::now());
-                    tracing::warn!(%error, "cannot connect to Redis; serving without it, retrying every {RECONNECT_INTERVAL:?}");
-                }
+                // logged as the outage's start and summaries, not per attempt
+                REDIS.failed(&error);
+                down_since.get_or_insert_with(tokio::time::Instant::now);
                 drop(shared);
                 tokio::time::sleep(RECONNECT_INTERVAL).await;
                 continue;
