@@ -87,6 +87,7 @@ impl Daemon {
             SecretString::from(db.daemon_direct_url),
             SecretString::from(env("REDIS_URL")),
         );
+        config.redis_ca_file = common::redis_ca_file();
         config.grpc_addr = "127.0.0.1:0".parse().unwrap();
         config.admin_addr = "127.0.0.1:0".parse().unwrap();
         config.redis_key_prefix = db.name;

@@ -25,6 +25,7 @@ use switchboard::{
     store::{
         self,
         redis::{RedisSettings, RedisTier},
+        redis_link::RedisLink,
         PgStore, PoolSettings,
     },
 };
@@ -66,12 +67,13 @@ fn resolve(c: &mut Criterion) {
             tombstone_ttl: Duration::from_secs(5),
             key_prefix: format!("bench-{}", uuid::Uuid::new_v4().simple()),
         };
-        let l2 = RedisTier::new(
-            &env("REDIS_URL"),
+        let redis_ca = common::redis_ca_file().map(|ca| std::fs::read(ca).unwrap());
+        let link = RedisLink::new(&env("REDIS_URL"), redis_ca.clone(), redis.timeout).unwrap();
+        let l2 = RedisTier::with_connection(
+            link,
             PgStore::new(&url, &pool_settings()).unwrap(),
             redis,
-        )
-        .unwrap();
+        );
         let l1 = RouteCache::new(
             PgStore::new(&url, &pool_settings()).unwrap(),
             cache_settings(),
@@ -84,7 +86,17 @@ fn resolve(c: &mut Criterion) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         l1.resolve(&number).await.unwrap();
-        let mut redis_get = redis::Client::open(env("REDIS_URL"))
+        let client = match redis_ca {
+            Some(root_cert) => redis::Client::build_with_tls(
+                env("REDIS_URL"),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            ),
+            None => redis::Client::open(env("REDIS_URL")),
+        };
+        let mut redis_get = client
             .unwrap()
             .get_multiplexed_async_connection()
             .await

@@ -32,7 +32,14 @@ use std::time::{Duration, Instant};
 use redis::{aio::MultiplexedConnection, AsyncCommands, Script};
 use uuid::Uuid;
 
-use crate::{routing::Organization, store::redis_link::RedisLink};
+use crate::{
+    routing::Organization,
+    store::redis_link::RedisLink,
+    telemetry::{
+        outage::REDIS,
+        series::{AdmissionOutcome, ReleaseOutcome},
+    },
+};
 
 /// Version of the key layout, part of every key.
 const LAYOUT: &str = "v1";
@@ -180,15 +187,15 @@ impl Decision {
     }
 
     /// Label of `switchboard_admission_decisions_total`.
-    fn outcome(self) -> &'static str {
+    fn outcome(self) -> AdmissionOutcome {
         match self {
-            Decision::Admitted { .. } => "admitted",
-            Decision::AlreadyAdmitted { .. } => "retry",
-            Decision::Refused { .. } => "refused",
-            Decision::AdmittedOverLimit { .. } => "shadow_refused",
-            Decision::AdmittedUnchecked => "redis_down_admitted",
-            Decision::RefusedUnchecked => "redis_down_refused",
-            Decision::Unlimited => "unlimited",
+            Decision::Admitted { .. } => AdmissionOutcome::Admitted,
+            Decision::AlreadyAdmitted { .. } => AdmissionOutcome::Retry,
+            Decision::Refused { .. } => AdmissionOutcome::Refused,
+            Decision::AdmittedOverLimit { .. } => AdmissionOutcome::ShadowRefused,
+            Decision::AdmittedUnchecked => AdmissionOutcome::RedisDownAdmitted,
+            Decision::RefusedUnchecked => AdmissionOutcome::RedisDownRefused,
+            Decision::Unlimited => AdmissionOutcome::Unlimited,
         }
     }
 }
@@ -248,20 +255,11 @@ impl Admission {
                 let limit = self.settings.limits.for_org(org);
                 match self.take_lease(org.id, call_id, limit, mode).await {
                     Ok(decision) => decision,
-                    Err(error) => {
-                        let decision = match self.settings.on_redis_down {
-                            RedisDownPolicy::Admit => Decision::AdmittedUnchecked,
-                            RedisDownPolicy::Reject => Decision::RefusedUnchecked,
-                        };
-                        tracing::warn!(
-                            %error,
-                            org_id = %org.id,
-                            %call_id,
-                            admitted = decision.admits(),
-                            "concurrency limit not checked"
-                        );
-                        decision
-                    }
+                    // counted by outcome; the outage is logged by `command`
+                    Err(_) => match self.settings.on_redis_down {
+                        RedisDownPolicy::Admit => Decision::AdmittedUnchecked,
+                        RedisDownPolicy::Reject => Decision::RefusedUnchecked,
+                    },
                 }
             }
         };
@@ -274,7 +272,7 @@ impl Admission {
                 "shadow mode: call over its organization's limit admitted"
             );
         }
-        metrics::counter!("switchboard_admission_decisions_total", "outcome" => decision.outcome())
+        metrics::counter!("switchboard_admission_decisions_total", "outcome" => <&str>::from(decision.outcome()))
             .increment(1);
         metrics::histogram!("switchboard_admission_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -374,8 +372,12 @@ impl Admission {
         let removed: u32 = self
             .command(|mut c| async move { c.zrem(key, call_id.to_string()).await })
             .await?;
-        let outcome = if removed > 0 { "released" } else { "not_held" };
-        metrics::counter!("switchboard_admission_releases_total", "outcome" => outcome)
+        let outcome = if removed > 0 {
+            ReleaseOutcome::Released
+        } else {
+            ReleaseOutcome::NotHeld
+        };
+        metrics::counter!("switchboard_admission_releases_total", "outcome" => <&str>::from(outcome))
             .increment(1);
         Ok(())
     }
@@ -397,21 +399,27 @@ impl Admission {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let (connection, epoch) = self
-            .connection
-            .get()
-            .ok_or_else(|| AdmissionError("not connected".into()))?;
-        match tokio::time::timeout(self.settings.timeout, run(connection)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => {
-                self.connection.failed(epoch, &error);
-                Err(AdmissionError(error.to_string()))
+        let result = match self.connection.get() {
+            None => Err(AdmissionError("not connected".into())),
+            Some((connection, epoch)) => {
+                match tokio::time::timeout(self.settings.timeout, run(connection)).await {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(error)) => {
+                        self.connection.failed(epoch, &error);
+                        Err(AdmissionError(error.to_string()))
+                    }
+                    Err(_) => Err(AdmissionError(format!(
+                        "no answer within {:?}",
+                        self.settings.timeout
+                    ))),
+                }
             }
-            Err(_) => Err(AdmissionError(format!(
-                "no answer within {:?}",
-                self.settings.timeout
-            ))),
+        };
+        match &result {
+            Ok(_) => REDIS.succeeded(),
+            Err(error) => REDIS.failed(error),
         }
+        result
     }
 
     fn lease_key(&self, org_id: Uuid) -> String {

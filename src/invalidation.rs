@@ -36,6 +36,7 @@ use uuid::Uuid;
 use crate::{
     routing::{Change, Resolver, RouteCache, E164},
     store::{routing_changes, PgTarget},
+    telemetry::outage::LISTENER,
 };
 
 /// The channel the change-log trigger notifies.
@@ -84,8 +85,9 @@ async fn run<R: Resolver>(
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             result = session(&direct_url, &cache, &status) => {
+                // one line per outage, not per reconnect attempt
                 if let Err(error) = result {
-                    tracing::warn!(%error, "invalidation listener disconnected; reconnecting");
+                    LISTENER.failed(&error);
                 }
             }
         }
@@ -142,6 +144,7 @@ async fn session<R: Resolver>(
     replay(&client, cache, status).await?;
     cache.set_confirmed(true);
     metrics::gauge!("switchboard_invalidation_listener_connected").set(1.0);
+    LISTENER.recovered();
     tracing::info!("invalidation listener connected");
 
     loop {

@@ -1,5 +1,13 @@
 //! Logs (`tracing`) and metrics (`metrics`, rendered in Prometheus format by
 //! the admin listener).
+//!
+//! * [`series`]: every metric family with its label values, exported at
+//!   zero from startup;
+//! * [`outage`]: a dependency's outage logged at its start, in periodic
+//!   summaries and at its end, never per request.
+
+pub mod outage;
+pub mod series;
 
 use std::sync::OnceLock;
 
@@ -29,10 +37,19 @@ pub const BATCH_SIZE_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
 ];
 
+/// deadpool logs a WARN for every pooled connection that breaks or fails
+/// its recycling check: during a PostgreSQL outage, one per request again,
+/// saying what the store's outage log (`dependency="postgres"`) already
+/// says. Quieted unless `SWITCHBOARD_LOG` names deadpool itself.
+const DEADPOOL_LOGS: &str = "deadpool=error";
+
 /// Installs the global log subscriber. Call once, from `main`.
 pub fn init_logging(config: &LogConfig) -> Result<(), String> {
-    let filter = EnvFilter::try_new(&config.log_filter)
+    let mut filter = EnvFilter::try_new(&config.log_filter)
         .map_err(|e| format!("SWITCHBOARD_LOG is not a valid filter: {e}"))?;
+    if !config.log_filter.contains("deadpool") {
+        filter = filter.add_directive(DEADPOOL_LOGS.parse().expect("a valid directive"));
+    }
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match config.log_format {
         LogFormat::Text => builder.try_init(),
@@ -67,7 +84,8 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .expect("bucket list is not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
-            describe_metrics();
+            // every known series at zero, before anything can be recorded
+            series::describe_and_register();
             spawn_upkeep(handle.clone());
             handle
         })
@@ -92,162 +110,4 @@ fn spawn_upkeep(handle: PrometheusHandle) {
     if let Err(error) = spawned {
         tracing::error!(%error, "cannot start the metrics upkeep thread; histograms grow until scraped");
     }
-}
-
-/// Help texts for `/metrics` (`# HELP`), one per metric: Prometheus' linter
-/// (`promtool check metrics`, tests/it/prometheus.rs) requires them.
-fn describe_metrics() {
-    use metrics::{
-        describe_counter as counter, describe_gauge as gauge, describe_histogram as histogram,
-    };
-    counter!(
-        "switchboard_grpc_requests_total",
-        "gRPC requests answered, by RPC and status code."
-    );
-    histogram!(
-        "switchboard_grpc_request_seconds",
-        "Time to answer a gRPC request, by RPC."
-    );
-    gauge!(
-        "switchboard_grpc_in_flight",
-        "gRPC requests being answered."
-    );
-    counter!(
-        "switchboard_grpc_shed_total",
-        "gRPC requests refused at once as overloaded, by reason: in_flight (at the in-flight limit) or queue_delay (waited too long for its handler)."
-    );
-    counter!(
-        "switchboard_grpc_unauthenticated_total",
-        "gRPC requests refused for a missing or unknown token, by reason."
-    );
-    counter!(
-        "switchboard_cache_hits_total",
-        "Route lookups answered by a cache tier (l1 in process, l2 Redis, l3 PostgreSQL)."
-    );
-    counter!(
-        "switchboard_cache_misses_total",
-        "Route lookups a cache tier could not answer."
-    );
-    histogram!(
-        "switchboard_cache_lookup_seconds",
-        "Time of a route lookup, by the tier that answered it."
-    );
-    counter!(
-        "switchboard_cache_stale_served_total",
-        "Stale cached routes served because routing data could not be read."
-    );
-    counter!(
-        "switchboard_cache_background_refreshes_total",
-        "Routes past their TTL reread behind an answer from L1, by result (kept, raced, failed, busy)."
-    );
-    counter!(
-        "switchboard_cache_flushes_total",
-        "Whole-cache flushes after changes may have been missed."
-    );
-    gauge!(
-        "switchboard_invalidation_listener_connected",
-        "1 while the invalidation listener is connected."
-    );
-    counter!(
-        "switchboard_invalidations_received_total",
-        "Route change notifications received."
-    );
-    counter!(
-        "switchboard_invalidations_applied_total",
-        "Route changes applied to the cache."
-    );
-    counter!(
-        "switchboard_invalidations_replayed_total",
-        "Route changes replayed from routing_changes after a reconnect."
-    );
-    histogram!(
-        "switchboard_invalidation_lag_seconds",
-        "Time from a route change's log entry (just before its commit) to its eviction from L1 here."
-    );
-    histogram!(
-        "switchboard_store_query_seconds",
-        "Time of a PostgreSQL statement through the pooler, by query."
-    );
-    counter!(
-        "switchboard_store_query_errors_total",
-        "PostgreSQL statements that failed or timed out, by query."
-    );
-    counter!(
-        "switchboard_store_connections_discarded_total",
-        "Pooled connections closed because their statement was abandoned."
-    );
-    gauge!(
-        "switchboard_db_pool_connections",
-        "Connections in the pool."
-    );
-    gauge!(
-        "switchboard_db_pool_available",
-        "Idle connections in the pool."
-    );
-    gauge!(
-        "switchboard_db_pool_waiting",
-        "Requests waiting for a pooled connection."
-    );
-    counter!(
-        "switchboard_db_pool_timeouts_total",
-        "Requests that got no pooled connection within the wait limit."
-    );
-    counter!(
-        "switchboard_routing_customer_lookup_failures_total",
-        "Caller lookups that failed; the call was routed without them."
-    );
-    gauge!(
-        "switchboard_redis_connected",
-        "1 once the Redis connection is established."
-    );
-    counter!(
-        "switchboard_redis_fallbacks_total",
-        "Redis commands that did not answer, by why (not_connected, error, timeout, fill)."
-    );
-    counter!(
-        "switchboard_redis_invalidation_failures_total",
-        "Route changes whose Redis tombstone could not be written."
-    );
-    counter!(
-        "switchboard_admission_decisions_total",
-        "Concurrent-call admission decisions, by outcome."
-    );
-    histogram!(
-        "switchboard_admission_seconds",
-        "Time of an admission decision."
-    );
-    counter!(
-        "switchboard_admission_releases_total",
-        "Call slots released, by outcome."
-    );
-    counter!(
-        "switchboard_admission_release_failures_total",
-        "Call slots that could not be released."
-    );
-    gauge!(
-        "switchboard_recorder_queue_depth",
-        "Events waiting in memory for the batcher."
-    );
-    histogram!("switchboard_recorder_batch_size", "Events per write.");
-    histogram!(
-        "switchboard_recorder_batch_seconds",
-        "Time of one batch write."
-    );
-    counter!(
-        "switchboard_recorder_events_total",
-        "Recorded events, by outcome (written, spooled, replayed, dead_lettered)."
-    );
-    counter!(
-        "switchboard_recorder_refused_total",
-        "RPCs the recorder refused, by reason (queue_full, spool_full, closed)."
-    );
-    gauge!(
-        "switchboard_recorder_spooling",
-        "1 while events go to the spool because PostgreSQL is unreachable."
-    );
-    gauge!("switchboard_recorder_spool_bytes", "Bytes in the spool.");
-    counter!(
-        "switchboard_recorder_spool_corrupt_total",
-        "Torn or corrupt spool records skipped."
-    );
 }

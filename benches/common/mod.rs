@@ -47,7 +47,11 @@ pub async fn bench_database() -> BenchDatabase {
         env("SWITCHBOARD_TEST_PG_PORT"),
         env("SWITCHBOARD_TEST_PGBOUNCER_PORT"),
     );
-    let superuser_url = format!("postgres://postgres@{host}:{pg}/{name}");
+    // as the daemon connects in production: TLS, the certificate checked
+    let tls = std::env::var("SWITCHBOARD_TEST_CA_FILE")
+        .map(|ca| format!("?sslmode=verify-full&sslrootcert={ca}"))
+        .unwrap_or_default();
+    let superuser_url = format!("postgres://postgres@{host}:{pg}/{name}{tls}");
     let mut client = store::connect_direct(&superuser_url).await.unwrap();
     let options = MigrateOptions {
         daemon_password: Some(SecretString::from("local")),
@@ -57,11 +61,16 @@ pub async fn bench_database() -> BenchDatabase {
     store::seed::demo(&mut client).await.unwrap();
     let daemon = migrate::DAEMON_ROLE;
     BenchDatabase {
-        pooled_url: format!("postgres://{daemon}@{host}:{bouncer}/{name}"),
-        daemon_direct_url: format!("postgres://{daemon}@{host}:{pg}/{name}"),
+        pooled_url: format!("postgres://{daemon}@{host}:{bouncer}/{name}{tls}"),
+        daemon_direct_url: format!("postgres://{daemon}@{host}:{pg}/{name}{tls}"),
         superuser_url,
         name,
     }
+}
+
+/// The CA that `rediss://` on the local stack needs, if any.
+pub fn redis_ca_file() -> Option<std::path::PathBuf> {
+    std::env::var_os("SWITCHBOARD_REDIS_CA_FILE").map(Into::into)
 }
 
 /// A minimal HTTP/1.0 GET on the admin listener: (status code, body), or

@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 use tonic::{Code, Request, Status};
 
 use super::status::refusal;
+use crate::telemetry::series::Unauthenticated;
 
 /// Shortest accepted token: anything shorter is guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -85,9 +86,12 @@ impl Tokens {
                 .and_then(|value| value.strip_prefix("Bearer "));
             match presented {
                 Some(token) if self.accepts(token.trim()) => Ok(request),
-                Some(_) => Err(refuse("invalid_token", "the bearer token is not valid")),
+                Some(_) => Err(refuse(
+                    Unauthenticated::InvalidToken,
+                    "the bearer token is not valid",
+                )),
                 None => Err(refuse(
-                    "missing_token",
+                    Unauthenticated::MissingToken,
                     "an `authorization: Bearer <token>` header is required",
                 )),
             }
@@ -99,7 +103,8 @@ fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn refuse(reason: &'static str, message: &'static str) -> Status {
+fn refuse(reason: Unauthenticated, message: &'static str) -> Status {
+    let reason: &'static str = reason.into();
     metrics::counter!("switchboard_grpc_unauthenticated_total", "reason" => reason).increment(1);
     refusal(Code::Unauthenticated, reason, message.to_string())
 }

@@ -26,6 +26,7 @@ use crate::{
         RecordUsageResponse, RouteCallRequest, RouteCallResponse,
     },
     routing::{self, CallRequest, Resolver, RouteError, Router, UsageRequest},
+    telemetry::series::{grpc_code as code_name, Rpc, ShedReason},
 };
 
 /// The part of a client's deadline kept back so that our answer (even
@@ -96,7 +97,8 @@ struct RpcMetrics {
 }
 
 impl RpcMetrics {
-    fn new(rpc: &'static str) -> Self {
+    fn new(rpc: Rpc) -> Self {
+        let rpc: &'static str = rpc.into();
         Self {
             rpc,
             seconds: metrics::histogram!("switchboard_grpc_request_seconds", "rpc" => rpc),
@@ -124,11 +126,11 @@ impl<R> CallRouterService<R> {
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             max_queue_delay: limits.max_queue_delay,
             metrics: ServiceMetrics {
-                route_call: RpcMetrics::new("RouteCall"),
-                end_call: RpcMetrics::new("EndCall"),
-                record_usage: RpcMetrics::new("RecordUsage"),
-                lookup_number: RpcMetrics::new("LookupNumber"),
-                explain_route: RpcMetrics::new("ExplainRoute"),
+                route_call: RpcMetrics::new(Rpc::RouteCall),
+                end_call: RpcMetrics::new(Rpc::EndCall),
+                record_usage: RpcMetrics::new(Rpc::RecordUsage),
+                lookup_number: RpcMetrics::new(Rpc::LookupNumber),
+                explain_route: RpcMetrics::new(Rpc::ExplainRoute),
                 in_flight: metrics::gauge!("switchboard_grpc_in_flight"),
             },
         }
@@ -292,14 +294,14 @@ impl<R> CallRouterService<R> {
         budget: Budget,
         handler: impl Future<Output = Result<T, RouteError>>,
     ) -> Result<Response<T>, Status> {
-        let shed = |reason: &'static str| {
-            metrics::counter!("switchboard_grpc_shed_total", "rpc" => rpc.rpc, "reason" => reason)
+        let shed = |reason: ShedReason| {
+            metrics::counter!("switchboard_grpc_shed_total", "rpc" => rpc.rpc, "reason" => <&str>::from(reason))
                 .increment(1);
             Err(RouteError::Overloaded)
         };
         // past its own deadline, nobody waits for the answer any more
         let result = if budget.queued > self.max_queue_delay.min(budget.deadline) {
-            shed("queue_delay")
+            shed(ShedReason::QueueDelay)
         } else {
             match self.in_flight.try_acquire() {
                 Ok(_permit) => {
@@ -309,7 +311,7 @@ impl<R> CallRouterService<R> {
                         .await
                         .unwrap_or(Err(RouteError::Deadline))
                 }
-                Err(_) => shed("in_flight"),
+                Err(_) => shed(ShedReason::InFlight),
             }
         };
         let result = result.map(Response::new).map_err(Status::from);
@@ -381,30 +383,6 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
         "n" => Duration::from_nanos(amount),
         _ => return None,
     })
-}
-
-/// Label value for a status code (bounded set, stable spelling).
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 #[cfg(test)]

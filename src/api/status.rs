@@ -3,7 +3,9 @@
 //! Every refusal carries a stable machine-readable reason in the
 //! `switchboard-reason` trailer, so a gateway can map answers to SIP
 //! responses without parsing messages (README, "Status codes"). Internal
-//! detail (database errors) is logged here and never sent.
+//! detail (database errors) is never sent; it is logged where it happens,
+//! and an unreachable dependency once per outage (telemetry::outage), not
+//! here per request.
 
 use tonic::{metadata::MetadataValue, Code, Status};
 
@@ -44,16 +46,14 @@ impl From<RouteError> for Status {
             RouteError::Inactive { what, .. } => {
                 (Code::FailedPrecondition, what.as_str(), error.to_string())
             }
-            RouteError::Unavailable(
-                cause @ (ResolveError::Timeout(_) | ResolveError::Unavailable(_)),
-            ) => {
-                tracing::warn!(error = %cause, "routing data unavailable");
-                (
-                    Code::Unavailable,
-                    "database_unavailable",
-                    "routing data is temporarily unavailable; retry".to_string(),
-                )
-            }
+            // Not logged here, where it would be a line per request: the
+            // store and the Redis commands log the outage
+            // (telemetry::outage); the answers are counted by code.
+            RouteError::Unavailable(ResolveError::Timeout(_) | ResolveError::Unavailable(_)) => (
+                Code::Unavailable,
+                "database_unavailable",
+                "routing data is temporarily unavailable; retry".to_string(),
+            ),
             RouteError::Unavailable(cause @ ResolveError::Corrupt(_)) => {
                 tracing::error!(error = %cause, "routing data could not be read");
                 (Code::Internal, "internal", "internal error".to_string())
@@ -94,15 +94,13 @@ impl From<RouteError> for Status {
                     "the database is unreachable and the local spool is full; retry later"
                         .to_string(),
                 ),
-                RecordError::SpoolFailed(cause) => {
-                    tracing::error!(%cause, "events could not be spooled");
-                    (
-                        Code::Unavailable,
-                        "recorder_unavailable",
-                        "the database is unreachable and the local spool cannot be written; retry later"
-                            .to_string(),
-                    )
-                }
+                // logged by the recorder as the spool's outage
+                RecordError::SpoolFailed(_) => (
+                    Code::Unavailable,
+                    "recorder_unavailable",
+                    "the database is unreachable and the local spool cannot be written; retry later"
+                        .to_string(),
+                ),
                 RecordError::Closed => (
                     Code::Unavailable,
                     "shutting_down",

@@ -26,6 +26,7 @@ use super::{
     Envelope, RecordError, RecorderSettings,
 };
 use crate::store::{calls::WriteError, PgStore};
+use crate::telemetry::outage::SPOOL;
 
 /// Events taken from the queue together, with whoever waits for them.
 #[derive(Default)]
@@ -163,26 +164,22 @@ impl Batcher {
     async fn persist(&mut self, mut batch: Batch, deadline: Option<Instant>) {
         metrics::histogram!("switchboard_recorder_batch_size").record(batch.events.len() as f64);
         if !self.spooled {
-            match self.write(&batch.events, deadline).await {
-                Ok(()) => {
-                    count(batch.events.len(), "written");
-                    batch.acknowledge(Ok(()));
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot write to PostgreSQL; spooling to disk");
-                }
+            // on failure the store logs PostgreSQL's outage, and spooling
+            // shows in switchboard_recorder_spooling
+            if self.write(&batch.events, deadline).await.is_ok() {
+                // events are durable again: a spool outage is over
+                SPOOL.succeeded();
+                count(batch.events.len(), "written");
+                batch.acknowledge(Ok(()));
+                return;
             }
         }
         let events = std::mem::take(&mut batch.events);
         match self.append(&events).await {
             Ok(()) => batch.acknowledge(Ok(())),
             Err(error) => {
-                tracing::error!(
-                    %error,
-                    events = events.len(),
-                    "PostgreSQL unreachable and the spool cannot take events; holding them in memory"
-                );
+                // events held in memory; refusals counted by reason
+                SPOOL.failed(&error);
                 batch.acknowledge(Err(error));
                 self.held = events;
                 self.stalled
@@ -237,6 +234,7 @@ impl Batcher {
                 other => RecordError::SpoolFailed(other.to_string()),
             });
         if result.is_ok() {
+            SPOOL.succeeded();
             count(events.len(), "spooled");
             if !self.spooled {
                 self.spooled = true;

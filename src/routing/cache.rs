@@ -673,8 +673,8 @@ impl<R: Resolver> RouteCache<R> {
                     "kept"
                 }
             }
-            Err(error) => {
-                tracing::warn!(%number, %error, "refreshing a cached route failed; keeping it");
+            // the store logs the outage; this is counted as "failed"
+            Err(_) => {
                 if let Some(binding) = self.numbers.get(number).await {
                     self.keep_stale(number, binding, generation).await;
                 }
@@ -1052,9 +1052,8 @@ fn refreshed(result: &'static str) {
         .increment(1);
 }
 
-/// Counts a stale route served. Logged where its refresh failed, once a
-/// second per number, not at every lookup: during an outage that would be
-/// a line per call.
+/// Counts a stale route served. Not logged: during an outage that would be
+/// a line per call; the store logs the outage (telemetry::outage).
 fn count_stale() {
     metrics::counter!("switchboard_cache_stale_served_total").increment(1);
 }

@@ -470,9 +470,10 @@ impl<R: Resolver> Router<R> {
         let org_id = self.call_org(call_id).await?;
         // the slot is freed even if recording fails below (the gateway
         // retries; releasing twice is harmless)
-        if let Err(error) = self.admission.release(org_id, call_id).await {
+        // a lease not released expires by itself; Redis's outage is logged
+        // by admission, this is counted
+        if self.admission.release(org_id, call_id).await.is_err() {
             metrics::counter!("switchboard_admission_release_failures_total").increment(1);
-            tracing::warn!(%error, %call_id, "lease not released; it expires by itself");
         }
         self.recorder
             .record_durably(vec![Event::CallEnded(CallEnded {
@@ -555,12 +556,10 @@ impl<R: Resolver> Router<R> {
                 Ok(org_id)
             }
             // Redis may know a call the database does not have yet
-            (None, Err(error)) => {
-                tracing::warn!(%error, %call_id, "call not recorded yet and Redis cannot be asked");
-                Err(RouteError::Unavailable(ResolveError::Unavailable(
-                    "call not found in the database and Redis unavailable".into(),
-                )))
-            }
+            // (Redis's outage is logged by admission, the answer counted)
+            (None, Err(_)) => Err(RouteError::Unavailable(ResolveError::Unavailable(
+                "call not found in the database and Redis unavailable".into(),
+            ))),
             (None, Ok(_)) => Err(RouteError::UnknownCall(call_id)),
         }
     }
@@ -585,10 +584,10 @@ impl<R: Resolver> Router<R> {
             .await
         {
             Ok(customer) => customer,
-            Err(error) => {
+            // counted, not logged: the store logs the outage behind it
+            Err(_) => {
                 metrics::counter!("switchboard_routing_customer_lookup_failures_total")
                     .increment(1);
-                tracing::warn!(%error, "customer lookup failed; routing without a customer");
                 None
             }
         }

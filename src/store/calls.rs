@@ -26,6 +26,7 @@ use uuid::Uuid;
 use super::postgres::{transient, Failure, PgStore};
 use crate::recorder::{EndReason, Event};
 use crate::routing::ResolveError;
+use crate::telemetry::series::Query;
 
 const WRITE_EVENTS_SQL: &str = "
     with call_rows as (
@@ -195,7 +196,7 @@ impl PgStore {
         }
 
         self.run_typed(
-            "write_events",
+            Query::WriteEvents,
             WRITE_EVENTS_SQL,
             &[
                 (&ids, Type::UUID_ARRAY),
@@ -232,7 +233,7 @@ impl PgStore {
     /// The organization of a recorded call, if the call is recorded.
     pub async fn find_call_org(&self, call_id: Uuid) -> Result<Option<Uuid>, ResolveError> {
         let rows = self
-            .query_typed("call_org", CALL_ORG_SQL, &[(&call_id, Type::UUID)])
+            .query_typed(Query::CallOrg, CALL_ORG_SQL, &[(&call_id, Type::UUID)])
             .await?;
         rows.first()
             .map(|row| {

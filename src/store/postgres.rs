@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::PgTarget;
 use crate::routing::{Agent, Customer, Organization, ResolveError, Resolver, Route, E164};
+use crate::telemetry::{outage::POSTGRES, series::Query};
 
 /// Pool and timeout settings for the pooled path.
 #[derive(Debug, Clone)]
@@ -137,7 +138,9 @@ impl PgStore {
 
     /// Whether the database answers through the pooler right now.
     pub async fn ping(&self) -> Result<(), ResolveError> {
-        self.query_typed("ping", "select 1", &[]).await.map(drop)
+        self.query_typed(Query::Ping, "select 1", &[])
+            .await
+            .map(drop)
     }
 
     /// Every active route, if there are at most `limit`; `None` when there
@@ -145,7 +148,11 @@ impl PgStore {
     pub async fn active_routes(&self, limit: usize) -> Result<Option<Vec<Route>>, ResolveError> {
         let cap = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
         let rows = self
-            .query_typed("active_routes", ACTIVE_ROUTES_SQL, &[(&cap, Type::INT8)])
+            .query_typed(
+                Query::ActiveRoutes,
+                ACTIVE_ROUTES_SQL,
+                &[(&cap, Type::INT8)],
+            )
             .await?;
         if rows.len() > limit {
             return Ok(None);
@@ -164,7 +171,7 @@ impl PgStore {
     /// Runs one typed query on a pooled connection with every wait bounded.
     pub(super) async fn query_typed(
         &self,
-        what: &'static str,
+        what: Query,
         sql: &str,
         params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, ResolveError> {
@@ -184,7 +191,7 @@ impl PgStore {
     /// statement itself each bounded. Counts and times it as `what`.
     pub(super) async fn run_typed(
         &self,
-        what: &'static str,
+        what: Query,
         sql: &str,
         params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],
         timeout: Duration,
@@ -210,8 +217,15 @@ impl PgStore {
             }
         }
         .await;
+        let what: &'static str = what.into();
         metrics::histogram!("switchboard_store_query_seconds", "query" => what)
             .record(started.elapsed().as_secs_f64());
+        match &outcome {
+            Ok(_) => POSTGRES.succeeded(),
+            // the database answered: it is up, the statement is at fault
+            Err(Failure::Query(e)) if !transient(e) => POSTGRES.succeeded(),
+            Err(failure) => POSTGRES.failed(&format_args!("{what}: {failure}")),
+        }
         if outcome.is_err() {
             metrics::counter!("switchboard_store_query_errors_total", "query" => what).increment(1);
         }
@@ -230,6 +244,29 @@ pub(super) enum Failure {
     Query(tokio_postgres::Error),
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Pool(e) => write!(f, "no pooled connection: {}", causes(e)),
+            Failure::Timeout => f.write_str("no answer within the query timeout"),
+            Failure::Query(e) => f.write_str(&causes(e)),
+        }
+    }
+}
+
+/// An error with its causes: tokio-postgres says "error connecting to
+/// server" and "db error", and keeps what happened in its source.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 impl Resolver for PgStore {
     type Source = Self;
 
@@ -244,7 +281,7 @@ impl Resolver for PgStore {
     async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
         let rows = self
             .query_typed(
-                "resolve_number",
+                Query::ResolveNumber,
                 RESOLVE_NUMBER_SQL,
                 &[(&number.as_str(), Type::TEXT)],
             )
@@ -254,7 +291,7 @@ impl Resolver for PgStore {
 
     async fn resolve_agent(&self, id: Uuid) -> Result<Option<Arc<Agent>>, ResolveError> {
         let rows = self
-            .query_typed("resolve_agent", RESOLVE_AGENT_SQL, &[(&id, Type::UUID)])
+            .query_typed(Query::ResolveAgent, RESOLVE_AGENT_SQL, &[(&id, Type::UUID)])
             .await?;
         rows.first()
             .map(|row| agent_from_row(row, 0).map(Arc::new))
@@ -267,7 +304,7 @@ impl Resolver for PgStore {
     ) -> Result<Option<Arc<Organization>>, ResolveError> {
         let rows = self
             .query_typed(
-                "resolve_organization",
+                Query::ResolveOrganization,
                 RESOLVE_ORGANIZATION_SQL,
                 &[(&id, Type::UUID)],
             )
@@ -284,7 +321,7 @@ impl Resolver for PgStore {
     ) -> Result<Option<Customer>, ResolveError> {
         let rows = self
             .query_typed(
-                "find_customer",
+                Query::FindCustomer,
                 FIND_CUSTOMER_SQL,
                 &[(&org_id, Type::UUID), (&phone.as_str(), Type::TEXT)],
             )

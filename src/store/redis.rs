@@ -33,6 +33,7 @@ use super::redis_link::RedisLink;
 use crate::routing::{
     Agent, Change, Customer, Organization, Peeked, ResolveError, Resolver, Route, Tier, E164,
 };
+use crate::telemetry::{outage::REDIS, series::RedisFallback};
 
 /// Version of the key layout and encoding, part of every key.
 const LAYOUT: &str = "v3";
@@ -185,19 +186,24 @@ impl<R: Resolver> RedisTier<R> {
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let Some((connection, epoch)) = self.connection.get() else {
-            fallback("not_connected");
+            fallback(RedisFallback::NotConnected);
             return None;
         };
         match tokio::time::timeout(timeout, run(connection)).await {
-            Ok(Ok(value)) => Some(value),
+            Ok(Ok(value)) => {
+                REDIS.succeeded();
+                Some(value)
+            }
             Ok(Err(error)) => {
                 self.connection.failed(epoch, &error);
                 tracing::debug!(%error, what, "Redis command failed");
-                fallback("error");
+                REDIS.failed(&error);
+                fallback(RedisFallback::Error);
                 None
             }
             Err(_) => {
-                fallback("timeout");
+                REDIS.failed(&format_args!("{what}: no answer within {timeout:?}"));
+                fallback(RedisFallback::Timeout);
                 None
             }
         }
@@ -327,9 +333,9 @@ impl<R: Resolver> RedisTier<R> {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
                     link.failed(epoch, &error);
-                    fallback("fill");
+                    fallback(RedisFallback::Fill);
                 }
-                Err(_) => fallback("fill"),
+                Err(_) => fallback(RedisFallback::Fill),
             }
         });
     }
@@ -465,8 +471,8 @@ fn decode<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Option<T> {
     rmp_serde::from_slice(raw).ok()
 }
 
-fn fallback(why: &'static str) {
-    metrics::counter!("switchboard_redis_fallbacks_total", "why" => why).increment(1);
+fn fallback(why: RedisFallback) {
+    metrics::counter!("switchboard_redis_fallbacks_total", "why" => <&str>::from(why)).increment(1);
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ use futures::FutureExt;
 use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, RedisError};
 use tokio::sync::Notify;
 
+use crate::telemetry::outage::REDIS;
+
 /// Pause between attempts to connect while there is no connection.
 pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(250);
 /// How often an open connection is checked with a `PING`.
@@ -74,14 +76,15 @@ impl RedisLink {
         timeout: Duration,
     ) -> Result<Self, redis::RedisError> {
         let client = match ca_pem {
-            Some(root_cert) => redis::Client::build_with_tls(
+            // a CA means nothing to a plaintext URL
+            Some(root_cert) if redis_url.starts_with("rediss://") => redis::Client::build_with_tls(
                 redis_url,
                 redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(root_cert),
                 },
             )?,
-            None => redis::Client::open(redis_url)?,
+            _ => redis::Client::open(redis_url)?,
         };
         let link = Self {
             shared: Arc::new(Shared {
@@ -186,10 +189,9 @@ async fn supervise(link: Weak<Shared>) {
         let mut connection = match shared.connect().await {
             Ok(connection) => connection,
             Err(error) => {
-                if down_since.is_none() {
-                    down_since = Some(tokio::time::Instant::now());
-                    tracing::warn!(%error, "cannot connect to Redis; serving without it, retrying every {RECONNECT_INTERVAL:?}");
-                }
+                // logged as the outage's start and summaries, not per attempt
+                REDIS.failed(&error);
+                down_since.get_or_insert_with(tokio::time::Instant::now);
                 drop(shared);
                 tokio::time::sleep(RECONNECT_INTERVAL).await;
                 continue;

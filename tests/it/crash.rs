@@ -15,7 +15,7 @@ use switchboard::store;
 const GLOBEX: &str = "+13125550100";
 
 /// A seeded database of its own and a pooler the test can kill.
-async fn setup() -> (Stack, String, PrivateBouncer, tempfile::TempDir) {
+pub async fn setup() -> (Stack, String, PrivateBouncer, tempfile::TempDir) {
     let stack = Stack::from_env();
     let db_name = create_database(&stack).await;
     let mut client = store::connect_direct(&stack.direct_url(&db_name))

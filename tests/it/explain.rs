@@ -54,7 +54,7 @@ fn cold(config: &mut ServeConfig) {
 
 /// Live leases of Acme Dental, counted in Redis directly.
 async fn acme_leases(app: &TestApp) -> u64 {
-    let client = redis::Client::open(app.stack.redis_url.as_str()).unwrap();
+    let client = app.stack.redis_client();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     redis::cmd("ZCARD")
         .arg(format!("{}:v1:leases:{ACME_ORG_ID}", app.db_name))
@@ -486,7 +486,7 @@ async fn explaining_takes_no_slot_and_writes_nothing() {
     // L2 fills are written off the call path: give any (wrong) one time to
     // land before looking
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let client = redis::Client::open(app.stack.redis_url.as_str()).unwrap();
+    let client = app.stack.redis_client();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}:*", app.db_name))

@@ -818,6 +818,39 @@ impl DaemonProcess {
         spool_dir: &std::path::Path,
         extra: &[(&str, &str)],
     ) -> Self {
+        Self::launch(
+            stack,
+            db_name,
+            pooler_port,
+            spool_dir,
+            extra,
+            Stdio::inherit(),
+        )
+        .await
+    }
+
+    /// Like [`DaemonProcess::start`], with the daemon's log (stderr)
+    /// written to `log` instead of the test's output.
+    pub async fn start_logging_to(
+        stack: &Stack,
+        db_name: &str,
+        pooler_port: u16,
+        spool_dir: &std::path::Path,
+        extra: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Self {
+        let log = std::fs::File::create(log).expect("create the daemon's log file");
+        Self::launch(stack, db_name, pooler_port, spool_dir, extra, log.into()).await
+    }
+
+    async fn launch(
+        stack: &Stack,
+        db_name: &str,
+        pooler_port: u16,
+        spool_dir: &std::path::Path,
+        extra: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Self {
         let grpc_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = switchboard_command()
@@ -838,6 +871,7 @@ impl DaemonProcess {
             .env("SWITCHBOARD_LOG", "warn")
             .envs(extra.iter().copied())
             .stdin(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start switchboard serve");
         let mut daemon = Self {

@@ -14,6 +14,7 @@ mod explain;
 mod failures;
 mod grpc_surface;
 mod migrations;
+mod outage_logs;
 mod overload;
 mod pooler;
 mod prometheus;

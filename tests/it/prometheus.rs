@@ -17,7 +17,12 @@ use std::{
 use serde_json::Value;
 use switchboard::proto::LookupNumberRequest;
 
-use crate::helpers::{eventually, free_port, http_get, metric, route_request, spawn_seeded_app};
+use switchboard::telemetry::series::{Kind, FAMILIES};
+
+use crate::helpers::{
+    create_database, eventually, free_port, http_get, metric, route_request, spawn_seeded_app,
+    DaemonProcess, Stack,
+};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const PROMTOOL: &str = "/usr/bin/promtool";
@@ -224,6 +229,151 @@ fn value(series: &Value) -> f64 {
         .as_str()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no value in {series}"))
+}
+
+/// Series that must read 0 on a fresh daemon: alerts divide or `rate()`
+/// them, so they have to exist before their first increment.
+const ZERO_AT_START: &[&str] = &[
+    r#"switchboard_grpc_shed_total{rpc="RouteCall",reason="in_flight"}"#,
+    r#"switchboard_grpc_requests_total{rpc="RouteCall",code="UNAVAILABLE"}"#,
+    r#"switchboard_grpc_unauthenticated_total{reason="invalid_token"}"#,
+    r#"switchboard_redis_fallbacks_total{why="timeout"}"#,
+    r#"switchboard_admission_decisions_total{outcome="redis_down_refused"}"#,
+    r#"switchboard_admission_release_failures_total"#,
+    r#"switchboard_recorder_refused_total{reason="spool_full"}"#,
+    r#"switchboard_recorder_events_total{outcome="dead_lettered"}"#,
+    r#"switchboard_store_query_errors_total{query="resolve_number"}"#,
+    r#"switchboard_cache_stale_served_total"#,
+    r#"switchboard_db_pool_timeouts_total"#,
+    r#"switchboard_invalidation_lag_seconds_count"#,
+    r#"switchboard_cache_lookup_seconds_count{tier="l2"}"#,
+];
+
+/// Every metric the alert rules and the dashboard read exists on a daemon
+/// that has not answered a single request, with the series alerts rely on
+/// at 0. A process of its own: the daemons of this binary share one
+/// metrics registry, which other tests fill.
+#[tokio::test]
+async fn a_fresh_daemon_exports_every_metric_the_alerts_and_the_dashboard_read() {
+    let stack = Stack::from_env();
+    let db_name = create_database(&stack).await;
+    let spool = tempfile::tempdir().unwrap();
+    let daemon =
+        DaemonProcess::start(&stack, &db_name, stack.pgbouncer_port, spool.path(), &[]).await;
+    let (code, body) = http_get(daemon.admin_addr, "/metrics").await;
+    assert_eq!(code, 200, "{body}");
+
+    let exported: BTreeSet<&str> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split(' ').next())
+        .collect();
+    for file in [
+        "deploy/prometheus/alerts.yaml",
+        "deploy/grafana/switchboard-dashboard.json",
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let named = metric_families_named_in(&text);
+        // the parse finds what the file reads
+        assert!(
+            named.contains("switchboard_grpc_requests_total"),
+            "{file}: {named:?}"
+        );
+        let missing: Vec<_> = named
+            .iter()
+            .filter(|name| !exported.contains(name.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{file} reads metrics a fresh daemon does not export: {missing:?}\n--- /metrics ---\n{body}"
+        );
+    }
+    for series in ZERO_AT_START {
+        assert!(
+            body.lines().any(|line| line == format!("{series} 0")),
+            "{series} is not at 0:\n{body}"
+        );
+    }
+}
+
+/// The families a Prometheus rule or dashboard names: every
+/// `switchboard_…` identifier, a histogram's `_bucket`, `_count` and `_sum`
+/// series counted as their family.
+fn metric_families_named_in(text: &str) -> BTreeSet<String> {
+    let identifier = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    text.match_indices("switchboard_")
+        // not the tail of a longer identifier
+        .filter(|(at, _)| !text[..*at].ends_with(identifier))
+        .map(|(at, _)| {
+            let rest = &text[at..];
+            let name = &rest[..rest.find(|c| !identifier(c)).unwrap_or(rest.len())];
+            ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name)
+                .to_string()
+        })
+        .collect()
+}
+
+/// Every series on `/metrics` is one the daemon declares
+/// (`switchboard::telemetry::series::FAMILIES`), with label values from
+/// their lists: a value recorded but not listed would appear only when it
+/// first happens, which is what exporting at zero is for. The registry is
+/// shared by the whole binary, so this also checks what every test that ran
+/// before it recorded.
+#[tokio::test]
+async fn every_series_exported_is_declared_with_its_label_values() {
+    let mut app = spawn_seeded_app().await;
+    make_traffic(&mut app).await;
+    let (_, body) = app.admin_get("/metrics").await;
+    let mut checked = 0;
+    for line in body.lines().filter(|l| l.starts_with("switchboard_")) {
+        let series = line.rsplit_once(' ').map_or(line, |(series, _)| series);
+        let (name, labels) = match series.split_once('{') {
+            Some((name, labels)) => (name, labels.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let family = FAMILIES
+            .iter()
+            .find(|family| {
+                name == family.name
+                    || (family.kind == Kind::Histogram
+                        && ["_bucket", "_count", "_sum"]
+                            .iter()
+                            .any(|suffix| name.strip_suffix(suffix) == Some(family.name)))
+            })
+            .unwrap_or_else(|| panic!("{line}: not declared in telemetry::series"));
+        let labels: Vec<(&str, &str)> = labels
+            .split(',')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (label, value) = pair.split_once('=').expect("label=\"value\"");
+                (label, value.trim_matches('"'))
+            })
+            .filter(|(label, _)| *label != "le")
+            .collect();
+        assert_eq!(
+            labels.len(),
+            family.labels.len(),
+            "{line}: labels are {:?}",
+            family.labels
+        );
+        for (label, value) in labels {
+            let values = family
+                .labels
+                .iter()
+                .find_map(|(declared, values)| (*declared == label).then_some(*values))
+                .unwrap_or_else(|| panic!("{line}: label {label} not declared"));
+            assert!(
+                values.contains(&value),
+                "{line}: {label}=\"{value}\" is not among {values:?} (telemetry::series)"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked > 100, "only {checked} series in:\n{body}");
 }
 
 /// A Prometheus server of this test's own, scraping one target every
