@@ -69,11 +69,8 @@ fn resolve(c: &mut Criterion) {
         };
         let redis_ca = common::redis_ca_file().map(|ca| std::fs::read(ca).unwrap());
         let link = RedisLink::new(&env("REDIS_URL"), redis_ca.clone(), redis.timeout).unwrap();
-        let l2 = RedisTier::with_connection(
-            link,
-            PgStore::new(&url, &pool_settings()).unwrap(),
-            redis,
-        );
+        let l2 =
+            RedisTier::with_connection(link, PgStore::new(&url, &pool_settings()).unwrap(), redis);
         let l1 = RouteCache::new(
             PgStore::new(&url, &pool_settings()).unwrap(),
             cache_settings(),

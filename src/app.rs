@@ -135,10 +135,7 @@ impl Application {
 
         let redis_ca = match &config.redis_ca_file {
             Some(path) => Some(std::fs::read(path).with_context(|| {
-                format!(
-                    "cannot read SWITCHBOARD_REDIS_CA_FILE {}",
-                    path.display()
-                )
+                format!("cannot read SWITCHBOARD_REDIS_CA_FILE {}", path.display())
             })?),
             None => None,
         };

@@ -115,11 +115,10 @@ async fn session<R: Resolver>(
     let mut target = PgTarget::parse(url).map_err(|e| format!("DATABASE_DIRECT_URL {e}"))?;
     // visible in pg_stat_activity, so an operator can tell this session apart
     target.config.application_name(APPLICATION_NAME);
-    let (client, mut connection) =
-        tokio::time::timeout(CONNECT_TIMEOUT, target.connect())
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| format!("connect: {e}"))?;
+    let (client, mut connection) = tokio::time::timeout(CONNECT_TIMEOUT, target.connect())
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
     let (tx, mut notifications) = mpsc::unbounded_channel::<Notification>();
     // The connection must be polled for the client to work; poll_message
     // also yields the notifications.

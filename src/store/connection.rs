@@ -166,7 +166,9 @@ pub async fn check_tls(
 /// configuration to fix, not an outage to wait out. (tokio-postgres does not
 /// expose its error kinds; every TLS failure is reported with this text.)
 pub fn is_tls_failure(error: &tokio_postgres::Error) -> bool {
-    error.to_string().starts_with("error performing TLS handshake")
+    error
+        .to_string()
+        .starts_with("error performing TLS handshake")
 }
 
 /// Splits `sslmode` and `sslrootcert` off a connection string.
@@ -294,13 +296,10 @@ impl ServerCertVerifier for ChainOnly {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         // the chain is checked first; only then the name
-        match self.0.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -391,12 +390,18 @@ mod tests {
         let (rest, mode, root) = take_tls_parameters(
             "postgres://u:p@db.example.com:6543/postgres?sslmode=verify-full&application_name=x&sslrootcert=%2Fetc%2Fca.crt",
         );
-        assert_eq!(rest, "postgres://u:p@db.example.com:6543/postgres?application_name=x");
+        assert_eq!(
+            rest,
+            "postgres://u:p@db.example.com:6543/postgres?application_name=x"
+        );
         assert_eq!(mode.as_deref(), Some("verify-full"));
         assert_eq!(root.as_deref(), Some("/etc/ca.crt"));
 
         let (rest, mode, root) = take_tls_parameters("postgresql://h/db?sslmode=require");
-        assert_eq!((rest.as_str(), mode.as_deref(), root), ("postgresql://h/db", Some("require"), None));
+        assert_eq!(
+            (rest.as_str(), mode.as_deref(), root),
+            ("postgresql://h/db", Some("require"), None)
+        );
 
         let (rest, mode, root) =
             take_tls_parameters("host=h dbname=d sslmode=verify-ca sslrootcert='/ca.pem'");
@@ -422,8 +427,9 @@ mod tests {
         );
         let error = PgTarget::parse("postgres://h/db?sslmode=allow").unwrap_err();
         assert!(error.to_string().contains("allow"), "{error}");
-        let error = PgTarget::parse("postgres://h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.crt")
-            .unwrap_err();
+        let error =
+            PgTarget::parse("postgres://h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.crt")
+                .unwrap_err();
         assert!(error.to_string().contains("/nonexistent/ca.crt"), "{error}");
     }
 }

@@ -21,3 +21,4 @@ mod prometheus;
 mod recovery;
 mod routing;
 mod security;
+mod tls;
