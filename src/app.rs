@@ -84,6 +84,15 @@ impl Application {
             )
         })?;
         let tls = tls_config(&config)?;
+        if config.tls_terminated_upstream
+            && config.tokens_in_clear(&config.tokens().map_err(anyhow::Error::msg)?)
+        {
+            tracing::warn!(
+                grpc_addr = %config.grpc_addr,
+                "serving bearer tokens without TLS on a non-loopback address: whatever is in \
+                 front must terminate TLS (SWITCHBOARD_TLS_TERMINATED_UPSTREAM=true)"
+            );
+        }
         let grpc_listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;

@@ -231,6 +231,15 @@ pub struct ServeConfig {
         default_value_t = false
     )]
     pub allow_unauthenticated: bool,
+    /// Something in front of the daemon (a proxy, a service mesh) terminates
+    /// the gateways' TLS: tokens may then reach a non-loopback listener
+    /// without TLS of its own (a warning is logged at start).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TLS_TERMINATED_UPSTREAM",
+        default_value_t = false
+    )]
+    pub tls_terminated_upstream: bool,
     /// PEM certificate chain for gRPC over TLS (with SWITCHBOARD_TLS_KEY).
     #[arg(long, env = "SWITCHBOARD_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -345,6 +354,7 @@ impl ServeConfig {
             max_queue_delay: duration(DEFAULT_MAX_QUEUE_DELAY).expect("valid default"),
             api_tokens: None,
             allow_unauthenticated: false,
+            tls_terminated_upstream: false,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
@@ -372,6 +382,12 @@ impl ServeConfig {
     }
 
     /// Checks what the types alone cannot.
+    /// Whether gateways' bearer tokens would reach a non-loopback listener
+    /// that has no TLS of its own.
+    pub fn tokens_in_clear(&self, tokens: &Tokens) -> bool {
+        !tokens.is_empty() && !self.grpc_addr.ip().is_loopback() && self.tls_cert.is_none()
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.db_pool_size == 0 {
             return Err("SWITCHBOARD_DB_POOL_SIZE must be at least 1".into());
@@ -432,6 +448,15 @@ impl ServeConfig {
                 "SWITCHBOARD_API_TOKENS is not set, and SWITCHBOARD_GRPC_ADDR ({}) is not a \
                  loopback address: set tokens for the gateways, or \
                  SWITCHBOARD_ALLOW_UNAUTHENTICATED=true if something in front authenticates them",
+                self.grpc_addr
+            ));
+        }
+        if self.tokens_in_clear(&tokens) && !self.tls_terminated_upstream {
+            return Err(format!(
+                "SWITCHBOARD_API_TOKENS would cross the network in clear: SWITCHBOARD_GRPC_ADDR \
+                 ({}) is not a loopback address and the listener has no TLS. Set \
+                 SWITCHBOARD_TLS_CERT and SWITCHBOARD_TLS_KEY, or \
+                 SWITCHBOARD_TLS_TERMINATED_UPSTREAM=true if a proxy in front terminates TLS",
                 self.grpc_addr
             ));
         }

@@ -5,7 +5,7 @@ use crate::helpers::{spawn_seeded_app, switchboard_command as switchboard};
 
 #[test]
 fn bad_configuration_exits_64_and_names_the_setting() {
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let cases: [(&[(&str, &str)], &str); 7] = [
         (&[], "DATABASE_URL"),
         (
             &[
@@ -43,6 +43,17 @@ fn bad_configuration_exits_64_and_names_the_setting() {
                 ("SWITCHBOARD_GRPC_ADDR", "0.0.0.0:50051"),
             ],
             "SWITCHBOARD_API_TOKENS",
+        ),
+        // gateway tokens in clear on an open port
+        (
+            &[
+                ("DATABASE_URL", "postgres://x@127.0.0.1/db"),
+                ("DATABASE_DIRECT_URL", "postgres://x@127.0.0.1/db"),
+                ("REDIS_URL", "redis://127.0.0.1/"),
+                ("SWITCHBOARD_GRPC_ADDR", "0.0.0.0:50051"),
+                ("SWITCHBOARD_API_TOKENS", "gateway-token-0123456789"),
+            ],
+            "SWITCHBOARD_TLS_TERMINATED_UPSTREAM",
         ),
         (
             &[

@@ -92,7 +92,7 @@ fn once<T: Send + 'static>(item: T) -> impl futures::Stream<Item = T> + Send {
 }
 
 #[tokio::test]
-async fn without_tokens_only_loopback_is_served_unless_explicitly_allowed() {
+async fn an_open_port_needs_tokens_and_tokens_need_tls_unless_explicitly_waived() {
     let stack = Stack::from_env();
     let config = |addr: &str, allow: bool| {
         let mut config = ServeConfig::with_defaults(
@@ -115,9 +115,22 @@ async fn without_tokens_only_loopback_is_served_unless_explicitly_allowed() {
     );
     assert!(config("0.0.0.0:0", true).validate().is_ok());
     assert!(config("127.0.0.1:0", false).validate().is_ok());
+    // tokens on an open port: only with TLS, here or in front
     let mut with_tokens = config("0.0.0.0:0", false);
     with_tokens.api_tokens = Some(SecretString::from(NEW_TOKEN.to_string()));
+    let error = with_tokens.validate().unwrap_err();
+    assert!(error.contains("in clear"), "{error}");
+    with_tokens.tls_cert = Some("/etc/switchboard/cert.pem".into());
+    with_tokens.tls_key = Some("/etc/switchboard/key.pem".into());
     assert!(with_tokens.validate().is_ok());
+    with_tokens.tls_cert = None;
+    with_tokens.tls_key = None;
+    with_tokens.tls_terminated_upstream = true;
+    assert!(with_tokens.validate().is_ok());
+    // and on loopback, as the demo runs
+    let mut local = config("127.0.0.1:0", false);
+    local.api_tokens = Some(SecretString::from(NEW_TOKEN.to_string()));
+    assert!(local.validate().is_ok());
 }
 
 /// A certificate authority made for one test.
