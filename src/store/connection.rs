@@ -153,10 +153,16 @@ pub async fn check_tls(
     }
     target.config.connect_timeout(timeout);
     match tokio::time::timeout(timeout, target.connect()).await {
-        Ok(Err(error)) if is_tls_failure(&error) => Err(format!(
-            "sslmode={} cannot work: {error}",
-            target.mode.as_str()
-        )),
+        Ok(Err(error)) if is_tls_failure(&error) => {
+            // tokio-postgres keeps the reason in the error's source
+            let reason = std::error::Error::source(&error)
+                .map(|cause| format!(": {cause}"))
+                .unwrap_or_default();
+            Err(format!(
+                "sslmode={} cannot work: {error}{reason}",
+                target.mode.as_str()
+            ))
+        }
         _ => Ok(()),
     }
 }
