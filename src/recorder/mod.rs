@@ -12,15 +12,37 @@
 //!   into the in-memory queue and the call goes ahead. It reaches PostgreSQL
 //!   (or the spool) within one flush interval; a crash of the process inside
 //!   that window loses the opening details (the row is still created by the
-//!   call's `EndCall` or usage).
-//! * `EndCall` and `RecordUsage` return only once their events are durable:
-//!   committed to PostgreSQL, or written and fsynced to the spool. What they
-//!   acknowledge survives `SIGKILL` and power loss.
+//!   call's `EndCall` or usage). While neither PostgreSQL nor the spool can
+//!   take it, it is held in memory and written once either can.
+//! * `EndCall` and `RecordUsage` ([`Recorder::record_durably`]) answer within
+//!   their deadline, one of two ways:
+//!   - **acknowledged**: their events are committed to PostgreSQL, or
+//!     written and fsynced to the spool. What they acknowledge survives
+//!     `SIGKILL` and power loss.
+//!   - **refused** ([`RecordError`]): nothing of them was recorded and
+//!     nothing will be: their events are dropped, not kept for later. The
+//!     caller retries; until then the RPC has no effect (`EndCall` keeps
+//!     its lease).
+//!
+//! A batch with RPCs waiting does not wait for PostgreSQL past the earliest
+//! waiter's deadline less a margin for spooling (`Waiter::write_by`): a
+//! frozen pooler turns into a spooled, acknowledged batch, not into RPCs
+//! that run out their deadline while their events land later. A statement
+//! abandoned that way has its connection closed, so a pooler that was
+//! holding it never sends it.
 //!
 //! Every write is idempotent (see `store::calls`), so retries, replays and a
 //! crash in the middle of a replay never duplicate a row. A full queue
 //! refuses new events at once (`RESOURCE_EXHAUSTED`); memory is bounded by
-//! the queue and one batch.
+//! the queue, two batches and the held call-opened events (at most
+//! `queue_capacity` of them).
+//!
+//! Metrics: `switchboard_recorder_events_total{outcome}` counts events
+//! `written`, `spooled`, `replayed`, `dead_lettered`, `refused` (dropped
+//! with their RPC's refusal: neither PostgreSQL nor the spool could take
+//! them) and `abandoned` (dropped because their RPC had already given up:
+//! its deadline passed or its client went away). Refused RPCs are counted in
+//! `switchboard_recorder_refused_total{reason}` by [`RecordError::reason`].
 
 mod batcher;
 mod event;
@@ -32,7 +54,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::{
@@ -54,7 +76,8 @@ pub struct RecorderSettings {
     pub batch_size: usize,
     /// Longest an event waits for its batch to fill.
     pub flush_interval: Duration,
-    /// Longest wait for one batch's statement before it goes to the spool.
+    /// Longest wait for one batch's statement before it goes to the spool
+    /// (shorter when an RPC waiting for the batch has less time left).
     pub write_timeout: Duration,
     /// Pause between attempts to reach PostgreSQL again while spooling.
     pub retry_interval: Duration,
@@ -63,7 +86,9 @@ pub struct RecorderSettings {
     pub spool_dir: PathBuf,
 }
 
-/// Why events were not accepted, or not made durable.
+/// Why events were not accepted, or not made durable. Whatever the
+/// variant, nothing of the RPC was recorded, nor will be: a retry is
+/// needed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RecordError {
     /// The queue is full: the database and the spool are not keeping up.
@@ -72,28 +97,82 @@ pub enum RecordError {
     /// The daemon is shutting down and takes no more events.
     #[error("recorder is shutting down")]
     Closed,
-    /// PostgreSQL is unreachable and the spool has no room. The events are
-    /// kept in memory and written once either recovers; a retry is safe.
+    /// PostgreSQL is unreachable and the spool has no room.
     #[error("spool is full: {0}")]
     SpoolFull(String),
     /// PostgreSQL is unreachable and the spool cannot be written.
     #[error("spool cannot be written: {0}")]
     SpoolFailed(String),
+    /// The RPC's deadline passed before its events could be made durable.
+    #[error("the events could not be made durable within the request's deadline")]
+    Expired,
+}
+
+impl RecordError {
+    /// Label of `switchboard_recorder_refused_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RecordError::QueueFull => "queue_full",
+            RecordError::Closed => "closed",
+            RecordError::SpoolFull(_) => "spool_full",
+            RecordError::SpoolFailed(_) => "spool_failed",
+            RecordError::Expired => "deadline",
+        }
+    }
+
+    /// Counts one refused RPC.
+    fn count(&self) {
+        metrics::counter!("switchboard_recorder_refused_total", "reason" => self.reason())
+            .increment(1);
+    }
+}
+
+/// Time kept back from a waiting RPC's deadline to spool its batch (one
+/// fsync) and answer, when PostgreSQL has not answered by then; at most a
+/// quarter of the time the RPC has left when it is recorded.
+const SPOOL_MARGIN: Duration = Duration::from_millis(200);
+
+/// An RPC waiting for its events to be durable.
+struct Waiter {
+    reply: oneshot::Sender<Result<(), RecordError>>,
+    /// When the RPC is answered `deadline` by the API layer, whatever
+    /// happens here.
+    deadline: Instant,
+    /// When its batch stops waiting for PostgreSQL and goes to the spool.
+    write_by: Instant,
+}
+
+impl Waiter {
+    fn new(reply: oneshot::Sender<Result<(), RecordError>>, deadline: Instant) -> Self {
+        let margin = SPOOL_MARGIN.min(deadline.saturating_duration_since(Instant::now()) / 4);
+        Self {
+            reply,
+            deadline,
+            write_by: deadline - margin,
+        }
+    }
+
+    /// Whether nobody waits for the answer any more: the RPC gave up (its
+    /// deadline passed, or its client went away), so it was not
+    /// acknowledged and its events must not be recorded.
+    fn gone(&self, now: Instant) -> bool {
+        self.reply.is_closed() || self.deadline <= now
+    }
 }
 
 /// Events of one RPC, and who waits for them to be durable.
 struct Envelope {
     events: Vec<Event>,
-    durable: Option<oneshot::Sender<Result<(), RecordError>>>,
+    durable: Option<Waiter>,
 }
 
 /// The handle RPCs record through; cheap to clone.
 #[derive(Clone)]
 pub struct Recorder {
     queue: mpsc::Sender<Envelope>,
-    /// Raised by the batcher while it holds events it can neither write nor
-    /// spool: a durable record cannot be promised, so it is refused at once
-    /// instead of waiting out its deadline.
+    /// Raised by the batcher while the spool refuses events and PostgreSQL
+    /// is unreachable: a durable record cannot be promised, so it is
+    /// refused at once instead of queueing for a certain refusal.
     stalled: Arc<AtomicBool>,
 }
 
@@ -134,33 +213,37 @@ impl Recorder {
         match self.queue.try_reserve() {
             Ok(permit) => Ok(Permit(permit)),
             Err(mpsc::error::TrySendError::Full(())) => {
-                metrics::counter!("switchboard_recorder_refused_total", "reason" => "queue_full")
-                    .increment(1);
+                RecordError::QueueFull.count();
                 Err(RecordError::QueueFull)
             }
             Err(mpsc::error::TrySendError::Closed(())) => {
-                metrics::counter!("switchboard_recorder_refused_total", "reason" => "closed")
-                    .increment(1);
+                RecordError::Closed.count();
                 Err(RecordError::Closed)
             }
         }
     }
 
-    /// Records `events` and waits until they are durable: committed to
-    /// PostgreSQL or fsynced to the spool.
-    pub async fn record_durably(&self, events: Vec<Event>) -> Result<(), RecordError> {
+    /// Records `events` and waits until they are durable (committed to
+    /// PostgreSQL or fsynced to the spool), answering before `deadline`:
+    /// the RPC's own, after which nobody waits for the answer. On an error
+    /// nothing was recorded, and nothing will be.
+    pub async fn record_durably(
+        &self,
+        events: Vec<Event>,
+        deadline: Instant,
+    ) -> Result<(), RecordError> {
         if self.stalled.load(Ordering::Acquire) {
-            metrics::counter!("switchboard_recorder_refused_total", "reason" => "spool_full")
-                .increment(1);
-            return Err(RecordError::SpoolFull(
+            let refused = RecordError::SpoolFull(
                 "PostgreSQL is unreachable and the spool has no room".into(),
-            ));
+            );
+            refused.count();
+            return Err(refused);
         }
         let permit = self.reserve()?;
-        let (durable, written) = oneshot::channel();
+        let (reply, written) = oneshot::channel();
         permit.0.send(Envelope {
             events,
-            durable: Some(durable),
+            durable: Some(Waiter::new(reply, deadline)),
         });
         written.await.unwrap_or(Err(RecordError::Closed))
     }
