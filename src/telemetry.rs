@@ -235,11 +235,11 @@ fn describe_metrics() {
     );
     counter!(
         "switchboard_recorder_events_total",
-        "Recorded events, by outcome (written, spooled, replayed, dead_lettered)."
+        "Recorder events, by outcome (written, spooled, replayed, dead_lettered; dropped: refused with their RPC, abandoned by an RPC that gave up)."
     );
     counter!(
         "switchboard_recorder_refused_total",
-        "RPCs the recorder refused, by reason (queue_full, spool_full, closed)."
+        "RPCs the recorder refused, by reason (queue_full, spool_full, spool_failed, deadline, closed)."
     );
     gauge!(
         "switchboard_recorder_spooling",

@@ -79,7 +79,8 @@ pub struct RecorderSettings {
     /// Longest wait for one batch's statement before it goes to the spool
     /// (shorter when an RPC waiting for the batch has less time left).
     pub write_timeout: Duration,
-    /// Pause between attempts to reach PostgreSQL again while spooling.
+    /// Pause after a failed attempt to reach PostgreSQL while spooling (a
+    /// replay that succeeds goes on without one).
     pub retry_interval: Duration,
     /// Where undecodable and refused events are kept (the spool's
     /// directory).
