@@ -101,6 +101,18 @@ impl Batch {
         taken
     }
 
+    /// Takes out the oldest parts, up to `limit` events (at least one part).
+    fn take_front(&mut self, limit: usize) -> Batch {
+        let mut events = 0;
+        self.take_parts(|part| {
+            let take = events < limit;
+            if take {
+                events += part.len;
+            }
+            take
+        })
+    }
+
     /// Tells every waiter its events are durable. Waiters that gave up are
     /// ignored.
     fn acknowledge(self) {
@@ -128,7 +140,7 @@ pub(super) struct Batcher {
     queue: mpsc::Receiver<Envelope>,
     /// Events nobody waits for (call openings) that neither PostgreSQL nor
     /// the spool could take; written before anything newer. Never more
-    /// than `max_held` but for one batch: at that size the queue is not
+    /// than `max_waiting` but for one batch: at that size the queue is not
     /// read, so it fills and new RPCs are refused at once.
     held: Vec<Event>,
     /// When to try PostgreSQL again after a failure, for the spool or the
@@ -183,7 +195,7 @@ impl Batcher {
             if self.retrying() && Instant::now() >= self.next_attempt {
                 self.recover(None, &mut next).await;
             } else if next.is_empty() {
-                if self.held.len() >= self.max_held() {
+                if self.held.len() >= self.max_waiting() {
                     // the queue is not read: it fills and RPCs are refused
                     // at once, so memory stays bounded
                     tokio::select! {
@@ -196,7 +208,7 @@ impl Batcher {
                 self.collect(&mut next, wake, &mut stop).await;
             }
             if !next.is_empty() {
-                let batch = std::mem::take(&mut next);
+                let batch = next.take_front(self.settings.batch_size);
                 self.persist(batch, None, &mut next).await;
             }
         }
@@ -209,8 +221,9 @@ impl Batcher {
         self.spooled || !self.held.is_empty() || self.stall.is_some()
     }
 
-    /// Most events held in memory before the queue is no longer read.
-    fn max_held(&self) -> usize {
+    /// Most events kept in memory out of the queue, held or taken while a
+    /// write waits, before the queue is no longer read.
+    fn max_waiting(&self) -> usize {
         self.settings.queue_capacity.max(self.settings.batch_size)
     }
 
@@ -322,7 +335,7 @@ impl Batcher {
                 "no time left to wait for PostgreSQL".into(),
             ));
         }
-        let max_held = self.max_held();
+        let max_waiting = self.max_waiting();
         let Self {
             store,
             settings,
@@ -345,8 +358,9 @@ impl Batcher {
                         cutoff - started
                     )));
                 }
+                // beyond one batch, so that no waiter's deadline goes unseen
                 envelope = queue.recv(),
-                    if open && next.events.len() < settings.batch_size && held.len() < max_held =>
+                    if open && next.events.len() < max_waiting && held.len() < max_waiting =>
                 {
                     match envelope {
                         Some(envelope) => {
@@ -512,8 +526,8 @@ impl Batcher {
             if next.is_empty() {
                 break;
             }
-            drained += next.events.len();
-            let batch = std::mem::take(&mut next);
+            let batch = next.take_front(self.settings.batch_size);
+            drained += batch.events.len();
             self.persist(batch, Some(deadline), &mut next).await;
         }
         while self.retrying() && Instant::now() < deadline {
@@ -645,4 +659,108 @@ fn far_future() -> tokio::time::Instant {
 fn count(events: usize, outcome: &'static str) {
     metrics::counter!("switchboard_recorder_events_total", "outcome" => outcome)
         .increment(events as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::oneshot;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::recorder::{Metric, Usage};
+
+    fn usage(n: u128) -> Event {
+        Event::Usage(Usage {
+            id: Uuid::from_u128(n),
+            org_id: Uuid::from_u128(1),
+            call_id: Uuid::from_u128(2),
+            metric: Metric::ALL[0],
+            quantity: 1.0,
+            occurred_at: SystemTime::UNIX_EPOCH,
+        })
+    }
+
+    /// A batch of envelopes of `sizes` events each (numbered in order),
+    /// every other one with a waiter, and the waiters' receivers.
+    fn batch(sizes: &[usize]) -> (Batch, Vec<oneshot::Receiver<Result<(), RecordError>>>) {
+        let mut batch = Batch::default();
+        let mut receivers = Vec::new();
+        let mut n = 0;
+        for (i, size) in sizes.iter().enumerate() {
+            let events = (0..*size).map(|_| {
+                n += 1;
+                usage(n)
+            });
+            let durable = (i % 2 == 0).then(|| {
+                let (reply, receiver) = oneshot::channel();
+                receivers.push(receiver);
+                Waiter::new(reply, Instant::now() + Duration::from_secs(1))
+            });
+            batch.push(Envelope {
+                events: events.collect(),
+                durable,
+            });
+        }
+        (batch, receivers)
+    }
+
+    fn ids(batch: &Batch) -> Vec<u128> {
+        batch
+            .events
+            .iter()
+            .map(|event| match event {
+                Event::Usage(usage) => usage.id.as_u128(),
+                _ => unreachable!("only usage here"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parts_taken_out_keep_their_own_events_in_order() {
+        let (mut kept, _receivers) = batch(&[2, 1, 3, 1]);
+        let durable = kept.take_parts(|part| part.waiter.is_some());
+        assert_eq!(ids(&durable), [1, 2, 4, 5, 6]);
+        assert_eq!(ids(&kept), [3, 7]);
+        assert_eq!((durable.parts.len(), kept.parts.len()), (2, 2));
+    }
+
+    #[test]
+    fn the_front_of_a_batch_is_whole_envelopes_up_to_the_limit() {
+        let (mut rest, _receivers) = batch(&[2, 2, 1]);
+        let front = rest.take_front(3);
+        assert_eq!(ids(&front), [1, 2, 3, 4], "an envelope is never split");
+        assert_eq!(ids(&rest), [5]);
+        assert!(rest.take_front(0).is_empty());
+    }
+
+    #[test]
+    fn refused_waiters_hear_why_and_gone_ones_are_abandoned() {
+        let (mut batch, mut receivers) = batch(&[1, 1, 1]);
+        drop(receivers.remove(0));
+        abandon(&mut batch);
+        assert_eq!(ids(&batch), [2, 3], "the RPC that gave up is dropped");
+        batch
+            .take_parts(|part| part.waiter.is_some())
+            .refuse(&RecordError::SpoolFull("no room".into()));
+        assert!(matches!(
+            receivers[0].try_recv(),
+            Ok(Err(RecordError::SpoolFull(_)))
+        ));
+        assert_eq!(ids(&batch), [2], "what nobody waits for stays");
+    }
+
+    #[test]
+    fn a_waiter_keeps_time_to_spool_before_its_deadline() {
+        let now = Instant::now();
+        let (reply, _receiver) = oneshot::channel();
+        let waiter = Waiter::new(reply, now + Duration::from_secs(1));
+        assert_eq!(
+            waiter.deadline - waiter.write_by,
+            crate::recorder::SPOOL_MARGIN
+        );
+        let (reply, _receiver) = oneshot::channel();
+        let short = Waiter::new(reply, now + Duration::from_millis(100));
+        assert!(short.deadline - short.write_by <= Duration::from_millis(25));
+        assert!(short.write_by > now);
+    }
 }

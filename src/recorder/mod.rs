@@ -34,8 +34,9 @@
 //! Every write is idempotent (see `store::calls`), so retries, replays and a
 //! crash in the middle of a replay never duplicate a row. A full queue
 //! refuses new events at once (`RESOURCE_EXHAUSTED`); memory is bounded by
-//! the queue, two batches and the held call-opened events (at most
-//! `queue_capacity` of them).
+//! the queue, the batch being written and, out of the queue, at most
+//! `queue_capacity` events more (taken while a write waits) and as many
+//! held call openings.
 //!
 //! Metrics: `switchboard_recorder_events_total{outcome}` counts events
 //! `written`, `spooled`, `replayed`, `dead_lettered`, `refused` (dropped
