@@ -40,95 +40,13 @@ use std::{
 use tokio::sync::{mpsc, watch};
 
 use super::{
+    batch::Batch,
     dead_letter_path,
     event::{self, Event},
     spool::{Spool, SpoolError},
-    Envelope, RecordError, RecorderSettings, Waiter,
+    Envelope, RecordError, RecorderSettings,
 };
 use crate::store::{calls::WriteError, PgStore};
-
-/// Events taken from the queue together, grouped by the RPC that sent them.
-#[derive(Default)]
-struct Batch {
-    events: Vec<Event>,
-    /// One per envelope, in queue order.
-    parts: Vec<Part>,
-}
-
-/// One envelope's share of a batch.
-struct Part {
-    /// How many of the batch's events are its (the next ones in order).
-    len: usize,
-    /// Who waits for them to be durable, if anyone.
-    waiter: Option<Waiter>,
-}
-
-impl Batch {
-    fn push(&mut self, envelope: Envelope) {
-        self.parts.push(Part {
-            len: envelope.events.len(),
-            waiter: envelope.durable,
-        });
-        self.events.extend(envelope.events);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.parts.is_empty()
-    }
-
-    /// When the batch must go to the spool for its earliest waiter to be
-    /// answered in time.
-    fn write_by(&self) -> Option<Instant> {
-        self.parts
-            .iter()
-            .filter_map(|part| part.waiter.as_ref())
-            .map(|waiter| waiter.write_by)
-            .min()
-    }
-
-    /// Takes out the parts `take` picks, with their events; the others stay,
-    /// in their order.
-    fn take_parts(&mut self, mut take: impl FnMut(&Part) -> bool) -> Batch {
-        let mut kept = Batch::default();
-        let mut taken = Batch::default();
-        let mut events = std::mem::take(&mut self.events).into_iter();
-        for part in std::mem::take(&mut self.parts) {
-            let into = if take(&part) { &mut taken } else { &mut kept };
-            into.events.extend(events.by_ref().take(part.len));
-            into.parts.push(part);
-        }
-        *self = kept;
-        taken
-    }
-
-    /// Takes out the oldest parts, up to `limit` events (at least one part).
-    fn take_front(&mut self, limit: usize) -> Batch {
-        let mut events = 0;
-        self.take_parts(|part| {
-            let take = events < limit;
-            if take {
-                events += part.len;
-            }
-            take
-        })
-    }
-
-    /// Tells every waiter its events are durable. Waiters that gave up are
-    /// ignored.
-    fn acknowledge(self) {
-        for waiter in self.parts.into_iter().filter_map(|part| part.waiter) {
-            let _ = waiter.reply.send(Ok(()));
-        }
-    }
-
-    /// Refuses every waiter with `error`, counting each refused RPC.
-    fn refuse(self, error: &RecordError) {
-        for waiter in self.parts.into_iter().filter_map(|part| part.waiter) {
-            error.count();
-            let _ = waiter.reply.send(Err(error.clone()));
-        }
-    }
-}
 
 pub(super) struct Batcher {
     store: PgStore,
@@ -308,7 +226,7 @@ impl Batcher {
             },
         };
         self.set_stall(Some(error.clone()));
-        let refused = batch.take_parts(|part| part.waiter.is_some());
+        let refused = batch.take_durable();
         count(refused.events.len(), "refused");
         refused.refuse(&error);
         self.held.append(&mut batch.events);
@@ -570,28 +488,6 @@ impl Batcher {
     }
 }
 
-/// Adds an envelope to the batch being collected, whose flush must not
-/// wait past the time its waiter must be written by.
-fn take_into(batch: &mut Batch, envelope: Envelope, flush_at: &mut Instant) {
-    if let Some(waiter) = &envelope.durable {
-        *flush_at = (*flush_at).min(waiter.write_by);
-    }
-    batch.push(envelope);
-}
-
-/// Drops the parts whose RPC gave up (its deadline passed, its client went
-/// away): it was not acknowledged, so its events must not be recorded.
-fn abandon(batch: &mut Batch) {
-    let now = Instant::now();
-    let gone = batch.take_parts(|part| part.waiter.as_ref().is_some_and(|w| w.gone(now)));
-    if !gone.is_empty() {
-        count(gone.events.len(), "abandoned");
-        for waiter in gone.parts.into_iter().filter_map(|part| part.waiter) {
-            let _ = waiter.reply.send(Err(RecordError::Expired));
-        }
-    }
-}
-
 /// One batch's statement; when the database refuses its rows, event by
 /// event, sending those still refused to the dead letters.
 async fn write_events(
@@ -652,6 +548,25 @@ fn write_dead_letter(spool_dir: &Path, mut line: serde_json::Value) {
     }
 }
 
+/// Adds an envelope to the batch being collected, whose flush must not
+/// wait past the time its waiter must be written by.
+fn take_into(batch: &mut Batch, envelope: Envelope, flush_at: &mut Instant) {
+    if let Some(waiter) = &envelope.durable {
+        *flush_at = (*flush_at).min(waiter.write_by);
+    }
+    batch.push(envelope);
+}
+
+/// Drops the parts whose RPC gave up: they were not acknowledged, so their
+/// events must not be recorded.
+fn abandon(batch: &mut Batch) {
+    let gone = batch.take_gone();
+    if !gone.is_empty() {
+        count(gone.events.len(), "abandoned");
+        gone.abandon();
+    }
+}
+
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400)
 }
@@ -659,108 +574,4 @@ fn far_future() -> tokio::time::Instant {
 fn count(events: usize, outcome: &'static str) {
     metrics::counter!("switchboard_recorder_events_total", "outcome" => outcome)
         .increment(events as u64);
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio::sync::oneshot;
-    use uuid::Uuid;
-
-    use super::*;
-    use crate::recorder::{Metric, Usage};
-
-    fn usage(n: u128) -> Event {
-        Event::Usage(Usage {
-            id: Uuid::from_u128(n),
-            org_id: Uuid::from_u128(1),
-            call_id: Uuid::from_u128(2),
-            metric: Metric::ALL[0],
-            quantity: 1.0,
-            occurred_at: SystemTime::UNIX_EPOCH,
-        })
-    }
-
-    /// A batch of envelopes of `sizes` events each (numbered in order),
-    /// every other one with a waiter, and the waiters' receivers.
-    fn batch(sizes: &[usize]) -> (Batch, Vec<oneshot::Receiver<Result<(), RecordError>>>) {
-        let mut batch = Batch::default();
-        let mut receivers = Vec::new();
-        let mut n = 0;
-        for (i, size) in sizes.iter().enumerate() {
-            let events = (0..*size).map(|_| {
-                n += 1;
-                usage(n)
-            });
-            let durable = (i % 2 == 0).then(|| {
-                let (reply, receiver) = oneshot::channel();
-                receivers.push(receiver);
-                Waiter::new(reply, Instant::now() + Duration::from_secs(1))
-            });
-            batch.push(Envelope {
-                events: events.collect(),
-                durable,
-            });
-        }
-        (batch, receivers)
-    }
-
-    fn ids(batch: &Batch) -> Vec<u128> {
-        batch
-            .events
-            .iter()
-            .map(|event| match event {
-                Event::Usage(usage) => usage.id.as_u128(),
-                _ => unreachable!("only usage here"),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn parts_taken_out_keep_their_own_events_in_order() {
-        let (mut kept, _receivers) = batch(&[2, 1, 3, 1]);
-        let durable = kept.take_parts(|part| part.waiter.is_some());
-        assert_eq!(ids(&durable), [1, 2, 4, 5, 6]);
-        assert_eq!(ids(&kept), [3, 7]);
-        assert_eq!((durable.parts.len(), kept.parts.len()), (2, 2));
-    }
-
-    #[test]
-    fn the_front_of_a_batch_is_whole_envelopes_up_to_the_limit() {
-        let (mut rest, _receivers) = batch(&[2, 2, 1]);
-        let front = rest.take_front(3);
-        assert_eq!(ids(&front), [1, 2, 3, 4], "an envelope is never split");
-        assert_eq!(ids(&rest), [5]);
-        assert!(rest.take_front(0).is_empty());
-    }
-
-    #[test]
-    fn refused_waiters_hear_why_and_gone_ones_are_abandoned() {
-        let (mut batch, mut receivers) = batch(&[1, 1, 1]);
-        drop(receivers.remove(0));
-        abandon(&mut batch);
-        assert_eq!(ids(&batch), [2, 3], "the RPC that gave up is dropped");
-        batch
-            .take_parts(|part| part.waiter.is_some())
-            .refuse(&RecordError::SpoolFull("no room".into()));
-        assert!(matches!(
-            receivers[0].try_recv(),
-            Ok(Err(RecordError::SpoolFull(_)))
-        ));
-        assert_eq!(ids(&batch), [2], "what nobody waits for stays");
-    }
-
-    #[test]
-    fn a_waiter_keeps_time_to_spool_before_its_deadline() {
-        let now = Instant::now();
-        let (reply, _receiver) = oneshot::channel();
-        let waiter = Waiter::new(reply, now + Duration::from_secs(1));
-        assert_eq!(
-            waiter.deadline - waiter.write_by,
-            crate::recorder::SPOOL_MARGIN
-        );
-        let (reply, _receiver) = oneshot::channel();
-        let short = Waiter::new(reply, now + Duration::from_millis(100));
-        assert!(short.deadline - short.write_by <= Duration::from_millis(25));
-        assert!(short.write_by > now);
-    }
 }

@@ -45,6 +45,7 @@
 //! its deadline passed or its client went away). Refused RPCs are counted in
 //! `switchboard_recorder_refused_total{reason}` by [`RecordError::reason`].
 
+mod batch;
 mod batcher;
 mod event;
 pub mod spool;
