@@ -29,21 +29,27 @@ fn exact_admission(c: &mut ServeConfig) {
     c.limit_enterprise = 10_000;
 }
 
-/// Routes `calls` calls while PostgreSQL answers and waits until their
-/// records have landed, so that what a test spools later is only theirs.
-async fn routed_calls(app: &TestApp, calls: usize, tag: &str) -> Vec<String> {
-    let ids: Vec<String> = join_all((0..calls).map(|i| {
+/// Routes `calls` calls at once: their call ids. Routing never waits for
+/// the recorder.
+async fn route_calls(app: &TestApp, calls: usize, tag: &str) -> Vec<String> {
+    join_all((0..calls).map(|i| {
         let mut client = app.client.clone();
         async move {
             client
                 .route_call(route_request(GLOBEX, &format!("{tag}-{i}")))
                 .await
-                .expect("routed while everything is up")
+                .expect("routed")
                 .into_inner()
                 .call_id
         }
     }))
-    .await;
+    .await
+}
+
+/// Routes `calls` calls while PostgreSQL answers and waits until their
+/// records have landed, so that what a test spools later is only theirs.
+async fn routed_calls(app: &TestApp, calls: usize, tag: &str) -> Vec<String> {
+    let ids = route_calls(app, calls, tag).await;
     let db = app.direct().await;
     let expected = calls as i64;
     eventually("the opens landed", Duration::from_secs(10), || async {
@@ -132,7 +138,7 @@ async fn a_refused_end_call_keeps_its_slot_and_nothing_refused_lands_later() {
     })
     .await;
     let db = app.direct().await;
-    let call_ids = routed_calls(&app, CALLS, "held").await;
+    let call_ids = routed_calls(&app, CALLS, "ended").await;
     assert_eq!(active_calls(&app.client).await, CALLS as u32);
 
     bouncer.kill();
@@ -289,17 +295,7 @@ async fn a_full_spool_drains_at_batch_speed_once_the_database_returns() {
     }
     // calls routed now are acknowledged already: the recorder holds their
     // opens in memory until the spool has room
-    let held = join_all((0..10).map(|i| {
-        let mut client = app.client.clone();
-        async move {
-            client
-                .route_call(route_request(GLOBEX, &format!("held-{i}")))
-                .await
-                .expect("routing does not wait for the recorder")
-        }
-    }))
-    .await;
-    assert_eq!(held.len(), 10);
+    assert_eq!(route_calls(&app, 10, "held").await.len(), 10);
     assert!(
         acknowledged >= 10 * BATCH,
         "the spool holds many chunks: {acknowledged} events"
