@@ -317,23 +317,20 @@ impl Batcher {
         result
     }
 
-    /// PostgreSQL is due another try: replays the spool chunk after chunk
-    /// while it answers, with no pause in between, then writes what is
-    /// held. Returns after a failure (the next try waits the retry
-    /// interval), once caught up, or early when envelopes taken meanwhile
-    /// wait in `next`: their RPCs are answered first, and the caller comes
-    /// back at once.
+    /// One step of catching up, once PostgreSQL is due another try: the
+    /// oldest spooled chunk, else what is held. A failure makes the next try
+    /// wait the retry interval; a success leaves it due, so the caller goes
+    /// on at once, chunk after chunk, answering the RPCs taken into `next`
+    /// meanwhile between two steps.
     async fn recover(&mut self, shutdown: Option<Instant>, next: &mut Batch) {
-        while self.spooled {
-            if !self.replay_chunk(shutdown, next).await {
+        if self.spooled {
+            if self.replay_chunk(shutdown, next).await {
+                // a replayed chunk may have made room in the spool
+                self.release_held().await;
+            } else {
                 self.retry_later();
-                return;
             }
-            // a replayed chunk may have made room in the spool
-            self.release_held().await;
-            if !next.is_empty() {
-                return;
-            }
+            return;
         }
         if !self.held.is_empty() {
             let held = std::mem::take(&mut self.held);
@@ -349,6 +346,17 @@ impl Batcher {
         }
         // nothing spooled or held: the next batch may try the spool again
         self.set_stall(None);
+    }
+
+    /// Shutdown's catching up: steps until nothing is spooled or held, a
+    /// step fails, or `deadline` passes.
+    async fn catch_up(&mut self, deadline: Instant, next: &mut Batch) {
+        while self.retrying() && Instant::now() < deadline {
+            self.recover(Some(deadline), next).await;
+            if Instant::now() < self.next_attempt {
+                break;
+            }
+        }
     }
 
     /// Appends the held events to the spool if it takes them now. The stall
@@ -424,13 +432,15 @@ impl Batcher {
         }
     }
 
-    /// Shutdown: no new events. What is spooled and held gets one more
-    /// attempt, everything queued is written, or spooled once the deadline
-    /// is near, then the spool is replayed while time and PostgreSQL allow.
+    /// Shutdown: no new events. What is held gets one more attempt (behind
+    /// the spool), everything queued is written, or spooled once the
+    /// deadline is near, then the spool is replayed while time and
+    /// PostgreSQL allow.
     async fn drain(&mut self, mut next: Batch, deadline: Instant) {
         self.queue.close();
-        if self.retrying() {
-            self.recover(Some(deadline), &mut next).await;
+        if !self.held.is_empty() {
+            // what is held goes before the queue: the spool first, then it
+            self.catch_up(deadline, &mut next).await;
         }
         let mut drained = 0;
         loop {
@@ -448,12 +458,7 @@ impl Batcher {
             drained += batch.events.len();
             self.persist(batch, Some(deadline), &mut next).await;
         }
-        while self.retrying() && Instant::now() < deadline {
-            self.recover(Some(deadline), &mut next).await;
-            if Instant::now() < self.next_attempt {
-                break;
-            }
-        }
+        self.catch_up(deadline, &mut next).await;
         if !self.held.is_empty() {
             tracing::error!(
                 events = self.held.len(),
