@@ -324,10 +324,7 @@ impl Batcher {
     /// meanwhile between two steps.
     async fn recover(&mut self, shutdown: Option<Instant>, next: &mut Batch) {
         if self.spooled {
-            if self.replay_chunk(shutdown, next).await {
-                // a replayed chunk may have made room in the spool
-                self.release_held().await;
-            } else {
+            if !self.replay_chunk(shutdown, next).await {
                 self.retry_later();
             }
             return;
@@ -389,11 +386,15 @@ impl Batcher {
     }
 
     /// Replays the oldest spooled chunk into PostgreSQL, taking envelopes
-    /// that arrive meanwhile into `next`. False when it could not.
+    /// that arrive meanwhile into `next`, and ends a stall once that makes
+    /// room. False when it could not.
     async fn replay_chunk(&mut self, shutdown: Option<Instant>, next: &mut Batch) -> bool {
         let limit = self.settings.batch_size;
-        let records = match self.with_spool(move |spool| spool.read(limit)).await {
-            Ok(records) => records,
+        let read = self
+            .with_spool(move |spool| spool.read(limit).map(|records| (records, spool.bytes())))
+            .await;
+        let (records, held_bytes) = match read {
+            Ok(read) => read,
             Err(error) => {
                 tracing::error!(%error, "cannot read the spool");
                 return false;
@@ -413,16 +414,25 @@ impl Batcher {
         count(events.len(), "replayed");
         let consumed = records.len();
         match self
-            .with_spool(move |spool| spool.consume(consumed).map(|()| spool.is_empty()))
+            .with_spool(move |spool| {
+                spool
+                    .consume(consumed)
+                    .map(|()| (spool.is_empty(), spool.bytes()))
+            })
             .await
         {
-            Ok(true) => {
-                self.spooled = false;
-                metrics::gauge!("switchboard_recorder_spooling").set(0.0);
-                tracing::info!("spool replayed; writing to PostgreSQL directly again");
+            Ok((empty, bytes)) => {
+                if empty {
+                    self.spooled = false;
+                    metrics::gauge!("switchboard_recorder_spooling").set(0.0);
+                    tracing::info!("spool replayed; writing to PostgreSQL directly again");
+                }
+                // files are deleted whole: room comes back file by file
+                if bytes < held_bytes {
+                    self.release_held().await;
+                }
                 true
             }
-            Ok(false) => true,
             Err(error) => {
                 // replayed but not marked: it will be replayed again, which
                 // the idempotent writes absorb
