@@ -29,7 +29,11 @@
 //! frozen pooler turns into a spooled, acknowledged batch, not into RPCs
 //! that run out their deadline while their events land later. A statement
 //! abandoned that way has its connection closed, so a pooler that was
-//! holding it never sends it.
+//! holding it never sends it, and an RPC that gave up before its batch was
+//! written or spooled has its events dropped. What is left is a window, not
+//! a rule: a statement PostgreSQL itself had begun, or an fsync slower than
+//! the margin, can still complete after its RPC was answered `deadline`; the
+//! events then land although the RPC failed, and its retry changes nothing.
 //!
 //! Every write is idempotent (see `store::calls`), so retries, replays and a
 //! crash in the middle of a replay never duplicate a row. A full queue
