@@ -15,7 +15,7 @@
 //! above). Only the events nobody waits for (call openings, acknowledged
 //! already) are held in memory, at most `queue_capacity` of them, and go to
 //! the spool as soon as a replay makes room. While the spool refuses,
-//! `stalled` is raised so that durable RPCs are refused before they queue.
+//! `stalled` says so, and durable RPCs are refused before they queue.
 //!
 //! Every database write races the queue: envelopes that arrive meanwhile are
 //! taken into the next batch, and the write is given up (its connection
@@ -30,10 +30,7 @@ use std::{
     fs::OpenOptions,
     io::Write,
     path::Path,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -44,7 +41,7 @@ use super::{
     dead_letter_path,
     event::{self, Event},
     spool::{Spool, SpoolError},
-    Envelope, RecordError, RecorderSettings,
+    Envelope, RecordError, RecorderSettings, Stall,
 };
 use crate::store::{calls::WriteError, PgStore};
 
@@ -68,8 +65,8 @@ pub(super) struct Batcher {
     /// and the spool full or failing). Always set while `held` is not
     /// empty.
     stall: Option<RecordError>,
-    /// Raised while `stall` is set (see `Recorder::stalled`).
-    stalled: Arc<AtomicBool>,
+    /// Mirrors `stall` for the RPCs (see `Recorder::stalled`).
+    stalled: Arc<Stall>,
 }
 
 impl Batcher {
@@ -78,7 +75,7 @@ impl Batcher {
         settings: RecorderSettings,
         spool: Spool,
         queue: mpsc::Receiver<Envelope>,
-        stalled: Arc<AtomicBool>,
+        stalled: Arc<Stall>,
     ) -> Self {
         let spooled = !spool.is_empty();
         if spooled {
@@ -381,7 +378,7 @@ impl Batcher {
             (Some(_), None) => tracing::info!("the spool takes events again"),
             _ => {}
         }
-        self.stalled.store(stall.is_some(), Ordering::Release);
+        self.stalled.set(stall.as_ref());
         self.stall = stall;
     }
 

@@ -57,7 +57,7 @@ pub mod spool;
 use std::{
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -167,6 +167,39 @@ impl Waiter {
     }
 }
 
+/// Whether, and why, the batcher's spool refuses events while PostgreSQL is
+/// unreachable: set by the batcher, read by every RPC before it queues.
+#[derive(Default)]
+struct Stall(AtomicU8);
+
+impl Stall {
+    const NONE: u8 = 0;
+    const FULL: u8 = 1;
+    const FAILED: u8 = 2;
+
+    fn set(&self, cause: Option<&RecordError>) {
+        let value = match cause {
+            None => Self::NONE,
+            Some(RecordError::SpoolFailed(_)) => Self::FAILED,
+            Some(_) => Self::FULL,
+        };
+        self.0.store(value, Ordering::Release);
+    }
+
+    /// The refusal a durable record gets at once, while the spool refuses.
+    fn refusal(&self) -> Option<RecordError> {
+        match self.0.load(Ordering::Acquire) {
+            Self::NONE => None,
+            Self::FAILED => Some(RecordError::SpoolFailed(
+                "PostgreSQL is unreachable and the spool cannot be written".into(),
+            )),
+            _ => Some(RecordError::SpoolFull(
+                "PostgreSQL is unreachable and the spool has no room".into(),
+            )),
+        }
+    }
+}
+
 /// Events of one RPC, and who waits for them to be durable.
 struct Envelope {
     events: Vec<Event>,
@@ -177,10 +210,11 @@ struct Envelope {
 #[derive(Clone)]
 pub struct Recorder {
     queue: mpsc::Sender<Envelope>,
-    /// Raised by the batcher while the spool refuses events and PostgreSQL
-    /// is unreachable: a durable record cannot be promised, so it is
-    /// refused at once instead of queueing for a certain refusal.
-    stalled: Arc<AtomicBool>,
+    /// Set by the batcher while the spool refuses events and PostgreSQL is
+    /// unreachable: a durable record cannot be promised, so it is refused
+    /// at once, for the same reason, instead of queueing for a certain
+    /// refusal.
+    stalled: Arc<Stall>,
 }
 
 /// Room for one RPC's events, reserved before the RPC commits to anything
@@ -209,7 +243,7 @@ impl Recorder {
         grace: Duration,
     ) -> (Recorder, JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(settings.queue_capacity.max(1));
-        let stalled = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(Stall::default());
         let batcher = batcher::Batcher::new(store, settings, spool, receiver, stalled.clone());
         let task = tokio::spawn(batcher.run(stop, grace));
         (Recorder { queue, stalled }, task)
@@ -239,10 +273,7 @@ impl Recorder {
         events: Vec<Event>,
         deadline: Instant,
     ) -> Result<(), RecordError> {
-        if self.stalled.load(Ordering::Acquire) {
-            let refused = RecordError::SpoolFull(
-                "PostgreSQL is unreachable and the spool has no room".into(),
-            );
+        if let Some(refused) = self.stalled.refusal() {
             refused.count();
             return Err(refused);
         }
