@@ -163,10 +163,14 @@ impl Fixture {
     /// acknowledged, they are too.
     async fn drain(&mut self) {
         self.unmeasured += 1;
-        tokio::time::timeout(DRAIN_WITHIN, self.recorder.record_durably(call_opened()))
-            .await
-            .unwrap_or_else(|_| panic!("the recorder did not drain within {DRAIN_WITHIN:?}"))
-            .expect("the recorder makes events durable");
+        tokio::time::timeout(
+            DRAIN_WITHIN,
+            self.recorder
+                .record_durably(call_opened(), Instant::now() + DRAIN_WITHIN),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the recorder did not drain within {DRAIN_WITHIN:?}"))
+        .expect("the recorder makes events durable");
     }
 
     /// `switchboard_recorder_events_total` for `outcome` (0 when absent).

@@ -83,9 +83,10 @@ pub const DEFAULT_RECORDER_QUEUE: usize = 65_536;
 pub const DEFAULT_RECORDER_BATCH_SIZE: usize = 500;
 /// Longest an event waits for its batch to fill.
 pub const DEFAULT_RECORDER_FLUSH_INTERVAL: &str = "5ms";
-/// Longest wait for one batch's write before the batch goes to the spool.
+/// Longest wait for one batch's write before the batch goes to the spool
+/// (shorter when an RPC waiting for it would otherwise miss its deadline).
 pub const DEFAULT_RECORDER_WRITE_TIMEOUT: &str = "2s";
-/// Pause between attempts to reach PostgreSQL while spooling.
+/// Pause after a failed attempt to reach PostgreSQL while spooling.
 pub const DEFAULT_RECORDER_RETRY_INTERVAL: &str = "1s";
 
 /// Concurrent-call limits by plan tier, unless an organization has its own.
@@ -282,10 +283,13 @@ pub struct ServeConfig {
     /// Longest an event waits for its batch to fill.
     #[arg(long, env = "SWITCHBOARD_RECORDER_FLUSH_INTERVAL", value_parser = duration, default_value = DEFAULT_RECORDER_FLUSH_INTERVAL)]
     pub recorder_flush_interval: Duration,
-    /// Longest wait for one batch's write before it is spooled instead.
+    /// Longest wait for one batch's write before it is spooled instead; a
+    /// batch that durable RPCs wait for is spooled sooner, in time for
+    /// their deadline.
     #[arg(long, env = "SWITCHBOARD_RECORDER_WRITE_TIMEOUT", value_parser = duration, default_value = DEFAULT_RECORDER_WRITE_TIMEOUT)]
     pub recorder_write_timeout: Duration,
-    /// Pause between attempts to reach PostgreSQL while spooling.
+    /// Pause after a failed attempt to reach PostgreSQL while spooling (a
+    /// replay that succeeds goes on without a pause).
     #[arg(long, env = "SWITCHBOARD_RECORDER_RETRY_INTERVAL", value_parser = duration, default_value = DEFAULT_RECORDER_RETRY_INTERVAL)]
     pub recorder_retry_interval: Duration,
 

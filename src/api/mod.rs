@@ -58,6 +58,15 @@ struct Budget {
     deadline: Duration,
 }
 
+impl Budget {
+    /// When the request is answered `deadline` if it has not been
+    /// answered yet: what durable writes must be acknowledged or refused
+    /// by.
+    fn expires(&self) -> Instant {
+        self.arrived + self.deadline
+    }
+}
+
 /// The `switchboard.v1.CallRouter` service.
 pub struct CallRouterService<R> {
     router: Arc<Router<R>>,
@@ -217,7 +226,7 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
                     answered_at: timestamp("answered_at", body.answered_at)?,
                     call_id: body.call_id,
                 };
-                router.end_call(&end).await?;
+                router.end_call(&end, budget.expires()).await?;
                 Ok(EndCallResponse {})
             }
             .instrument(span),
@@ -246,7 +255,7 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
             &self.metrics.record_usage,
             budget,
             async {
-                router.record_usage(&usage).await?;
+                router.record_usage(&usage, budget.expires()).await?;
                 Ok(RecordUsageResponse {})
             }
             .instrument(span),

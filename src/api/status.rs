@@ -91,15 +91,20 @@ impl From<RouteError> for Status {
                 RecordError::SpoolFull(_) => (
                     Code::ResourceExhausted,
                     "spool_full",
-                    "the database is unreachable and the local spool is full; retry later"
+                    "the database is unreachable and the local spool is full: nothing was recorded; retry later"
                         .to_string(),
                 ),
                 // logged by the recorder as the spool's outage
                 RecordError::SpoolFailed(_) => (
                     Code::Unavailable,
                     "recorder_unavailable",
-                    "the database is unreachable and the local spool cannot be written; retry later"
+                    "the database is unreachable and the local spool cannot be written: nothing was recorded; retry later"
                         .to_string(),
+                ),
+                RecordError::Expired => (
+                    Code::Unavailable,
+                    "deadline",
+                    format!("{record}; nothing was recorded, retry"),
                 ),
                 RecordError::Closed => (
                     Code::Unavailable,

@@ -1,10 +1,26 @@
 //! The batcher: the one task that writes events, to PostgreSQL or to the
 //! spool.
 //!
-//! It alone owns the spool, so ordering needs no lock: while the spool holds
-//! anything, new batches are appended behind it, and the spool is replayed
-//! oldest first, one batch-sized chunk at a time between new batches. Once
-//! it is empty, batches go straight to PostgreSQL again.
+//! It alone owns the spool, so ordering needs no lock. Events reach
+//! PostgreSQL in the order they were taken: what the spool holds, then what
+//! is held in memory, then new batches. While the spool holds anything, new
+//! batches are appended behind it. Once PostgreSQL answers again the spool
+//! is replayed oldest first, chunk after chunk without a pause (between two
+//! chunks the RPCs that arrived meanwhile are answered, their batch appended
+//! behind), then what is held; after that batches go straight to PostgreSQL
+//! again. Only a failed attempt waits the retry interval.
+//!
+//! When neither PostgreSQL nor the spool can take a batch, the RPCs waiting
+//! for it are refused and their events dropped (the contract in the module
+//! above). Only the events nobody waits for (call openings, acknowledged
+//! already) are held in memory, at most `queue_capacity` of them, and go to
+//! the spool as soon as a replay makes room. While the spool refuses,
+//! `stalled` says so, and durable RPCs are refused before they queue.
+//!
+//! Every database write races the queue: envelopes that arrive meanwhile are
+//! taken into the next batch, and the write is given up (its connection
+//! closed, see `store::postgres`) as soon as the earliest waiter of either
+//! batch must be spooled to be answered within its deadline.
 //!
 //! A batch the database refuses (a data or integrity error, which a retry
 //! would repeat) is retried event by event, and the events it still refuses
@@ -13,41 +29,22 @@
 use std::{
     fs::OpenOptions,
     io::Write,
-    sync::{atomic::AtomicBool, Arc, Mutex},
+    path::Path,
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
 use tokio::sync::{mpsc, watch};
 
 use super::{
+    batch::Batch,
     dead_letter_path,
     event::{self, Event},
     spool::{Spool, SpoolError},
-    Envelope, RecordError, RecorderSettings,
+    Envelope, RecordError, RecorderSettings, Stall,
 };
 use crate::store::{calls::WriteError, PgStore};
-use crate::telemetry::outage::SPOOL;
-
-/// Events taken from the queue together, with whoever waits for them.
-#[derive(Default)]
-struct Batch {
-    events: Vec<Event>,
-    waiters: Vec<tokio::sync::oneshot::Sender<Result<(), RecordError>>>,
-}
-
-impl Batch {
-    fn push(&mut self, envelope: Envelope) {
-        self.events.extend(envelope.events);
-        self.waiters.extend(envelope.durable);
-    }
-
-    /// Tells every waiter how it went. Waiters that gave up are ignored.
-    fn acknowledge(&mut self, result: Result<(), RecordError>) {
-        for waiter in self.waiters.drain(..) {
-            let _ = waiter.send(result.clone());
-        }
-    }
-}
+use crate::telemetry::{outage::SPOOL, series::EventOutcome};
 
 pub(super) struct Batcher {
     store: PgStore,
@@ -57,14 +54,20 @@ pub(super) struct Batcher {
     /// without a blocking call).
     spooled: bool,
     queue: mpsc::Receiver<Envelope>,
-    /// Events neither written nor spooled (PostgreSQL down and the spool
-    /// full or failing). While there are any, the queue is not read, so it
-    /// fills and new RPCs are refused: memory stays bounded.
+    /// Events nobody waits for (call openings) that neither PostgreSQL nor
+    /// the spool could take; written before anything newer. Never more
+    /// than `max_waiting` but for one batch: at that size the queue is not
+    /// read, so it fills and new RPCs are refused at once.
     held: Vec<Event>,
-    /// When to try PostgreSQL again for the spool or the held events.
+    /// When to try PostgreSQL again after a failure, for the spool or the
+    /// held events.
     next_attempt: Instant,
-    /// Raised while `held` is not empty (see `Recorder::stalled`).
-    stalled: Arc<AtomicBool>,
+    /// Why the spool refuses events, while it does (PostgreSQL unreachable
+    /// and the spool full or failing). Always set while `held` is not
+    /// empty.
+    stall: Option<RecordError>,
+    /// Mirrors `stall` for the RPCs (see `Recorder::stalled`).
+    stalled: Arc<Stall>,
 }
 
 impl Batcher {
@@ -73,7 +76,7 @@ impl Batcher {
         settings: RecorderSettings,
         spool: Spool,
         queue: mpsc::Receiver<Envelope>,
-        stalled: Arc<AtomicBool>,
+        stalled: Arc<Stall>,
     ) -> Self {
         let spooled = !spool.is_empty();
         if spooled {
@@ -90,6 +93,7 @@ impl Batcher {
             queue,
             held: Vec::new(),
             next_attempt: Instant::now(),
+            stall: None,
             stalled,
         }
     }
@@ -97,130 +101,199 @@ impl Batcher {
     /// Runs until `stop` is raised, then drains within `grace`.
     pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>, grace: Duration) {
         metrics::gauge!("switchboard_recorder_spooling").set(f64::from(u8::from(self.spooled)));
+        // envelopes taken from the queue while a write was waiting
+        let mut next = Batch::default();
         loop {
             // a dropped sender (the application is gone) also means stop
             if *stop.borrow() || stop.has_changed().is_err() {
                 break;
             }
-            if !self.held.is_empty() {
-                self.retry_held().await;
-                self.stalled
-                    .store(!self.held.is_empty(), std::sync::atomic::Ordering::Release);
-                if !self.held.is_empty() {
+            if self.retrying() && Instant::now() >= self.next_attempt {
+                self.recover(None, &mut next).await;
+            } else if next.is_empty() {
+                if self.held.len() >= self.max_waiting() {
+                    // the queue is not read: it fills and RPCs are refused
+                    // at once, so memory stays bounded
                     tokio::select! {
                         () = tokio::time::sleep_until(self.next_attempt.into()) => {}
                         _ = stop.changed() => {}
                     }
+                    continue;
                 }
-                continue;
+                let wake = self.retrying().then_some(self.next_attempt);
+                self.collect(&mut next, wake, &mut stop).await;
             }
-            if self.spooled && Instant::now() >= self.next_attempt {
-                self.replay_chunk(None).await;
-            }
-            let wake = self.spooled.then_some(self.next_attempt);
-            if let Some(batch) = self.collect(wake, &mut stop).await {
-                self.persist(batch, None).await;
+            if !next.is_empty() {
+                let batch = next.take_front(self.settings.batch_size);
+                self.persist(batch, None, &mut next).await;
             }
         }
-        self.drain(Instant::now() + grace).await;
+        self.drain(next, Instant::now() + grace).await;
     }
 
-    /// The next batch: waits for a first event (until `wake`, if given, or
-    /// a stop), then up to the flush interval for the batch to fill. Once an
-    /// event is taken nothing cancels the batch: it is always returned.
+    /// Whether anything waits for PostgreSQL (or for room in the spool)
+    /// before new batches may go there.
+    fn retrying(&self) -> bool {
+        self.spooled || !self.held.is_empty() || self.stall.is_some()
+    }
+
+    /// Most events kept in memory out of the queue, held or taken while a
+    /// write waits, before the queue is no longer read.
+    fn max_waiting(&self) -> usize {
+        self.settings.queue_capacity.max(self.settings.batch_size)
+    }
+
+    fn retry_later(&mut self) {
+        self.next_attempt = Instant::now() + self.settings.retry_interval;
+    }
+
+    /// Waits for a first envelope (until `wake`, if given, or a stop), then
+    /// up to the flush interval for the batch to fill, never past the time
+    /// its earliest waiter must be written by. Once an envelope is taken
+    /// nothing cancels the batch: it stays in `batch`.
     async fn collect(
         &mut self,
+        batch: &mut Batch,
         wake: Option<Instant>,
         stop: &mut watch::Receiver<bool>,
-    ) -> Option<Batch> {
+    ) {
         let wake = wake.map_or_else(far_future, tokio::time::Instant::from);
         // `recv` is cancel-safe: losing the race takes nothing off the queue
         let first = tokio::select! {
-            envelope = self.queue.recv() => envelope?,
-            () = tokio::time::sleep_until(wake) => return None,
-            _ = stop.changed() => return None,
+            envelope = self.queue.recv() => envelope,
+            () = tokio::time::sleep_until(wake) => None,
+            _ = stop.changed() => None,
         };
-        let mut batch = Batch::default();
-        batch.push(first);
-        let flush_at = tokio::time::Instant::now() + self.settings.flush_interval;
+        let Some(first) = first else { return };
+        let mut flush_at = Instant::now() + self.settings.flush_interval;
+        take_into(batch, first, &mut flush_at);
         while batch.events.len() < self.settings.batch_size {
             tokio::select! {
                 envelope = self.queue.recv() => match envelope {
-                    Some(envelope) => batch.push(envelope),
+                    Some(envelope) => take_into(batch, envelope, &mut flush_at),
                     None => break,
                 },
-                () = tokio::time::sleep_until(flush_at) => break,
-                // a stop cuts the wait short; the batch is still returned
+                () = tokio::time::sleep_until(flush_at.into()) => break,
+                // a stop cuts the wait short; the batch is still kept
                 _ = stop.changed() => break,
             }
         }
         metrics::gauge!("switchboard_recorder_queue_depth").set(self.queue.len() as f64);
-        Some(batch)
     }
 
-    /// Makes one batch durable: PostgreSQL when nothing is spooled, else (or
-    /// when PostgreSQL fails) the spool. `deadline` bounds the database
-    /// write during shutdown.
-    async fn persist(&mut self, mut batch: Batch, deadline: Option<Instant>) {
+    /// Makes one batch durable, or refuses it: PostgreSQL when nothing
+    /// waits before it, else (or when PostgreSQL does not answer in time)
+    /// the spool. When neither takes it, its waiting RPCs are refused and
+    /// their events dropped; the rest is held. `shutdown` bounds the
+    /// database write while draining.
+    async fn persist(&mut self, mut batch: Batch, shutdown: Option<Instant>, next: &mut Batch) {
+        abandon(&mut batch);
+        if batch.is_empty() {
+            return;
+        }
         metrics::histogram!("switchboard_recorder_batch_size").record(batch.events.len() as f64);
-        if !self.spooled {
-            // on failure the store logs PostgreSQL's outage, and spooling
-            // shows in switchboard_recorder_spooling
-            if self.write(&batch.events, deadline).await.is_ok() {
-                // events are durable again: a spool outage is over
-                SPOOL.succeeded();
-                count(batch.events.len(), "written");
-                batch.acknowledge(Ok(()));
+        if !self.retrying() {
+            let write_by = [batch.write_by(), shutdown].into_iter().flatten().min();
+            match self.write(&batch.events, write_by, next).await {
+                Ok(()) => {
+                    // events are durable again: a spool outage is over
+                    SPOOL.succeeded();
+                    count(batch.events.len(), EventOutcome::Written);
+                    batch.acknowledge();
+                    return;
+                }
+                // logged by the store as PostgreSQL's outage; spooling shows
+                // in switchboard_recorder_spooling
+                Err(_) => self.retry_later(),
+            }
+            // who gave up during the write is not spooled
+            abandon(&mut batch);
+            if batch.is_empty() {
                 return;
             }
         }
-        let events = std::mem::take(&mut batch.events);
-        match self.append(&events).await {
-            Ok(()) => batch.acknowledge(Ok(())),
-            Err(error) => {
-                // events held in memory; refusals counted by reason
-                SPOOL.failed(&error);
-                batch.acknowledge(Err(error));
-                self.held = events;
-                self.stalled
-                    .store(true, std::sync::atomic::Ordering::Release);
-                self.next_attempt = Instant::now() + self.settings.retry_interval;
-            }
-        }
+        let error = match self.stall.clone() {
+            // behind held events, which go to the spool first once it has room
+            Some(error) if !self.held.is_empty() => error,
+            _ => match self.append(&batch.events).await {
+                Ok(()) => {
+                    self.set_stall(None);
+                    batch.acknowledge();
+                    return;
+                }
+                Err(error) => error,
+            },
+        };
+        self.set_stall(Some(error.clone()));
+        let refused = batch.take_durable();
+        count(refused.events.len(), EventOutcome::Refused);
+        refused.refuse(&error);
+        self.held.append(&mut batch.events);
     }
 
-    /// Writes a batch, sending rows the database refuses to the dead
-    /// letters. An error means nothing of it can be written now.
-    async fn write(&self, events: &[Event], deadline: Option<Instant>) -> Result<(), WriteError> {
-        let timeout = match deadline {
-            Some(deadline) => self
-                .settings
-                .write_timeout
-                .min(deadline.saturating_duration_since(Instant::now())),
-            None => self.settings.write_timeout,
-        };
+    /// Writes `events` (rows the database refuses go to the dead letters)
+    /// while taking envelopes that arrive meanwhile into `next`. Gives up
+    /// after the write timeout, at `write_by`, or when the earliest waiter
+    /// in `next` must be spooled, whichever comes first. An error means
+    /// nothing of it can be written now.
+    async fn write(
+        &mut self,
+        events: &[Event],
+        write_by: Option<Instant>,
+        next: &mut Batch,
+    ) -> Result<(), WriteError> {
         let started = Instant::now();
-        let result = self.store.write_events(events, timeout).await;
-        metrics::histogram!("switchboard_recorder_batch_seconds")
-            .record(started.elapsed().as_secs_f64());
-        match result {
-            Err(WriteError::Refused(reason)) => {
-                tracing::warn!(%reason, "batch refused by the database; writing its events one by one");
-                for event in events {
-                    match self
-                        .store
-                        .write_events(std::slice::from_ref(event), timeout)
-                        .await
-                    {
-                        Ok(()) => {}
-                        Err(WriteError::Refused(reason)) => self.dead_letter(event, &reason),
-                        Err(unavailable) => return Err(unavailable),
+        let mut cutoff = [write_by, next.write_by()]
+            .into_iter()
+            .flatten()
+            .fold(started + self.settings.write_timeout, Instant::min);
+        if cutoff <= started {
+            return Err(WriteError::Unavailable(
+                "no time left to wait for PostgreSQL".into(),
+            ));
+        }
+        let max_waiting = self.max_waiting();
+        let Self {
+            store,
+            settings,
+            queue,
+            held,
+            ..
+        } = self;
+        // dropped unfinished when the cutoff comes first: the store then
+        // closes its connection, so the statement is never run late
+        let write = write_events(store, &settings.spool_dir, events, settings.write_timeout);
+        tokio::pin!(write);
+        let mut open = true;
+        let result = loop {
+            tokio::select! {
+                biased;
+                result = &mut write => break result,
+                () = tokio::time::sleep_until(cutoff.into()) => {
+                    break Err(WriteError::Unavailable(format!(
+                        "no answer within {:?}",
+                        cutoff - started
+                    )));
+                }
+                // beyond one batch, so that no waiter's deadline goes unseen
+                envelope = queue.recv(),
+                    if open && next.events.len() < max_waiting && held.len() < max_waiting =>
+                {
+                    match envelope {
+                        Some(envelope) => {
+                            if let Some(waiter) = &envelope.durable {
+                                cutoff = cutoff.min(waiter.write_by);
+                            }
+                            next.push(envelope);
+                        }
+                        None => open = false,
                     }
                 }
-                Ok(())
             }
-            other => other,
-        }
+        };
+        metrics::histogram!("switchboard_recorder_batch_seconds")
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Appends to the spool (one fsync for the whole group).
@@ -233,123 +306,167 @@ impl Batcher {
                 SpoolError::Full { .. } => RecordError::SpoolFull(error.to_string()),
                 other => RecordError::SpoolFailed(other.to_string()),
             });
-        if result.is_ok() {
+        if result.is_ok() && !events.is_empty() {
             SPOOL.succeeded();
-            count(events.len(), "spooled");
+            count(events.len(), EventOutcome::Spooled);
             if !self.spooled {
                 self.spooled = true;
-                self.next_attempt = Instant::now() + self.settings.retry_interval;
                 metrics::gauge!("switchboard_recorder_spooling").set(1.0);
             }
         }
         result
     }
 
-    /// Replays the oldest spooled chunk into PostgreSQL. On failure, waits
-    /// the retry interval before the next attempt.
-    async fn replay_chunk(&mut self, deadline: Option<Instant>) {
+    /// One step of catching up, once PostgreSQL is due another try: the
+    /// oldest spooled chunk, else what is held. A failure makes the next try
+    /// wait the retry interval; a success leaves it due, so the caller goes
+    /// on at once, chunk after chunk, answering the RPCs taken into `next`
+    /// meanwhile between two steps.
+    async fn recover(&mut self, shutdown: Option<Instant>, next: &mut Batch) {
+        if self.spooled {
+            if !self.replay_chunk(shutdown, next).await {
+                self.retry_later();
+            }
+            return;
+        }
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            if let Err(error) = self.write(&held, shutdown, next).await {
+                tracing::debug!(%error, "PostgreSQL still unreachable; events still held");
+                self.held = held;
+                self.retry_later();
+                // a spool that failed may take them now
+                self.release_held().await;
+                return;
+            }
+            count(held.len(), EventOutcome::Written);
+        }
+        // nothing spooled or held: the next batch may try the spool again
+        self.set_stall(None);
+    }
+
+    /// Shutdown's catching up: steps until nothing is spooled or held, a
+    /// step fails, or `deadline` passes.
+    async fn catch_up(&mut self, deadline: Instant, next: &mut Batch) {
+        while self.retrying() && Instant::now() < deadline {
+            self.recover(Some(deadline), next).await;
+            if Instant::now() < self.next_attempt {
+                break;
+            }
+        }
+    }
+
+    /// Appends the held events to the spool if it takes them now. The stall
+    /// ends once nothing is held.
+    async fn release_held(&mut self) {
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            if let Err(error) = self.append(&held).await {
+                self.held = held;
+                self.set_stall(Some(error));
+                return;
+            }
+        }
+        self.set_stall(None);
+    }
+
+    /// Records whether the spool refuses events, and logs it when that
+    /// changes.
+    fn set_stall(&mut self, stall: Option<RecordError>) {
+        match (&self.stall, &stall) {
+            // the spool's outage log: its start, summaries and end
+            (_, Some(error)) => SPOOL.failed(error),
+            (Some(_), None) => tracing::info!("the spool takes events again"),
+            (None, None) => {}
+        }
+        self.stalled.set(stall.as_ref());
+        self.stall = stall;
+    }
+
+    /// Replays the oldest spooled chunk into PostgreSQL, taking envelopes
+    /// that arrive meanwhile into `next`, and ends a stall once that makes
+    /// room. False when it could not.
+    async fn replay_chunk(&mut self, shutdown: Option<Instant>, next: &mut Batch) -> bool {
         let limit = self.settings.batch_size;
-        let records = match self.with_spool(move |spool| spool.read(limit)).await {
-            Ok(records) => records,
+        let read = self
+            .with_spool(move |spool| spool.read(limit).map(|records| (records, spool.bytes())))
+            .await;
+        let (records, held_bytes) = match read {
+            Ok(read) => read,
             Err(error) => {
                 tracing::error!(%error, "cannot read the spool");
-                self.next_attempt = Instant::now() + self.settings.retry_interval;
-                return;
+                return false;
             }
         };
         let mut events = Vec::with_capacity(records.len());
         for record in &records {
             match event::decode(record) {
                 Ok(event) => events.push(event),
-                Err(error) => self.dead_letter_raw(record, &error.to_string()),
+                Err(error) => dead_letter_raw(&self.settings.spool_dir, record, &error.to_string()),
             }
         }
-        if let Err(error) = self.write(&events, deadline).await {
+        if let Err(error) = self.write(&events, shutdown, next).await {
             tracing::debug!(%error, "PostgreSQL still unreachable; spool kept");
-            self.next_attempt = Instant::now() + self.settings.retry_interval;
-            return;
+            return false;
         }
-        count(events.len(), "replayed");
+        count(events.len(), EventOutcome::Replayed);
         let consumed = records.len();
         match self
-            .with_spool(move |spool| spool.consume(consumed).map(|()| spool.is_empty()))
+            .with_spool(move |spool| {
+                spool
+                    .consume(consumed)
+                    .map(|()| (spool.is_empty(), spool.bytes()))
+            })
             .await
         {
-            Ok(true) => {
-                self.spooled = false;
-                metrics::gauge!("switchboard_recorder_spooling").set(0.0);
-                tracing::info!("spool replayed; writing to PostgreSQL directly again");
+            Ok((empty, bytes)) => {
+                if empty {
+                    self.spooled = false;
+                    metrics::gauge!("switchboard_recorder_spooling").set(0.0);
+                    tracing::info!("spool replayed; writing to PostgreSQL directly again");
+                }
+                // files are deleted whole: room comes back file by file
+                if bytes < held_bytes {
+                    self.release_held().await;
+                }
+                true
             }
-            Ok(false) => {}
             Err(error) => {
                 // replayed but not marked: it will be replayed again, which
                 // the idempotent writes absorb
                 tracing::error!(%error, "cannot mark spooled events as written");
-                self.next_attempt = Instant::now() + self.settings.retry_interval;
+                false
             }
         }
     }
 
-    /// Held events go where new ones would.
-    async fn retry_held(&mut self) {
-        if Instant::now() < self.next_attempt {
-            return;
-        }
-        let events = std::mem::take(&mut self.held);
-        let mut batch = Batch {
-            events,
-            waiters: Vec::new(),
-        };
-        if self.spooled {
-            // make room first, if the database is back
-            self.replay_chunk(None).await;
-        }
-        if !self.spooled && self.write(&batch.events, None).await.is_ok() {
-            count(batch.events.len(), "written");
-            return;
-        }
-        let events = std::mem::take(&mut batch.events);
-        if self.append(&events).await.is_err() {
-            self.held = events;
-            self.next_attempt = Instant::now() + self.settings.retry_interval;
-        }
-    }
-
-    /// Shutdown: no new events; everything queued is written, or spooled
-    /// once the deadline is near; then the spool is replayed while time and
+    /// Shutdown: no new events. What is held gets one more attempt (behind
+    /// the spool), everything queued is written, or spooled once the
+    /// deadline is near, then the spool is replayed while time and
     /// PostgreSQL allow.
-    async fn drain(&mut self, deadline: Instant) {
+    async fn drain(&mut self, mut next: Batch, deadline: Instant) {
         self.queue.close();
-        let mut batch = Batch {
-            events: std::mem::take(&mut self.held),
-            waiters: Vec::new(),
-        };
-        let mut drained = batch.events.len();
-        loop {
-            let next = self.queue.recv().await;
-            let full = batch.events.len() >= self.settings.batch_size;
-            if (full || next.is_none()) && !batch.events.is_empty() {
-                self.persist(std::mem::take(&mut batch), Some(deadline))
-                    .await;
-                if !self.held.is_empty() {
-                    // neither database nor spool: nothing more can be done
-                    break;
-                }
-            }
-            match next {
-                Some(envelope) => {
-                    drained += envelope.events.len();
-                    batch.push(envelope);
-                }
-                None => break,
-            }
+        if !self.held.is_empty() {
+            // what is held goes before the queue: the spool first, then it
+            self.catch_up(deadline, &mut next).await;
         }
-        while self.spooled && Instant::now() < deadline {
-            self.replay_chunk(Some(deadline)).await;
-            if Instant::now() < self.next_attempt {
+        let mut drained = 0;
+        loop {
+            // the queue is closed: `recv` returns what is left, then None
+            while next.events.len() < self.settings.batch_size {
+                match self.queue.recv().await {
+                    Some(envelope) => next.push(envelope),
+                    None => break,
+                }
+            }
+            if next.is_empty() {
                 break;
             }
+            let batch = next.take_front(self.settings.batch_size);
+            drained += batch.events.len();
+            self.persist(batch, Some(deadline), &mut next).await;
         }
+        self.catch_up(deadline, &mut next).await;
         if !self.held.is_empty() {
             tracing::error!(
                 events = self.held.len(),
@@ -382,40 +499,84 @@ impl Batcher {
             })
         })
     }
+}
 
-    fn dead_letter(&self, event: &Event, reason: &str) {
-        let line = serde_json::json!({ "reason": reason, "event": event });
-        self.write_dead_letter(&line);
-    }
-
-    fn dead_letter_raw(&self, record: &[u8], reason: &str) {
-        let hex: String = record.iter().map(|b| format!("{b:02x}")).collect();
-        let line = serde_json::json!({ "reason": reason, "record_hex": hex });
-        self.write_dead_letter(&line);
-    }
-
-    fn write_dead_letter(&self, line: &serde_json::Value) {
-        count(1, "dead_lettered");
-        let mut line = line.clone();
-        line["at"] =
-            serde_json::json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
-        let path = dead_letter_path(&self.settings.spool_dir);
-        let written = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut file| {
-                writeln!(file, "{line}")?;
-                file.sync_data()
-            });
-        match written {
-            Ok(()) => {
-                tracing::error!(path = %path.display(), "event refused by the database, kept in the dead-letter file")
+/// One batch's statement; when the database refuses its rows, event by
+/// event, sending those still refused to the dead letters.
+async fn write_events(
+    store: &PgStore,
+    spool_dir: &Path,
+    events: &[Event],
+    timeout: Duration,
+) -> Result<(), WriteError> {
+    match store.write_events(events, timeout).await {
+        Err(WriteError::Refused(reason)) => {
+            tracing::warn!(%reason, "batch refused by the database; writing its events one by one");
+            for event in events {
+                match store
+                    .write_events(std::slice::from_ref(event), timeout)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(WriteError::Refused(reason)) => dead_letter(spool_dir, event, &reason),
+                    Err(unavailable) => return Err(unavailable),
+                }
             }
-            Err(error) => {
-                tracing::error!(%error, %line, "event refused by the database and the dead-letter file cannot be written")
-            }
+            Ok(())
         }
+        other => other,
+    }
+}
+
+fn dead_letter(spool_dir: &Path, event: &Event, reason: &str) {
+    let line = serde_json::json!({ "reason": reason, "event": event });
+    write_dead_letter(spool_dir, line);
+}
+
+fn dead_letter_raw(spool_dir: &Path, record: &[u8], reason: &str) {
+    let hex: String = record.iter().map(|b| format!("{b:02x}")).collect();
+    let line = serde_json::json!({ "reason": reason, "record_hex": hex });
+    write_dead_letter(spool_dir, line);
+}
+
+fn write_dead_letter(spool_dir: &Path, mut line: serde_json::Value) {
+    count(1, EventOutcome::DeadLettered);
+    line["at"] = serde_json::json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
+    let path = dead_letter_path(spool_dir);
+    let written = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| {
+            writeln!(file, "{line}")?;
+            file.sync_data()
+        });
+    match written {
+        Ok(()) => {
+            tracing::error!(path = %path.display(), "event refused by the database, kept in the dead-letter file")
+        }
+        Err(error) => {
+            tracing::error!(%error, %line, "event refused by the database and the dead-letter file cannot be written")
+        }
+    }
+}
+
+/// Adds an envelope to the batch being collected, whose flush must not
+/// wait past the time its waiter must be written by.
+fn take_into(batch: &mut Batch, envelope: Envelope, flush_at: &mut Instant) {
+    if let Some(waiter) = &envelope.durable {
+        *flush_at = (*flush_at).min(waiter.write_by);
+    }
+    batch.push(envelope);
+}
+
+/// Drops the parts whose RPC gave up: they were not acknowledged, so their
+/// events must not be recorded.
+fn abandon(batch: &mut Batch) {
+    let gone = batch.take_gone();
+    if !gone.is_empty() {
+        count(gone.events.len(), EventOutcome::Abandoned);
+        gone.abandon();
     }
 }
 
@@ -423,7 +584,7 @@ fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400)
 }
 
-fn count(events: usize, outcome: &'static str) {
-    metrics::counter!("switchboard_recorder_events_total", "outcome" => outcome)
+fn count(events: usize, outcome: EventOutcome) {
+    metrics::counter!("switchboard_recorder_events_total", "outcome" => <&str>::from(outcome))
         .increment(events as u64);
 }

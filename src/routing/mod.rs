@@ -13,8 +13,10 @@
 //! 5. the [`Recorder`] gets the call-opened event, without anyone waiting
 //!    for the database.
 //!
-//! `end_call` and `record_usage` find the call's organization, release the
-//! lease and record durably. [`Router::explain`] walks `route_call`'s steps
+//! `end_call` and `record_usage` find the call's organization and record
+//! durably within the request's deadline; `end_call` releases the call's
+//! lease only once its end is durable, so a refused `EndCall` changes
+//! nothing (the call keeps its slot until the gateway's retry lands). [`Router::explain`] walks `route_call`'s steps
 //! for support without taking anything: it peeks at the tiers and counts
 //! leases.
 //!
@@ -28,7 +30,7 @@ mod explain;
 use std::{
     future::Future,
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use serde::{Deserialize, Serialize};
@@ -453,9 +455,15 @@ impl<R: Resolver> Router<R> {
         })
     }
 
-    /// Ends a call: releases its lease and records the outcome durably.
-    /// Idempotent; the first outcome recorded is kept.
-    pub async fn end_call(&self, request: &EndCallRequest) -> Result<(), RouteError> {
+    /// Ends a call: records the outcome durably, answering before
+    /// `deadline` (the request's), then releases its lease. Idempotent; the
+    /// first outcome recorded is kept. On an error nothing happened: the
+    /// end is not recorded and the call keeps its slot.
+    pub async fn end_call(
+        &self,
+        request: &EndCallRequest,
+        deadline: Instant,
+    ) -> Result<(), RouteError> {
         let call_id = parse_call_id(&request.call_id)?;
         let reason = request
             .reason
@@ -468,28 +476,37 @@ impl<R: Resolver> Router<R> {
             return Err(RouteError::invalid("answered_at", "is after ended_at"));
         }
         let org_id = self.call_org(call_id).await?;
-        // the slot is freed even if recording fails below (the gateway
-        // retries; releasing twice is harmless)
-        // a lease not released expires by itself; Redis's outage is logged
-        // by admission, this is counted
+        // durable first: a refused end must not free a slot while its call
+        // stays open in the database
+        self.recorder
+            .record_durably(
+                vec![Event::CallEnded(CallEnded {
+                    call_id,
+                    org_id,
+                    reason,
+                    answered_at: request.answered_at,
+                    ended_at,
+                })],
+                deadline,
+            )
+            .await?;
+        // releasing twice (a retried EndCall) is harmless
+        // (a lease not released expires by itself; Redis's outage is logged
+        // by admission, this is counted)
         if self.admission.release(org_id, call_id).await.is_err() {
             metrics::counter!("switchboard_admission_release_failures_total").increment(1);
         }
-        self.recorder
-            .record_durably(vec![Event::CallEnded(CallEnded {
-                call_id,
-                org_id,
-                reason,
-                answered_at: request.answered_at,
-                ended_at,
-            })])
-            .await?;
         Ok(())
     }
 
-    /// Records a call's usage durably. Idempotent per (call, idempotency
-    /// key, metric).
-    pub async fn record_usage(&self, request: &UsageRequest) -> Result<(), RouteError> {
+    /// Records a call's usage durably, answering before `deadline` (the
+    /// request's). Idempotent per (call, idempotency key, metric). On an
+    /// error nothing is recorded.
+    pub async fn record_usage(
+        &self,
+        request: &UsageRequest,
+        deadline: Instant,
+    ) -> Result<(), RouteError> {
         let call_id = parse_call_id(&request.call_id)?;
         validate_idempotency_key(&request.idempotency_key)?;
         let mut items: Vec<(Metric, f64)> = Vec::with_capacity(request.items.len());
@@ -535,7 +552,7 @@ impl<R: Resolver> Router<R> {
                 })
             })
             .collect();
-        self.recorder.record_durably(events).await?;
+        self.recorder.record_durably(events, deadline).await?;
         Ok(())
     }
 

@@ -151,6 +151,11 @@ pub enum EventOutcome {
     Spooled,
     Replayed,
     DeadLettered,
+    /// Dropped: refused together with their RPC.
+    Refused,
+    /// Dropped: their RPC gave up (its deadline passed) before they were
+    /// written.
+    Abandoned,
 }
 
 /// Why the recorder refused an RPC (`switchboard_recorder_refused_total{reason}`).
@@ -159,6 +164,8 @@ pub enum EventOutcome {
 pub enum RecorderRefusal {
     QueueFull,
     SpoolFull,
+    SpoolFailed,
+    Deadline,
     Closed,
 }
 
@@ -452,13 +459,13 @@ pub const FAMILIES: &[Family] = &[
     family(
         "switchboard_recorder_events_total",
         Counter,
-        "Recorded events, by outcome (written, spooled, replayed, dead_lettered).",
+        "Recorder events, by outcome (written, spooled, replayed, dead_lettered; dropped: refused with their RPC, abandoned by an RPC that gave up).",
         &[("outcome", EventOutcome::VARIANTS)],
     ),
     family(
         "switchboard_recorder_refused_total",
         Counter,
-        "RPCs the recorder refused, by reason (queue_full, spool_full, closed).",
+        "RPCs the recorder refused, by reason (queue_full, spool_full, spool_failed, deadline, closed).",
         &[("reason", RecorderRefusal::VARIANTS)],
     ),
     family(

@@ -10,6 +10,7 @@ mod cache;
 mod calls;
 mod cli;
 mod crash;
+mod durability;
 mod explain;
 mod failures;
 mod grpc_surface;
