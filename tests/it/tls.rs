@@ -252,14 +252,11 @@ async fn the_route_cache_admission_and_tombstones_work_over_redis_tls() {
         "the route is filled into Redis",
         Duration::from_secs(5),
         || {
-            let mut plain = plain.clone();
+            let plain = plain.clone();
             async move {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{key_prefix}:*:n:+14155550100"))
-                    .query_async(&mut plain)
+                !values(plain, &format!("{key_prefix}:*:n:+14155550100"))
                     .await
-                    .unwrap();
-                !keys.is_empty()
+                    .is_empty()
             }
         },
     )
@@ -289,27 +286,36 @@ async fn the_route_cache_admission_and_tombstones_work_over_redis_tls() {
         "a tombstone replaces the agent in Redis",
         Duration::from_secs(5),
         || {
-            let mut plain = plain.clone();
+            let plain = plain.clone();
             async move {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{key_prefix}:*:a:*"))
-                    .query_async(&mut plain)
+                values(plain, &format!("{key_prefix}:*:a:*"))
                     .await
-                    .unwrap();
-                let mut found = false;
-                for key in keys {
-                    let value: Vec<u8> = redis::cmd("GET")
-                        .arg(&key)
-                        .query_async(&mut plain)
-                        .await
-                        .unwrap();
-                    found |= value == b"tombstone";
-                }
-                found
+                    .iter()
+                    .any(|value| value == b"tombstone")
             }
         },
     )
     .await;
+}
+
+/// The values of the keys matching `pattern`, read in plaintext.
+async fn values(mut redis: redis::aio::MultiplexedConnection, pattern: &str) -> Vec<Vec<u8>> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut values = Vec::new();
+    for key in keys {
+        values.push(
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut redis)
+                .await
+                .unwrap(),
+        );
+    }
+    values
 }
 
 #[tokio::test]
