@@ -16,7 +16,7 @@ use crate::{
     admin::{self, AdminState},
     admission::{Admission, AdmissionSettings, PlanLimits},
     api::{stamp_arrival, CallRouterService, Limits},
-    config::ServeConfig,
+    config::{ServeConfig, MAX_LOCAL_ERROR_RESET_STREAMS},
     invalidation,
     proto::{self, call_router_server::CallRouterServer},
     recorder::{Recorder, RecorderSettings, Spool, SpoolSettings},
@@ -251,14 +251,21 @@ impl Application {
             let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
             let tls = tls.clone();
             let max_in_flight = config.max_in_flight;
+            let max_concurrent_streams = config.max_concurrent_streams;
             async move {
                 let mut server = Server::builder()
-                    // h2 closes a connection (GOAWAY) after 20 streams the
-                    // client reset before the server took them: a gateway
-                    // cancelling requests past their deadline during an
-                    // overload would lose every call on the connection. Allow
-                    // as many as may be in flight.
-                    .http2_max_pending_accept_reset_streams(Some(max_in_flight));
+                    // bounded per connection (see the default's docs)
+                    .max_concurrent_streams(max_concurrent_streams)
+                    // Rapid reset (CVE-2023-44487): h2 closes a connection
+                    // (GOAWAY) once this many streams the client reset are
+                    // waiting to be taken. h2's 20 would also close a
+                    // gateway's connection that cancels requests past their
+                    // deadline during an overload, losing every call on it;
+                    // as many as may be in flight still bounds the work a
+                    // resetting client can cause.
+                    .http2_max_pending_accept_reset_streams(Some(max_in_flight))
+                    // resets forced by a peer's protocol errors: h2's bound
+                    .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS));
                 if let Some(tls) = tls {
                     server = server
                         .tls_config(tls)

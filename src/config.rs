@@ -38,6 +38,15 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// UNAVAILABLE (`overloaded`). A cache hit takes microseconds, so this only
 /// binds when requests wait on PostgreSQL or Redis.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Streams one HTTP/2 connection may have open: four times what may be in
+/// flight, so that requests beyond the in-flight limit still reach the
+/// server and are refused at once (`overloaded`) rather than wait in the
+/// client, while one connection's stream state stays bounded.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 4096;
+/// Resets h2 makes for a peer's protocol errors before it closes the
+/// connection (`ENHANCE_YOUR_CALM`): h2's own default, which tonic turns
+/// off unless it is set.
+pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// Longest a request may wait for its handler before it is refused as
 /// overloaded: the platform's whole budget for a lookup, so a burst is
 /// served and only a standing queue is shed.
@@ -254,6 +263,10 @@ pub struct ServeConfig {
     /// Requests answered at once; beyond, UNAVAILABLE (`overloaded`).
     #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
+    /// Streams one gRPC connection may have open at once (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS); at least SWITCHBOARD_MAX_IN_FLIGHT.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
+    pub max_concurrent_streams: u32,
     /// Longest a request may wait for its handler to run (the CPU is
     /// saturated); beyond, UNAVAILABLE (`overloaded`) at once.
     #[arg(long, env = "SWITCHBOARD_MAX_QUEUE_DELAY", value_parser = duration, default_value = DEFAULT_MAX_QUEUE_DELAY)]
@@ -355,6 +368,7 @@ impl ServeConfig {
             request_timeout: duration(DEFAULT_REQUEST_TIMEOUT).expect("valid default"),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             max_queue_delay: duration(DEFAULT_MAX_QUEUE_DELAY).expect("valid default"),
             api_tokens: None,
             allow_unauthenticated: false,
@@ -453,6 +467,13 @@ impl ServeConfig {
                  loopback address: set tokens for the gateways, or \
                  SWITCHBOARD_ALLOW_UNAUTHENTICATED=true if something in front authenticates them",
                 self.grpc_addr
+            ));
+        }
+        if (self.max_concurrent_streams as usize) < self.max_in_flight {
+            return Err(format!(
+                "SWITCHBOARD_MAX_CONCURRENT_STREAMS ({}) must be at least SWITCHBOARD_MAX_IN_FLIGHT ({}): \
+                 requests past the bound wait in the client instead of being refused at once",
+                self.max_concurrent_streams, self.max_in_flight
             ));
         }
         if self.tokens_in_clear(&tokens) && !self.tls_terminated_upstream {

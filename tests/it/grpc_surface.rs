@@ -115,3 +115,64 @@ async fn shutdown_stops_serving_and_returns_cleanly() {
     // The listener is gone: new connections are refused.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// The server's first HTTP/2 SETTINGS frame, as `(identifier, value)` pairs.
+async fn server_settings(addr: std::net::SocketAddr) -> Vec<(u16, u32)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // the client preface, then an empty SETTINGS frame
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut header = [0u8; 9];
+    socket.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[3], 0x4, "the server speaks first with SETTINGS");
+    let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let mut payload = vec![0u8; length];
+    socket.read_exact(&mut payload).await.unwrap();
+    payload
+        .chunks_exact(6)
+        .map(|entry| {
+            (
+                u16::from_be_bytes([entry[0], entry[1]]),
+                u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_connection_carries_a_bounded_number_of_streams() {
+    const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+    let app = crate::helpers::spawn_seeded_app().await;
+    let advertised = server_settings(app.grpc_addr).await;
+    assert!(
+        advertised.contains(&(
+            MAX_CONCURRENT_STREAMS,
+            switchboard::config::DEFAULT_MAX_CONCURRENT_STREAMS
+        )),
+        "{advertised:?}"
+    );
+    let tight = crate::helpers::spawn_seeded_app_with(|c| {
+        c.max_in_flight = 64;
+        c.max_concurrent_streams = 100;
+    })
+    .await;
+    assert!(server_settings(tight.grpc_addr)
+        .await
+        .contains(&(MAX_CONCURRENT_STREAMS, 100)));
+    // below the in-flight limit, requests would wait in the client instead
+    // of being refused at once
+    let mut config = switchboard::config::ServeConfig::with_defaults(
+        "postgres://x@127.0.0.1/db".to_string().into(),
+        "postgres://x@127.0.0.1/db".to_string().into(),
+        "redis://127.0.0.1/".to_string().into(),
+    );
+    config.max_concurrent_streams = 10;
+    let error = config.validate().unwrap_err();
+    assert!(
+        error.contains("SWITCHBOARD_MAX_CONCURRENT_STREAMS"),
+        "{error}"
+    );
+}
