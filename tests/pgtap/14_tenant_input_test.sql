@@ -109,11 +109,22 @@ select throws_ok($$update public.customers set name = repeat('n', 201) where id 
 select throws_ok($$update public.customers set email = repeat('e', 320) || '@x.test' where id = tests.id('customer_a')$$,
   '23514', null, 'a customer email over 320 characters is refused');
 
-select tests.act('admin_a');
-select public.invite_member(tests.id('org_a'), E'\u00a0\u200b New.Person@Example.test\u200b\u00a0 ') as padded_token \gset
 select tests.act('superuser');
-select is((select email from public.invitations where token_hash = sha256(convert_to(:'padded_token', 'UTF8'))),
-          'new.person@example.test', 'an invitation address is trimmed of blanks, no-break and zero-width spaces, and lowercased');
+create function pg_temp.invite(address text) returns text
+language plpgsql
+as $$
+begin
+  return public.invite_member(tests.id('org_a'), address);
+exception when others then
+  return 'error ' || sqlstate || ': ' || sqlerrm;
+end
+$$;
+select tests.act('admin_a');
+select pg_temp.invite(E'\u00a0\u200b New.Person@Example.test\u200b\u00a0 ') as padded_invitation \gset
+select tests.act('superuser');
+select is((select string_agg(email, ', ') from public.invitations where email like '%new.person@example.test%'),
+          'new.person@example.test',
+          'an invitation address is trimmed of blanks, no-break and zero-width spaces, and lowercased');
 select tests.act('admin_a');
 select throws_ok(format('select public.invite_member(tests.id(%L), %L)', 'org_a', a), '22023', null,
                  format('an invitation to %s is refused', what))
