@@ -2,7 +2,7 @@
 -- move forward, no org_id changes through the API, sequences and default
 -- privileges locked down, bounded and secret-free tenant JSON, column-exact
 -- grants for the daemon, and what happens when a last owner's account is
--- deleted. See migrations/README.md ("What the schema guarantees").
+-- deleted. See migrations/README.md ("What V6 guarantees").
 
 -- invitations: a state machine that only moves forward ------------------------
 

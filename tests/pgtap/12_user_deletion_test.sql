@@ -5,7 +5,7 @@
 -- organization over first. A soft-deleted organization lets its last
 -- owner's account go.
 begin;
-select plan(17);
+select plan(19);
 
 select tests.seed();
 
@@ -49,6 +49,17 @@ select results_eq(
 
 -- other members go with their account as before ------------------------------------------------------
 
+select tests.create_user('leaver', 'leaver@example.test');
+select tests.act('admin_a');
+select public.invite_member(tests.id('org_a'), 'leaver@example.test') as leaver_token \gset
+select tests.act('leaver');
+select public.accept_invitation(:'leaver_token') as leaver_org \gset
+select tests.act('superuser');
+select lives_ok(format('delete from auth.users where id in (%L, %L)', tests.id('leaver'), tests.id('admin_a')),
+  'deleting a user who invited someone and one who accepted an invitation works');
+select is((select row(invited_by, accepted_by, accepted_at is not null)::text from public.invitations
+            where token_hash = sha256(convert_to(:'leaver_token', 'UTF8'))),
+          '(,,t)', 'their invitation stays accepted, without the deleted users'' ids');
 select lives_ok(format('delete from auth.users where id = %L', tests.id('viewer_a')),
   'deleting a member who is not the last owner works');
 select is((select count(*) from public.memberships where user_id = tests.id('viewer_a')), 0::bigint,
