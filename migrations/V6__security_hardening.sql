@@ -64,6 +64,13 @@ create or replace trigger guard_invitation before update on public.invitations
 -- membership guard lets a user's own role rise only through an invitation
 -- they accepted in this very transaction, which no API caller can forge
 -- (accepted_at and accepted_by are not writable through the API).
+--
+-- An invitation is only as good as its inviter: it is refused when the
+-- inviter has since lost the right to invite to its role (demoted or
+-- removed), so an admin cannot leave invitations behind that outlive their
+-- own role, and nobody accepts an invitation they issued themself. One
+-- without an inviter (issued by the platform, or the inviter's account is
+-- gone) stands on its own.
 create or replace function public.accept_invitation(token text) returns uuid
 language plpgsql security definer
 set search_path = ''
@@ -97,6 +104,17 @@ begin
   select lower(u.email) into user_email from auth.users u where u.id = uid;
   if user_email is distinct from inv.email then
     raise exception 'invitation is for a different email address' using errcode = 'insufficient_privilege';
+  end if;
+  if inv.invited_by = uid then
+    raise exception 'you cannot accept an invitation you issued' using errcode = 'insufficient_privilege';
+  end if;
+  if inv.invited_by is not null and not exists (
+       select 1 from public.memberships m
+        where m.org_id = inv.org_id and m.user_id = inv.invited_by
+          and m.role >= greatest('admin'::public.member_role, inv.role)
+     ) then
+    raise exception 'invitation no longer valid: its inviter can no longer invite to this role'
+      using errcode = 'invalid_parameter_value';
   end if;
 
   update public.invitations set accepted_at = now(), accepted_by = uid where id = inv.id;
@@ -346,7 +364,7 @@ call switchboard.ensure_constraint('public.invitations', 'invitations_email_clea
 
 -- Invitation addresses are normalized: lowercase, trimmed of blanks,
 -- no-break spaces and zero-width characters; one left inside the address
--- is refused.
+-- is refused. Nobody invites themself (see accept_invitation).
 create or replace function public.invite_member(
   org uuid, email text, role public.member_role default 'viewer',
   valid_for interval default interval '7 days'
@@ -372,6 +390,9 @@ begin
   end if;
   if valid_for <= interval '0' or valid_for > interval '30 days' then
     raise exception 'an invitation is valid for up to 30 days' using errcode = 'invalid_parameter_value';
+  end if;
+  if exists (select 1 from auth.users u where u.id = (select auth.uid()) and lower(u.email) = address) then
+    raise exception 'you cannot invite yourself' using errcode = 'insufficient_privilege';
   end if;
   update public.invitations i set revoked_at = now()
    where i.org_id = org and i.email = address and i.accepted_at is null and i.revoked_at is null;

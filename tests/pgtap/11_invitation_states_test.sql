@@ -2,7 +2,7 @@
 -- nobody raises their own role by any path (issue 17, item 1). Every writer
 -- is tried: admins through the API, service_role, and postgres itself.
 begin;
-select plan(26);
+select plan(32);
 
 select tests.seed();
 
@@ -144,6 +144,37 @@ select is(tests.try_as('admin_a',
           'rls', 'an admin cannot make themselves owner by upsert');
 select is(tests.try_as('admin_a', $$select public.transfer_ownership(tests.id('org_a'), tests.id('admin_a'))$$),
           'error 42501: only an owner can transfer ownership', 'nor by transfer_ownership');
+
+-- nor by an invitation that outlives its inviter's role: to oneself, or to
+-- an accomplice, issued while admin and accepted after a demotion
+select tests.act('admin_a');
+select throws_ok($$select public.invite_member(tests.id('org_a'), ' Admin_A@Example.test', 'admin')$$,
+  '42501', 'you cannot invite yourself', 'an admin cannot invite themself');
+select public.invite_member(tests.id('org_a'), 'accomplice@example.test', 'admin') as accomplice_token \gset
+select tests.act('superuser');
+-- a self-invitation issued before this rule existed
+insert into public.invitations (org_id, email, role, token_hash, invited_by, expires_at)
+values (tests.id('org_a'), 'admin_a@example.test', 'admin', sha256(convert_to('self-token', 'UTF8')),
+        tests.id('admin_a'), now() + interval '7 days');
+select tests.act('owner_a');
+update public.memberships set role = 'viewer' where org_id = tests.id('org_a') and user_id = tests.id('admin_a');
+select tests.act('admin_a');
+select throws_ok($$select public.accept_invitation('self-token')$$,
+  '42501', 'you cannot accept an invitation you issued',
+  'the demoted admin cannot climb back through an invitation they issued themself');
+select tests.act('superuser');
+select is(pg_temp.role_in('org_a', 'admin_a'), 'viewer', 'the demoted admin stays a viewer');
+select tests.create_user('accomplice', 'accomplice@example.test');
+select tests.act('accomplice');
+select throws_ok(format('select public.accept_invitation(%L)', :'accomplice_token'),
+  '22023', 'invitation no longer valid: its inviter can no longer invite to this role',
+  'an admin invitation from an inviter who is no longer admin is refused');
+select tests.act('superuser');
+select is(pg_temp.role_in('org_a', 'accomplice'), null, 'and makes no membership');
+select tests.act('owner_a');
+select public.invite_member(tests.id('org_a'), 'accomplice@example.test', 'viewer') as fresh_token \gset
+select tests.act('accomplice');
+select is(public.accept_invitation(:'fresh_token'), tests.id('org_a'), 'an invitation from a current owner works');
 
 select * from finish();
 rollback;
