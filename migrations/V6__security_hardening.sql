@@ -10,7 +10,8 @@
 -- (service_role and postgres included). An invitation's identity (org, email,
 -- role, token) never changes; its expiry never moves later; revocation and
 -- acceptance are final. The foreign keys' `on delete set null` may still
--- clear invited_by and accepted_by when a user is deleted.
+-- clear invited_by and accepted_by when a user is deleted; an open
+-- invitation whose inviter is deleted is revoked.
 create or replace function switchboard.guard_invitation() returns trigger
 language plpgsql
 set search_path = ''
@@ -54,6 +55,11 @@ begin
     -- the revocation's time is when it happened, whatever the writer said
     new.revoked_at := now();
   end if;
+  -- an open invitation lapses with its inviter's account (see accept_invitation)
+  if old.invited_by is not null and new.invited_by is null
+     and new.accepted_at is null and new.revoked_at is null then
+    new.revoked_at := now();
+  end if;
   return new;
 end
 $$;
@@ -69,8 +75,8 @@ create or replace trigger guard_invitation before update on public.invitations
 -- inviter has since lost the right to invite to its role (demoted or
 -- removed), so an admin cannot leave invitations behind that outlive their
 -- own role, and nobody accepts an invitation they issued themself. One
--- without an inviter (issued by the platform, or the inviter's account is
--- gone) stands on its own.
+-- issued by the platform (no inviter) stands on its own; one whose
+-- inviter's account is deleted is revoked (guard_invitation).
 create or replace function public.accept_invitation(token text) returns uuid
 language plpgsql security definer
 set search_path = ''

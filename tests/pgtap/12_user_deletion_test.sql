@@ -5,7 +5,7 @@
 -- organization over first. A soft-deleted organization lets its last
 -- owner's account go.
 begin;
-select plan(19);
+select plan(20);
 
 select tests.seed();
 
@@ -52,6 +52,7 @@ select results_eq(
 select tests.create_user('leaver', 'leaver@example.test');
 select tests.act('admin_a');
 select public.invite_member(tests.id('org_a'), 'leaver@example.test') as leaver_token \gset
+select public.invite_member(tests.id('org_a'), 'pending@example.test', 'admin') as pending_token \gset
 select tests.act('leaver');
 select public.accept_invitation(:'leaver_token') as leaver_org \gset
 select tests.act('superuser');
@@ -60,6 +61,8 @@ select lives_ok(format('delete from auth.users where id in (%L, %L)', tests.id('
 select is((select row(invited_by, accepted_by, accepted_at is not null)::text from public.invitations
             where token_hash = sha256(convert_to(:'leaver_token', 'UTF8'))),
           '(,,t)', 'their invitation stays accepted, without the deleted users'' ids');
+select isnt((select revoked_at from public.invitations where token_hash = sha256(convert_to(:'pending_token', 'UTF8'))),
+            null, 'and the open invitation the deleted admin issued is revoked');
 select lives_ok(format('delete from auth.users where id = %L', tests.id('viewer_a')),
   'deleting a member who is not the last owner works');
 select is((select count(*) from public.memberships where user_id = tests.id('viewer_a')), 0::bigint,
