@@ -515,7 +515,8 @@ $$;
 -- without it
 revoke all on all functions in schema switchboard from public;
 -- but a check constraint's function is executed with the writer's
--- privileges: the API roles and the daemon need these two (pure functions)
+-- privileges: the API roles that write tenant JSON need these two (pure
+-- functions)
 grant execute on function switchboard.check_tenant_json(jsonb, text, integer),
                           switchboard.is_secret_key(text)
-  to authenticated, service_role, switchboard_daemon;
+  to authenticated, service_role;
