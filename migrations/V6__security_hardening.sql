@@ -288,7 +288,7 @@ language sql immutable
 as $$
   select regexp_replace(lower(key), '[^a-z0-9]', '', 'g') !~ '(ref|id|name)$'
      and regexp_replace(lower(key), '[^a-z0-9]', '', 'g')
-         ~ '(apikey|secret|passw|passphrase|credential|privatekey|accesskey|authorization|bearer|cookie|token$|^auth$|^pass$|^pwd$)'
+         ~ '(apikey|secret|passw|passphrase|credential|privatekey|accesskey|authorization|bearer|cookie|token$|^pass$|^pwd$)'
 $$;
 
 -- Checks a jsonb value a tenant writes: at most `max_bytes` of JSON text and
