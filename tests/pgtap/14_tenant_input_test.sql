@@ -77,7 +77,7 @@ select throws_ok(
   'knowledge base metadata refuses credentials');
 select lives_ok(
   $$update public.agents set llm_config = '{"model": "gpt-4o", "max_tokens": 512, "api_key_ref": "openai-prod",
-                                           "vault_secret_id": "b7c1", "proxy": null,
+                                           "vault_secret_id": "b7c1", "client_secret": null,
                                            "tools": [{"name": "crm", "auth": {"type": "bearer", "token_ref": "crm-prod"}}],
                                            "redact_secrets": true}'
      where id = tests.id('agent_a')$$,
