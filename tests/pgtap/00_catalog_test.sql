@@ -6,7 +6,7 @@
 -- Only the project's own schemas (public, switchboard) are scanned: on a
 -- Supabase project the others (auth, storage, extensions, …) are Supabase's.
 begin;
-select plan(23);
+select plan(24);
 
 -- row level security ------------------------------------------------------------
 
@@ -152,6 +152,14 @@ select is_empty(
                                'public.custom_access_token_hook(jsonb)']) f
      where to_regprocedure(f) is null or has_function_privilege('anon', to_regprocedure(f), 'EXECUTE')$$,
   'our functions in schema public exist and anon can execute none of them');
+
+select is_empty(
+  $$select p.oid::regprocedure::text from pg_proc p
+     where p.pronamespace in ('public'::regnamespace, 'switchboard'::regnamespace)
+       and not exists (select 1 from pg_depend d
+                        where d.classid = 'pg_proc'::regclass and d.objid = p.oid and d.deptype = 'e')
+       and has_function_privilege('anon', p.oid, 'EXECUTE')$$,
+  'anon can execute no function of the project''s schemas (revoke it from every function you add)');
 
 select ok(
   not has_function_privilege('authenticated', 'public.custom_access_token_hook(jsonb)', 'EXECUTE')
