@@ -2,7 +2,7 @@
 -- nobody raises their own role by any path (issue 17, item 1). Every writer
 -- is tried: admins through the API, service_role, and postgres itself.
 begin;
-select plan(32);
+select plan(37);
 
 select tests.seed();
 
@@ -40,6 +40,11 @@ select throws_ok(format('select public.accept_invitation(%L)', :'owner_token'),
 select tests.act('superuser');
 select is(pg_temp.role_in('org_a', 'admin_a'), 'admin', 'the admin is still an admin');
 
+select is(tests.try_as(w.who, format($$update public.invitations set revoked_at = null where id = %L$$,
+                                     pg_temp.invitation(:'owner_token'))),
+          w.expected, format('%s cannot un-revoke it either (%s)', w.who, w.expected))
+  from (values ('anon', 'denied'), ('viewer_a', '0'), ('manager_a', '0'), ('owner_b', '0'), ('dual', '0'))
+       w(who, expected);
 select is(tests.try_as('service_role',
             format($$update public.invitations set revoked_at = null where id = %L$$, pg_temp.invitation(:'owner_token'))),
           'error 42501: revoking an invitation is final', 'service_role cannot un-revoke an invitation');

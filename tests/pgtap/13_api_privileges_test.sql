@@ -4,8 +4,8 @@
 -- beyond its own or non-finite usage (item 9), hook into or reference the
 -- audit log (item 10).
 begin;
--- 37 assertions, and 18 per sequence of the project's schemas
-select plan((select 37 + 18 * count(*)::integer from pg_class
+-- 38 assertions, and 18 per sequence of the project's schemas
+select plan((select 38 + 18 * count(*)::integer from pg_class
               where relkind = 'S' and relnamespace in ('public'::regnamespace, 'switchboard'::regnamespace)));
 
 select tests.seed();
@@ -56,6 +56,8 @@ select is(tests.try_as('superuser', $$update public.agents set org_id = tests.id
 update public.profiles set last_active_org_id = tests.id('org_b') where id = tests.id('dual');
 select is(tests.try_as('viewer_a', $$select last_active_org_id from public.profiles where id = tests.id('dual')$$),
           'denied', 'a co-member cannot read which organization dual last switched to (another tenant)');
+select is(tests.try_as('owner_b', $$select last_active_org_id from public.profiles where id = tests.id('dual')$$),
+          'denied', 'nor can a member of the other organization');
 select is(tests.try_as('viewer_a', $$select full_name from public.profiles where id = tests.id('dual')$$),
           '1', 'but still reads their name');
 select is(tests.try_as('viewer_a', $$select id from public.profiles where last_active_org_id = tests.id('org_b')$$),
