@@ -253,9 +253,28 @@ $$;
 
 -- sequences and default privileges ------------------------------------------------
 
--- The API roles use no sequence of ours (identity columns need no sequence
--- privilege), and setval on audit_log's would break every audited write.
-revoke all on all sequences in schema public from anon, authenticated, service_role;
+-- No API caller needs setval (update) or to read a sequence (select), on
+-- any sequence: setval on audit_log's would make every audited write fail.
+-- nextval (usage) serves only inserts into a serial column, which a
+-- project's own tables in public may have; an identity column needs no
+-- privilege on its sequence, so those (all of ours) grant nothing at all.
+revoke select, update on all sequences in schema public from anon, authenticated, service_role;
+do $$
+declare
+  seq regclass;
+begin
+  for seq in
+    select s.objid::regclass
+      from pg_depend s
+      join pg_class c on c.oid = s.objid and c.relkind = 'S'
+     where s.classid = 'pg_class'::regclass and s.refclassid = 'pg_class'::regclass
+       and s.deptype = 'i' -- a sequence an identity column owns
+       and c.relnamespace in ('public'::regnamespace, 'switchboard'::regnamespace)
+  loop
+    execute format('revoke all on %s from anon, authenticated, service_role', seq);
+  end loop;
+end
+$$;
 -- Supabase's defaults grant everything on future sequences to the API
 -- roles; keep nextval (usage) for tables you add with serial keys, never
 -- setval (update) or reading them (select).

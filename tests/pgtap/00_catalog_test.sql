@@ -90,6 +90,9 @@ select isnt_empty(
   $$select 1 from pg_class where relnamespace = 'public'::regnamespace and relkind = 'S'$$,
   'schema public has sequences (the check below is not vacuous)');
 
+-- setval (UPDATE) and reading (SELECT) on no sequence; nextval (USAGE) only
+-- on a serial column's, of a table of the project's own in public (identity
+-- columns, as all of ours are, need none)
 select is_empty(
   $$select c.oid::regclass::text || ': ' || r.rolname || ' ' || p.privilege
       from pg_class c
@@ -97,8 +100,12 @@ select is_empty(
       cross join unnest(array['USAGE', 'SELECT', 'UPDATE']) p(privilege)
      where c.relnamespace in ('public'::regnamespace, 'switchboard'::regnamespace)
        and c.relkind = 'S'
-       and has_sequence_privilege(r.rolname, c.oid, p.privilege)$$,
-  'no API role nor the daemon holds any privilege on a sequence (no nextval, no setval)');
+       and has_sequence_privilege(r.rolname, c.oid, p.privilege)
+       and (p.privilege <> 'USAGE'
+            or c.relnamespace = 'switchboard'::regnamespace
+            or exists (select 1 from pg_depend d
+                        where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'i'))$$,
+  'no API role nor the daemon can setval or read a sequence, nor nextval an identity column''s');
 
 -- What tables and sequences created later by the role that owns ours will
 -- grant, in the project's schemas or everywhere.

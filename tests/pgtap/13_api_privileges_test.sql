@@ -4,8 +4,8 @@
 -- beyond its own or non-finite usage (item 9), hook into or reference the
 -- audit log (item 10).
 begin;
--- 38 assertions, and 18 per sequence of the project's schemas
-select plan((select 38 + 18 * count(*)::integer from pg_class
+-- 41 assertions, and 18 per sequence of the project's schemas
+select plan((select 41 + 18 * count(*)::integer from pg_class
               where relkind = 'S' and relnamespace in ('public'::regnamespace, 'switchboard'::regnamespace)));
 
 select tests.seed();
@@ -23,6 +23,17 @@ select is(tests.try_as(w.who, format(s.stmt, c.seq)), 'denied',
                     ('read', 'select last_value from %s')) s(what, stmt)
  cross join (values ('anon'), ('viewer_a'), ('admin_a'), ('owner_a'), ('service_role'), ('daemon')) w(who)
  order by c.seq, s.what, w.who;
+
+-- a table of the project's own, added later with a serial key: Supabase's
+-- defaults still let the API insert into it (nextval), never setval it
+create table public.own_things (id serial primary key);
+select is(tests.try_as('viewer_a', $$select nextval('public.own_things_id_seq')$$), '1',
+          'a later serial column''s sequence still serves nextval to the API');
+select is(tests.try_as('viewer_a', $$select setval('public.own_things_id_seq', 1)$$), 'denied',
+          'but not setval (default privileges)');
+select is(tests.try_as('anon', $$select last_value from public.own_things_id_seq$$), 'denied',
+          'nor reading it');
+drop table public.own_things;
 
 -- the audit log still numbers its rows, whoever writes
 select tests.act('manager_a');
