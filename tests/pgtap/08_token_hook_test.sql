@@ -14,7 +14,14 @@ as $$
 declare
   event jsonb;
 begin
-  perform set_config('role', 'supabase_auth_admin', true);
+  begin
+    perform set_config('role', 'supabase_auth_admin', true);
+  exception when insufficient_privilege then
+    -- a Supabase project may not let postgres become supabase_auth_admin:
+    -- the hook's logic is then checked as postgres (00_catalog_test checks
+    -- that supabase_auth_admin may execute it)
+    null;
+  end;
   event := public.custom_access_token_hook(jsonb_build_object(
     'user_id', tests.id(who),
     'claims', coalesce(claims, jsonb_build_object(

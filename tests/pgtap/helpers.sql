@@ -15,6 +15,11 @@
 --                                the error
 --   tests.visible_as(who, table) which fixtures someone can read there
 
+-- re-runnable: on a Supabase project the schema outlives a run (drop it
+-- afterwards, see migrations/README.md)
+set client_min_messages = warning;
+drop schema if exists tests cascade;
+reset client_min_messages;
 create schema tests;
 grant usage on schema tests to public;
 
