@@ -101,18 +101,56 @@ async fn apply(
     }
     let mut runner = embedded::migrations::runner();
     runner.set_migration_table_name(HISTORY_TABLE);
-    let report = runner.run_async(client).await?;
+    let mut applied = Vec::new();
+    let mut attempt = 0;
+    loop {
+        let run = runner.run_async(client).await;
+        let report = match &run {
+            Ok(report) => Some(report),
+            Err(error) => error.report(),
+        };
+        applied.extend(report.into_iter().flat_map(|report| {
+            report.applied_migrations().iter().map(|m| Applied {
+                version: m.version(),
+                name: m.name().to_string(),
+            })
+        }));
+        match run {
+            Ok(_) => break,
+            // Each migration is its own transaction: the one PostgreSQL
+            // chose as the deadlock's victim was rolled back, and a rerun
+            // applies what is left. (Seen with autovacuum's ANALYZE of a
+            // table whose policies a migration replaces.)
+            Err(error) if attempt < DEADLOCK_RETRIES && is_deadlock(&error) => {
+                attempt += 1;
+                tracing::warn!(%error, attempt, "migration deadlocked; running it again");
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
     if let Some(password) = &options.daemon_password {
         set_daemon_password(client, password).await?;
     }
-    Ok(report
-        .applied_migrations()
-        .iter()
-        .map(|m| Applied {
-            version: m.version(),
-            name: m.name().to_string(),
-        })
-        .collect())
+    Ok(applied)
+}
+
+/// Reruns of a migration that deadlocked with another session.
+const DEADLOCK_RETRIES: u32 = 3;
+
+/// Whether PostgreSQL aborted the migration to break a deadlock
+/// (SQLSTATE 40P01).
+fn is_deadlock(error: &refinery::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if let Some(db) = current
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(|e| e.as_db_error())
+        {
+            return *db.code() == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// Lets the daemon's role log in with `password`. Only a SCRAM verifier,
