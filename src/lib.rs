@@ -19,7 +19,9 @@
 //! * [`recorder`]: call records and usage, written behind the call, spooled
 //!   to disk while PostgreSQL is away;
 //! * [`store`]: every SQL statement (pooled reads, batched writes,
-//!   migrations, seed data) and the route cache's Redis commands;
+//!   migrations, seed data), how PostgreSQL connections are opened (TLS by
+//!   libpq's `sslmode`), the route cache's Redis commands and the one Redis
+//!   connection it shares with admission;
 //! * [`admin`]: `/metrics`, `/livez`, `/readyz`;
 //! * [`config`], [`telemetry`], [`shutdown`], [`client`] (the CLI client).
 //!
