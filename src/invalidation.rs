@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use crate::{
     routing::{Change, Resolver, RouteCache, E164},
-    store::{routing_changes, PgTarget},
+    store::{describe, routing_changes, PgTarget},
     telemetry::outage::LISTENER,
 };
 
@@ -118,7 +118,7 @@ async fn session<R: Resolver>(
     let (client, mut connection) = tokio::time::timeout(CONNECT_TIMEOUT, target.connect())
         .await
         .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| format!("connect: {}", describe(&e)))?;
     let (tx, mut notifications) = mpsc::unbounded_channel::<Notification>();
     // The connection must be polled for the client to work; poll_message
     // also yields the notifications.
@@ -130,7 +130,7 @@ async fn session<R: Resolver>(
                     let _ = tx.send(n);
                 }
                 Ok(_) => {}
-                Err(e) => return format!("connection: {e}"),
+                Err(e) => return format!("connection: {}", describe(&e)),
             }
         }
         "connection closed".to_string()

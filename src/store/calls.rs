@@ -23,7 +23,7 @@ use std::{collections::HashMap, time::Duration, time::SystemTime};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use super::postgres::{transient, Failure, PgStore};
+use super::postgres::{describe, transient, Failure, PgStore};
 use crate::recorder::{EndReason, Event};
 use crate::routing::ResolveError;
 use crate::telemetry::series::Query;
@@ -225,8 +225,8 @@ impl PgStore {
         .map_err(|failure| match failure {
             Failure::Pool(e) => WriteError::Unavailable(e.to_string()),
             Failure::Timeout => WriteError::Unavailable(format!("no answer within {timeout:?}")),
-            Failure::Query(e) if refused(&e) => WriteError::Refused(e.to_string()),
-            Failure::Query(e) => WriteError::Unavailable(e.to_string()),
+            Failure::Query(e) if refused(&e) => WriteError::Refused(describe(&e)),
+            Failure::Query(e) => WriteError::Unavailable(describe(&e)),
         })
     }
 

@@ -17,7 +17,7 @@ pub mod redis_link;
 pub mod routing_changes;
 pub mod seed;
 
-pub use postgres::{PgStore, PoolSettings};
+pub use postgres::{describe, PgStore, PoolSettings};
 
 use tokio_postgres::Client;
 

@@ -66,9 +66,9 @@ macro_rules! route_select {
     () => {
         "
     select p.number, p.is_active,
-           o.id, o.slug, o.name, o.plan_tier::text, o.settings,
+           o.id, o.slug, o.name, o.plan_tier::text, coalesce(o.settings, '{}'),
            o.is_active and o.deleted_at is null,
-           a.id, a.name, a.voice_id, a.llm_config, a.is_active,
+           a.id, a.name, coalesce(a.voice_id, ''), coalesce(a.llm_config, '{}'), a.is_active,
            o.concurrency_limit
       from public.phone_numbers p
       join public.organizations o on o.id = p.org_id
@@ -83,13 +83,13 @@ pub const RESOLVE_NUMBER_SQL: &str = concat!(route_select!(), "\n     where p.nu
 /// One agent, for reloading just the part of routes a change evicted. The
 /// columns are those of `route_select!`, in `agent_from_row`'s order.
 const RESOLVE_AGENT_SQL: &str = "
-    select a.id, a.name, a.voice_id, a.llm_config, a.is_active
+    select a.id, a.name, coalesce(a.voice_id, ''), coalesce(a.llm_config, '{}'), a.is_active
       from public.agents a
      where a.id = $1";
 
 /// One organization, likewise (`organization_from_row`'s order).
 const RESOLVE_ORGANIZATION_SQL: &str = "
-    select o.id, o.slug, o.name, o.plan_tier::text, o.settings,
+    select o.id, o.slug, o.name, o.plan_tier::text, coalesce(o.settings, '{}'),
            o.is_active and o.deleted_at is null, o.concurrency_limit
       from public.organizations o
      where o.id = $1";
@@ -157,10 +157,25 @@ impl PgStore {
         if rows.len() > limit {
             return Ok(None);
         }
-        rows.iter()
-            .map(route_from_row)
-            .collect::<Result<_, _>>()
-            .map(Some)
+        // one unreadable row must not keep every other route from loading:
+        // it is logged, counted and left to be read (and refused) on its own
+        let routes = rows
+            .iter()
+            .filter_map(|row| match route_from_row(row) {
+                Ok(route) => Some(route),
+                Err(error) => {
+                    metrics::counter!(
+                        "switchboard_store_rows_skipped_total",
+                        "query" => <&str>::from(Query::ActiveRoutes)
+                    )
+                    .increment(1);
+                    let number = row.try_get::<_, &str>(0).unwrap_or("?");
+                    tracing::warn!(%error, number, "warm start skips a route it cannot read");
+                    None
+                }
+            })
+            .collect();
+        Ok(Some(routes))
     }
 
     /// Pool occupancy, for metrics and readiness.
@@ -181,8 +196,8 @@ impl PgStore {
                 Failure::Pool(e) => pool_error(e),
                 Failure::Timeout => ResolveError::Timeout("database query"),
                 Failure::Query(e) => match transient(&e) {
-                    true => ResolveError::Unavailable(e.to_string()),
-                    false => ResolveError::Corrupt(e.to_string()),
+                    true => ResolveError::Unavailable(describe(&e)),
+                    false => ResolveError::Corrupt(describe(&e)),
                 },
             })
     }
@@ -247,24 +262,37 @@ pub(super) enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Pool(e) => write!(f, "no pooled connection: {}", causes(e)),
+            Failure::Pool(e) => write!(f, "no pooled connection: {}", describe(e)),
             Failure::Timeout => f.write_str("no answer within the query timeout"),
-            Failure::Query(e) => f.write_str(&causes(e)),
+            Failure::Query(e) => f.write_str(&describe(e)),
         }
     }
 }
 
-/// An error with its causes: tokio-postgres says "error connecting to
-/// server" and "db error", and keeps what happened in its source.
-fn causes(error: &dyn std::error::Error) -> String {
+/// An error as an operator needs it: with its causes (tokio-postgres says
+/// "error connecting to server" and "db error", and keeps what happened in
+/// its source) and, where PostgreSQL answered, its SQLSTATE.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
+    let mut sqlstate = None;
+    let mut current = error;
+    while let Some(cause) = current.source() {
         text.push_str(": ");
         text.push_str(&cause.to_string());
-        source = cause.source();
+        current = cause;
     }
-    text
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(db) = e.downcast_ref::<tokio_postgres::error::DbError>() {
+            sqlstate = Some(db.code().code().to_string());
+            break;
+        }
+        current = e.source();
+    }
+    match sqlstate {
+        Some(code) => format!("{text} (SQLSTATE {code})"),
+        None => text,
+    }
 }
 
 impl Resolver for PgStore {
@@ -438,7 +466,7 @@ fn pool_error(e: PoolError) -> ResolveError {
             ResolveError::Timeout("database pool checkout")
         }
         PoolError::Timeout(_) => ResolveError::Timeout("database connect"),
-        other => ResolveError::Unavailable(other.to_string()),
+        other => ResolveError::Unavailable(describe(&other)),
     }
 }
 

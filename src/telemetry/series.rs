@@ -361,6 +361,12 @@ pub const FAMILIES: &[Family] = &[
         &[("query", Query::VARIANTS)],
     ),
     family(
+        "switchboard_store_rows_skipped_total",
+        Counter,
+        "Rows a statement read but could not use (a legacy value this version cannot read), by query; each is logged.",
+        &[("query", Query::VARIANTS)],
+    ),
+    family(
         "switchboard_store_connections_discarded_total",
         Counter,
         "Pooled connections closed because their statement was abandoned.",

@@ -14,6 +14,7 @@ mod durability;
 mod explain;
 mod failures;
 mod grpc_surface;
+mod legacy_data;
 mod migrations;
 mod outage_logs;
 mod overload;
