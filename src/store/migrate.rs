@@ -99,7 +99,10 @@ async fn apply(
             )
             .await?;
     }
-    let mut runner = embedded::migrations::runner();
+    // All pending migrations in one transaction: a run that fails changes
+    // nothing (no policies live over half-converted data, no half-adopted
+    // legacy schema), and a rerun starts from where the database was.
+    let mut runner = embedded::migrations::runner().set_grouped(true);
     runner.set_migration_table_name(HISTORY_TABLE);
     let mut applied = Vec::new();
     let mut attempt = 0;
@@ -117,10 +120,10 @@ async fn apply(
         }));
         match run {
             Ok(_) => break,
-            // Each migration is its own transaction: the one PostgreSQL
-            // chose as the deadlock's victim was rolled back, and a rerun
-            // applies what is left. (Seen with autovacuum's ANALYZE of a
-            // table whose policies a migration replaces.)
+            // The run is one transaction, rolled back when PostgreSQL
+            // chose it as the deadlock's victim: a rerun applies it all.
+            // (Seen with autovacuum's ANALYZE of a table whose policies a
+            // migration replaces.)
             Err(error) if attempt < DEADLOCK_RETRIES && is_deadlock(&error) => {
                 attempt += 1;
                 tracing::warn!(%error, attempt, "migration deadlocked; running it again");

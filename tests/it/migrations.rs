@@ -3,7 +3,7 @@
 
 use switchboard::store::{self, migrate};
 
-use crate::helpers::{create_database, Stack};
+use crate::helpers::{create_database, create_empty_database, Stack};
 
 #[tokio::test]
 async fn migrating_twice_applies_nothing_the_second_time() {
@@ -22,6 +22,47 @@ async fn migrating_twice_applies_nothing_the_second_time() {
         .unwrap()
         .get(0);
     assert!(recorded >= 3, "history has {recorded} rows");
+}
+
+#[tokio::test]
+async fn a_failed_run_changes_nothing() {
+    let stack = Stack::from_env();
+    let db = create_empty_database(&stack).await;
+    let mut client = store::connect_direct(&stack.direct_url(&db)).await.unwrap();
+    // something in the way of V4: a table of its name and another shape
+    client
+        .batch_execute(
+            "create schema switchboard;
+             create table switchboard.routing_changes (unrelated int)",
+        )
+        .await
+        .unwrap();
+    migrate::run(&mut client, &Default::default())
+        .await
+        .expect_err("V4 cannot be applied");
+    // V1 to V3 were not left applied, their policies not left live
+    let created: Option<String> = client
+        .query_one("select to_regclass('public.organizations')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(created, None);
+    let recorded: i64 = client
+        .query_one("select count(*) from switchboard.schema_history", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 0);
+
+    // once the obstacle is gone, one run applies everything
+    client
+        .batch_execute("drop table switchboard.routing_changes")
+        .await
+        .unwrap();
+    let applied = migrate::run(&mut client, &Default::default())
+        .await
+        .unwrap();
+    assert!(applied.len() >= 6, "{applied:?}");
 }
 
 #[tokio::test]
