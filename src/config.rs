@@ -531,12 +531,21 @@ pub struct MigrateArgs {
         default_value = "Default organization"
     )]
     pub adopt_org_name: String,
-    /// Adopting: email of an existing user who becomes its owner.
+    /// Adopting: email of an existing user who becomes the owner of every
+    /// organization that would otherwise have none.
     #[arg(long, env = "SWITCHBOARD_ADOPT_OWNER_EMAIL")]
     pub adopt_owner_email: Option<String>,
-    /// Adopting: country calling code for legacy numbers stored without one.
+    /// Adopting: country calling code for numbers stored without one.
     #[arg(long, env = "SWITCHBOARD_ADOPT_CALLING_CODE", default_value = "1")]
     pub adopt_calling_code: String,
+    /// Adopting: finish even if an organization is left without an owner
+    /// (recorded in switchboard.adoption_issues) instead of refusing.
+    #[arg(long, env = "SWITCHBOARD_ADOPT_ALLOW_OWNERLESS")]
+    pub adopt_allow_ownerless: bool,
+    /// Report what the run would do to this database, then roll it all
+    /// back: nothing is changed.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl MigrateArgs {
@@ -547,8 +556,10 @@ impl MigrateArgs {
                 org_name: Some(self.adopt_org_name.clone()),
                 owner_email: self.adopt_owner_email.clone(),
                 calling_code: Some(self.adopt_calling_code.clone()),
+                allow_ownerless: self.adopt_allow_ownerless,
             },
             daemon_password: self.daemon_password.clone(),
+            dry_run: self.dry_run,
         }
     }
 }

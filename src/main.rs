@@ -62,14 +62,11 @@ async fn run(command: Command) -> ExitCode {
             }
             .await;
             match result {
-                Ok(applied) if applied.is_empty() => {
-                    tracing::info!("database schema is up to date");
-                    ExitCode::SUCCESS
-                }
-                Ok(applied) => {
-                    for m in applied {
-                        tracing::info!(version = m.version, name = %m.name, "migration applied");
+                Ok(report) => {
+                    for m in &report.applied {
+                        tracing::info!(version = m.version, name = %m.name, dry_run = report.dry_run, "migration applied");
                     }
+                    print!("{report}");
                     ExitCode::SUCCESS
                 }
                 Err(error) => fail("migration failed", &error),
