@@ -11,7 +11,7 @@ declare
   f record;
 begin
   for f in
-    select p.oid::regprocedure as sig
+    select p.oid::regprocedure::text as sig
       from pg_proc p
      where p.pronamespace = 'public'::regnamespace
        and p.proname in ('get_my_org_id', 'is_super_admin')
@@ -32,7 +32,7 @@ begin
   -- any other SECURITY DEFINER function of the application without a fixed
   -- search_path is listed for review, not changed
   for f in
-    select p.oid::regprocedure as sig
+    select p.oid::regprocedure::text as sig
       from pg_proc p
      where p.pronamespace = 'public'::regnamespace
        and p.prosecdef

@@ -13,13 +13,13 @@ insert into switchboard.adoption_issues (table_name, row_id, issue)
 select table_name, row_id, issue from pg_temp.adoption_notes;
 
 -- Records an issue about a row unless one is recorded for it already.
-create or replace procedure pg_temp.note(tbl text, id uuid, what text)
+create or replace procedure pg_temp.note(table_name text, row_id uuid, issue text)
 language sql
 as $$
   insert into switchboard.adoption_issues (table_name, row_id, issue)
-  select tbl, id, what
+  select $1, $2, $3
    where not exists (select 1 from switchboard.adoption_issues i
-                      where i.table_name = tbl and i.row_id is not distinct from id and i.issue = what);
+                      where i.table_name = $1 and i.row_id is not distinct from $2 and i.issue = $3);
 $$;
 
 do $$
@@ -47,7 +47,8 @@ begin
 
   -- admin, manager and viewer keep their names; in each organization the
   -- admin who joined first (profiles.created_at, then id) becomes its owner.
-  -- A role outside the three becomes viewer.
+  -- No role is viewer (the case study's default); another role becomes
+  -- viewer and is recorded.
   insert into public.memberships (org_id, user_id, role)
   select p.org_id, p.id,
          case when p.role = 'admin' and p.admin_rank = 1 then 'owner'
@@ -66,7 +67,7 @@ begin
   loop
     if r.org_id is null then
       call pg_temp.note('public.profiles', r.id, 'no organization (org_id is null): no membership created');
-    elsif lower(btrim(coalesce(r.role, ''))) not in ('admin', 'manager', 'viewer') then
+    elsif lower(btrim(r.role)) not in ('admin', 'manager', 'viewer') then
       call pg_temp.note('public.profiles', r.id,
                         format('role %L is not admin, manager or viewer: member as viewer', r.role));
     end if;

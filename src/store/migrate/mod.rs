@@ -108,8 +108,10 @@ pub const DAEMON_ROLE: &str = "switchboard_daemon";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
+    /// PostgreSQL's message and SQLSTATE are in the text; not chained as a
+    /// source, so that they are printed once.
     #[error("database error while migrating: {}", crate::store::describe(.0))]
-    Database(#[from] tokio_postgres::Error),
+    Database(tokio_postgres::Error),
     #[error(transparent)]
     Migration(#[from] refinery::Error),
     #[error(
@@ -120,11 +122,20 @@ pub enum MigrateError {
     Ownerless(Vec<String>),
 }
 
+impl From<tokio_postgres::Error> for MigrateError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        MigrateError::Database(error)
+    }
+}
+
 impl MigrateError {
     /// Whether PostgreSQL aborted the run to break a deadlock (SQLSTATE
     /// 40P01).
     fn is_deadlock(&self) -> bool {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = match self {
+            MigrateError::Database(error) => Some(error),
+            _ => Some(self),
+        };
         while let Some(current) = cause {
             if let Some(db) = current
                 .downcast_ref::<tokio_postgres::Error>()
@@ -177,6 +188,10 @@ async fn run_locked(client: &mut Client, options: &MigrateOptions) -> Result<Rep
 
 async fn run_once(client: &mut Client, options: &MigrateOptions) -> Result<Report, MigrateError> {
     let tx = client.transaction().await?;
+    // "already exists, skipping" for every column adoption finds in place:
+    // the report says what changed
+    tx.batch_execute("set local client_min_messages = warning")
+        .await?;
     tx.batch_execute(INTERNAL_SCHEMA_SQL).await?;
     set_adoption_settings(&tx, &options.adopt).await?;
     let before = report::Snapshot::take(&tx).await?;
