@@ -96,7 +96,7 @@ impl Stack {
 
     /// As production connects: TLS, the certificate checked against the
     /// stack's CA and the host name.
-    fn url(&self, user: &str, port: u16, db: &str) -> String {
+    pub fn url(&self, user: &str, port: u16, db: &str) -> String {
         let url = format!("postgres://{user}@{}:{port}/{db}", self.pg_host);
         match &self.ca_file {
             Some(ca) => format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display()),
@@ -122,6 +122,45 @@ pub async fn create_empty_database(stack: &Stack) -> String {
         .await
         .expect("create test database");
     name
+}
+
+/// A fresh, empty database built the way Supabase builds one: owned by a
+/// role like Supabase's `postgres`, which is not a superuser (CREATEROLE,
+/// BYPASSRLS, a member of the API roles). Returns the database and that
+/// role's URL; the role is named after the database.
+pub async fn create_supabase_like_database(stack: &Stack) -> (String, String) {
+    let name = format!("sb_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = store::connect_direct(&stack.direct_url("postgres"))
+        .await
+        .expect("connect to the local stack's PostgreSQL (is it up?)");
+    admin
+        .batch_execute(&format!(
+            "do $$
+             begin
+               create role anon nologin noinherit;
+             exception when duplicate_object or unique_violation then null;
+             end $$;
+             do $$
+             begin
+               create role authenticated nologin noinherit;
+             exception when duplicate_object or unique_violation then null;
+             end $$;
+             do $$
+             begin
+               create role service_role nologin noinherit bypassrls;
+             exception when duplicate_object or unique_violation then null;
+             end $$;
+             create role {name} login nosuperuser createrole bypassrls;
+             grant anon, authenticated, service_role to {name};"
+        ))
+        .await
+        .expect("create a Supabase-like owner");
+    admin
+        .batch_execute(&format!("create database {name} owner {name}"))
+        .await
+        .expect("create a Supabase-like database");
+    let url = stack.url(&name, stack.pg_port, &name);
+    (name, url)
 }
 
 /// A fresh, migrated database on the local stack.

@@ -8,6 +8,7 @@ mod admission;
 mod adoption;
 mod cache;
 mod calls;
+mod case_study;
 mod cli;
 mod crash;
 mod durability;

@@ -46,7 +46,10 @@ async fn a_failed_run_changes_nothing() {
         .get(0);
     assert_eq!(created, None);
     let history: Option<String> = client
-        .query_one("select to_regclass('switchboard.schema_history')::text", &[])
+        .query_one(
+            "select to_regclass('switchboard.schema_history')::text",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

@@ -304,7 +304,7 @@ impl Report {
         self.issues = tx
             .query(
                 "select table_name, row_id, issue from switchboard.adoption_issues
-                  where id > $1 order by id",
+                  where id > $1 order by table_name, row_id nulls first, issue",
                 &[&before.last_issue],
             )
             .await?
