@@ -296,10 +296,8 @@ async fn the_case_study_is_adopted_in_one_run_and_a_second_run_changes_nothing()
         .expect("rename, change plan, edit a customer, delete an agent with calls");
     let orphaned: i64 = client
         .query_one(
-            &format!(
-                "select count(*) from calls where agent_id is null and id in (
-                   '0e000000-0000-4000-8000-000000000004', '0e000000-0000-4000-8000-000000000005')"
-            ),
+            "select count(*) from calls where agent_id is null and id in (
+               '0e000000-0000-4000-8000-000000000004', '0e000000-0000-4000-8000-000000000005')",
             &[],
         )
         .await
