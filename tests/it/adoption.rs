@@ -23,43 +23,13 @@ use uuid::Uuid;
 use crate::helpers::{create_database, create_empty_database, spawn_app_on, Stack};
 
 /// The single-tenant schema this release adopts, as a legacy Supabase app
-/// created it: before any migration, the auth shim included.
-const LEGACY_SCHEMA: &str = r#"
-do $$
-begin
-  -- a Supabase project has this role; the legacy policy below names it
-  create role authenticated nologin noinherit;
-exception when duplicate_object or unique_violation then null;
-end
-$$;
-
-create table agents (
-  id uuid primary key default gen_random_uuid(),
-  name text,
-  phone_number text unique,
-  voice_id text,
-  system_prompt text,
-  created_at timestamptz default now()
-);
-create table customers (
-  id uuid primary key default gen_random_uuid(),
-  phone text unique,
-  name text,
-  email text
-);
-create table calls (
-  id uuid primary key default gen_random_uuid(),
-  agent_id uuid references agents,
-  customer_id uuid references customers,
-  from_number text,
-  to_number text,
-  status text,
-  started_at timestamptz,
-  ended_at timestamptz
-);
-alter table agents enable row level security;
-create policy "allow all" on agents for all to authenticated using (true);
-"#;
+/// created it: the schema part of tests/fixtures/single_tenant.sql.
+fn legacy_schema() -> &'static str {
+    include_str!("../fixtures/single_tenant.sql")
+        .split_once("-- data ---")
+        .expect("the fixture marks where its data starts")
+        .0
+}
 
 /// Legacy timestamps are offsets from this instant.
 const EPOCH: &str = "timestamptz '2024-03-01 09:00:00+00'";
@@ -221,7 +191,7 @@ fn legacy_calls(agents: &[LegacyAgent], customers: &[LegacyCustomer]) -> Vec<Leg
 async fn build_legacy(stack: &Stack) -> Legacy {
     let db = create_empty_database(stack).await;
     let client = connect(stack, &db).await;
-    client.batch_execute(LEGACY_SCHEMA).await.unwrap();
+    client.batch_execute(legacy_schema()).await.unwrap();
 
     let agents = legacy_agents();
     let customers = legacy_customers();
@@ -832,9 +802,10 @@ async fn a_fresh_database_adopts_nothing() {
 async fn adoption_settings_are_checked_and_an_unknown_owner_is_recorded() {
     let stack = Stack::from_env();
     let legacy_sql = format!(
-        "{LEGACY_SCHEMA}
+        "{}
          insert into agents (name, phone_number) values
-           ('London', '020 7946 0001'), ('Boston', '+1 617 555 0100');"
+           ('London', '020 7946 0001'), ('Boston', '+1 617 555 0100');",
+        legacy_schema()
     );
 
     // '+44' is read as 44; nobody has the owner's email
