@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use switchboard::routing::{Region, E164};
+use switchboard::domain::{Region, E164};
 
 fn normalize(c: &mut Criterion) {
     let us: Region = "US".parse().expect("known region");

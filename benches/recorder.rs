@@ -38,9 +38,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 use switchboard::{
     config::ServeConfig,
-    recorder::{
-        dead_letter_path, CallOpened, Event, Recorder, RecorderSettings, Spool, SpoolSettings,
-    },
+    domain::{CallOpened, Event},
+    recorder::{dead_letter_path, Recorder, RecorderSettings, Spool, SpoolSettings},
     store::{self, seed::DEMO_KNOWN_CALLER, PgStore, PoolSettings},
     telemetry,
 };

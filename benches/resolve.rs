@@ -20,8 +20,9 @@ use std::{
 use common::{bench_database, env, BenchDatabase};
 use criterion::{criterion_group, criterion_main, Criterion};
 use switchboard::{
+    domain::{Resolver, E164},
     invalidation,
-    routing::{CacheSettings, Resolver, RouteCache, E164},
+    routing::{CacheSettings, RouteCache},
     store::{
         self,
         redis::{RedisSettings, RedisTier},

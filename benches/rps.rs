@@ -51,6 +51,7 @@ use hdrhistogram::Histogram;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use switchboard::{
+    domain::{Agent, Organization, Route, E164},
     proto::{
         self,
         call_router_client::CallRouterClient,
@@ -59,7 +60,7 @@ use switchboard::{
         LookupNumberRequest, LookupNumberResponse, RecordUsageRequest, RecordUsageResponse,
         RouteCallRequest, RouteCallResponse,
     },
-    routing::{Agent, CacheSettings, Organization, Route, RouteCache, E164},
+    routing::{CacheSettings, RouteCache},
     store::{PgStore, PoolSettings},
 };
 use tokio::net::TcpListener;

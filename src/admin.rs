@@ -7,10 +7,10 @@ use axum::{extract::State, http::StatusCode, routing::get, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::{
-    app::{AppResolver, WarmStart},
-    store::PgStore,
-};
+use crate::store::PgStore;
+
+/// A readiness check the daemon hands to `/readyz`: true when ready.
+pub type Check = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -19,11 +19,10 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     /// Pinged by `/readyz`.
     pub store: PgStore,
-    /// The route cache: whether its invalidation listener is connected is
-    /// reported by `/readyz`.
-    pub cache: AppResolver,
-    /// Whether warm start has finished, reported by `/readyz`.
-    pub warm: Arc<WarmStart>,
+    /// Whether the route cache's invalidation listener is connected.
+    pub listening: Check,
+    /// Whether warm start has finished.
+    pub warmed: Check,
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` resolves.
@@ -58,7 +57,7 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
 /// stale) and warm start has finished. The answer names each check, for the operator reading it at 3 a.m.
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     let database = state.store.ping().await;
-    let listening = state.cache.is_confirmed();
+    let listening = (state.listening)();
     let mut body = String::new();
     match &database {
         Ok(()) => body.push_str("database: ok\n"),
@@ -69,7 +68,7 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     } else {
         "invalidation listener: disconnected (cached routes trusted only briefly)\n"
     });
-    let warmed = state.warm.is_finished();
+    let warmed = (state.warmed)();
     body.push_str(if warmed {
         "warm start: finished\n"
     } else {

@@ -33,7 +33,7 @@ use redis::{aio::MultiplexedConnection, AsyncCommands, Script};
 use uuid::Uuid;
 
 use crate::{
-    routing::Organization,
+    domain::Organization,
     store::redis_link::RedisLink,
     telemetry::{
         outage::REDIS,

@@ -212,7 +212,12 @@ impl Application {
             recorder_stop_rx,
             config.shutdown_grace,
         );
-        let router = Arc::new(Router::new(cache.clone(), admission, recorder));
+        let router = Arc::new(Router::new(
+            cache.clone(),
+            store.clone(),
+            admission,
+            recorder,
+        ));
         // everything but health is behind the gateways' tokens
         let authenticate = config.tokens().map_err(anyhow::Error::msg)?.interceptor();
         let service = InterceptedService::new(
@@ -301,8 +306,8 @@ impl Application {
             let state = AdminState {
                 metrics: telemetry::metrics_handle(),
                 store,
-                cache,
-                warm,
+                listening: Arc::new(move || cache.is_confirmed()),
+                warmed: Arc::new(move || warm.is_finished()),
             };
             let stopped = stopped(stop_rx);
             async move {
@@ -452,7 +457,7 @@ fn unexpected_stop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::{Resolver, E164};
+    use crate::domain::{Resolver, E164};
 
     /// A request's future is moved as it runs (into the RPC's box, into its
     /// timeout), so whatever it holds is copied with every request. The

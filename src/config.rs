@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use crate::{
     admission::{AdmissionMode, RedisDownPolicy},
     api::auth::Tokens,
-    recorder::EndReason,
+    domain::EndReason,
 };
 
 /// gRPC listener. Loopback by default: exposing the daemon is a decision.

@@ -34,7 +34,8 @@ use tokio_postgres::{AsyncMessage, Client, Notification};
 use uuid::Uuid;
 
 use crate::{
-    routing::{Change, Resolver, RouteCache, E164},
+    domain::{Change, Resolver, E164},
+    routing::RouteCache,
     store::{describe, routing_changes, PgTarget},
     telemetry::outage::LISTENER,
 };

@@ -14,7 +14,11 @@
 //! Modules:
 //! * [`app`]: builds and runs the daemon (listeners, servers, shutdown);
 //! * [`api`]: the gRPC service and the one error → status mapping;
-//! * [`routing`]: the domain: `E164`, `Route`, `Router`, the `Resolver` trait;
+//! * [`domain`]: the vocabulary, importing nothing else from the crate:
+//!   `E164`, `Route` and its parts, the `Resolver` and `Directory` traits,
+//!   the events the recorder writes;
+//! * [`routing`]: the `Router` service and the route cache in front of the
+//!   store;
 //! * [`admission`]: concurrent-call limits as leases in Redis;
 //! * [`recorder`]: call records and usage, written behind the call, spooled
 //!   to disk while PostgreSQL is away;
@@ -38,6 +42,7 @@ pub mod api;
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod domain;
 pub mod invalidation;
 pub mod proto;
 pub mod recorder;

@@ -3,7 +3,10 @@
 use prost_types::{value::Kind, ListValue, Struct, Value as ProtoValue};
 use serde_json::{Map, Number, Value};
 
-use crate::{proto, recorder::EndReason, routing};
+use crate::{
+    domain::{self, EndReason},
+    proto,
+};
 
 /// Every end reason this build knows, both ways; `UNSPECIFIED` has no
 /// domain counterpart.
@@ -40,8 +43,8 @@ impl TryFrom<proto::EndReason> for EndReason {
     }
 }
 
-impl From<&routing::Route> for proto::Route {
-    fn from(route: &routing::Route) -> Self {
+impl From<&domain::Route> for proto::Route {
+    fn from(route: &domain::Route) -> Self {
         let org = &route.organization;
         let agent = &route.agent;
         proto::Route {
@@ -63,8 +66,8 @@ impl From<&routing::Route> for proto::Route {
     }
 }
 
-impl From<&routing::Customer> for proto::Customer {
-    fn from(customer: &routing::Customer) -> Self {
+impl From<&domain::Customer> for proto::Customer {
+    fn from(customer: &domain::Customer) -> Self {
         proto::Customer {
             id: customer.id.to_string(),
             phone: customer.phone.to_string(),

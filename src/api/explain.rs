@@ -10,8 +10,9 @@ use tonic::Status;
 use super::{code_name, status::REASON_KEY};
 use crate::{
     admission::{Decision, LimitSource, Preview},
+    domain::{Resolver, Tier},
     proto::{self, ExplainRouteRequest, ExplainRouteResponse},
-    routing::{ExplainedNumber, Explanation, Resolver, RouteError, Router, Tier},
+    routing::{ExplainedNumber, Explanation, RouteError, Router},
 };
 
 /// The handler's body: explains the request's number with `router`.

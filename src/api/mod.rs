@@ -20,12 +20,13 @@ use tracing::Instrument;
 pub use convert::{json_to_struct, struct_to_json};
 
 use crate::{
+    domain::Resolver,
     proto::{
         self, call_router_server::CallRouter, EndCallRequest, EndCallResponse, ExplainRouteRequest,
         ExplainRouteResponse, LookupNumberRequest, LookupNumberResponse, RecordUsageRequest,
         RecordUsageResponse, RouteCallRequest, RouteCallResponse,
     },
-    routing::{self, CallRequest, Resolver, RouteError, Router, UsageRequest},
+    routing::{self, CallRequest, RouteError, Router, UsageRequest},
     telemetry::series::{grpc_code as code_name, Rpc, ShedReason},
 };
 

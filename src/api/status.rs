@@ -9,10 +9,7 @@
 
 use tonic::{metadata::MetadataValue, Code, Status};
 
-use crate::{
-    recorder::RecordError,
-    routing::{ResolveError, RouteError},
-};
+use crate::{domain::ResolveError, recorder::RecordError, routing::RouteError};
 
 /// Trailer naming why a request was refused.
 pub const REASON_KEY: &str = "switchboard-reason";
@@ -129,7 +126,7 @@ pub(crate) fn refusal(code: Code, reason: &'static str, message: String) -> Stat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::{Inactive, E164};
+    use crate::domain::{Inactive, E164};
 
     fn reason(status: &Status) -> &str {
         status.metadata().get(REASON_KEY).unwrap().to_str().unwrap()

@@ -126,7 +126,10 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::recorder::{Metric, Usage, SPOOL_MARGIN};
+    use crate::{
+        domain::{Metric, Usage},
+        recorder::SPOOL_MARGIN,
+    };
 
     fn usage(n: u128) -> Event {
         Event::Usage(Usage {

@@ -51,7 +51,8 @@
 
 mod batch;
 mod batcher;
-mod event;
+/// The events, as `event::…` for the spool's encoding.
+use crate::domain::{event, Event};
 pub mod spool;
 
 use std::{
@@ -68,7 +69,6 @@ use tokio::{
     task::JoinHandle,
 };
 
-pub use event::{CallEnded, CallOpened, EndReason, Event, Metric, Usage};
 pub use spool::{Spool, SpoolError, SpoolSettings};
 
 use crate::{store::PgStore, telemetry::series::RecorderRefusal};

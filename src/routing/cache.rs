@@ -41,7 +41,9 @@ use moka::{future::Cache, Expiry};
 use tokio::{runtime::Handle, sync::Semaphore};
 use uuid::Uuid;
 
-use super::{Agent, Customer, Organization, Peeked, ResolveError, Resolver, Route, Tier, E164};
+use crate::domain::{
+    Agent, Change, Organization, Peeked, ResolveError, Resolver, Route, Tier, E164,
+};
 
 /// L1 sizing and lifetimes.
 #[derive(Debug, Clone)]
@@ -94,14 +96,6 @@ const STALE_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// reads instead of one per entry at once; a route that finds every slot
 /// taken is answered from L1 all the same, and refreshed by a later lookup.
 pub const BACKGROUND_REFRESHES: usize = 4;
-
-/// One change from the routing change log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    Number(E164),
-    Agent(Uuid),
-    Organization(Uuid),
-}
 
 /// A number's binding: what the number points at.
 #[derive(Debug, Clone)]
@@ -951,21 +945,6 @@ impl<R: Resolver> Resolver for RouteCache<R> {
         .await
     }
 
-    /// Customers are looked up once per call, not per hot number: not cached.
-    async fn find_customer(
-        &self,
-        org_id: Uuid,
-        phone: &E164,
-    ) -> Result<Option<Customer>, ResolveError> {
-        self.inner.find_customer(org_id, phone).await
-    }
-
-    /// Call lookups are rare (an `EndCall` on another replica than the
-    /// call's `RouteCall`, with Redis down): not cached.
-    async fn call_org(&self, call_id: Uuid) -> Result<Option<Uuid>, ResolveError> {
-        self.inner.call_org(call_id).await
-    }
-
     /// L1's answer when `resolve` would serve it (fresh, or stale while a
     /// refresh backs off or cannot reach the tiers below), else the tiers
     /// below, peeked the same way. Plain `get`s: nothing is loaded,
@@ -1128,14 +1107,6 @@ mod tests {
                 .iter()
                 .find(|r| r.organization.id == id)
                 .map(|r| r.organization.clone()))
-        }
-
-        async fn find_customer(&self, _: Uuid, _: &E164) -> Result<Option<Customer>, ResolveError> {
-            Ok(None)
-        }
-
-        async fn call_org(&self, _: Uuid) -> Result<Option<Uuid>, ResolveError> {
-            Ok(None)
         }
     }
 
@@ -1417,14 +1388,6 @@ mod tests {
                 Some(org) => Ok(Some(org)),
                 None => self.table.resolve_organization(id).await,
             }
-        }
-
-        async fn find_customer(&self, _: Uuid, _: &E164) -> Result<Option<Customer>, ResolveError> {
-            Ok(None)
-        }
-
-        async fn call_org(&self, _: Uuid) -> Result<Option<Uuid>, ResolveError> {
-            Ok(None)
         }
 
         async fn invalidate(&self, _: &Change) {

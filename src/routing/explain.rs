@@ -18,35 +18,14 @@
 //! so the API layer names it through the one status mapping and the reason
 //! is exactly the one a gateway would see.
 
-use super::{
-    Customer, Normalization, NumberError, Region, Resolver, Route, RouteError, Router, E164,
-    MAX_INPUT_BYTES,
+use super::{RouteError, Router};
+use crate::{
+    admission::{Decision, Preview},
+    domain::{
+        Customer, Directory, Normalization, NumberError, Peeked, Region, Resolver, E164,
+        MAX_INPUT_BYTES,
+    },
 };
-use crate::admission::{Decision, Preview};
-
-/// The tier that answers a lookup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tier {
-    /// This replica's in-process cache.
-    L1,
-    /// Redis, shared by every replica.
-    L2,
-    /// PostgreSQL, the source of truth.
-    L3,
-}
-
-/// A lookup that changed nothing: what `resolve` would answer now, and
-/// which tier would answer it.
-#[derive(Debug, Clone)]
-pub struct Peeked {
-    pub tier: Tier,
-    /// `None`: the number is not provisioned (from L1 or L2, a cached "no
-    /// such number").
-    pub route: Option<Route>,
-    /// L1 would serve a copy past its freshness: a refresh is backing off,
-    /// or the tiers below cannot be read (stale-if-error).
-    pub stale: bool,
-}
 
 /// One raw number and how it was read.
 #[derive(Debug, Clone)]
@@ -78,7 +57,7 @@ pub struct Explanation {
     pub refusal: Option<RouteError>,
 }
 
-impl<R: Resolver> Router<R> {
+impl<R: Resolver, D: Directory> Router<R, D> {
     /// Explains what [`Router::route_call`] would do with a call to `number`
     /// from `caller_number` now. Takes no lease, writes nothing, fills and
     /// evicts no cache. A request `route_call` would refuse is explained,

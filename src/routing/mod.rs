@@ -24,27 +24,24 @@
 //! protobuf, the store layer owns every query.
 
 mod cache;
-mod e164;
 mod explain;
 
-use std::{
-    future::Future,
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
-};
+use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::{
     admission::{Admission, Decision},
-    recorder::{CallEnded, CallOpened, EndReason, Event, Metric, RecordError, Recorder, Usage},
+    domain::{
+        CallEnded, CallOpened, Customer, Directory, EndReason, Event, Inactive, Metric,
+        NumberError, Region, ResolveError, Resolver, Route, Usage, E164, MAX_INPUT_BYTES,
+    },
+    recorder::{RecordError, Recorder},
+    store::PgStore,
 };
 
-pub use cache::{CacheSettings, Change, RouteCache};
-pub use e164::{Method, Normalization, NumberError, Region, E164, MAX_INPUT_BYTES};
-pub use explain::{ExplainedNumber, Explanation, Peeked, Tier};
+pub use cache::{CacheSettings, RouteCache};
+pub use explain::{ExplainedNumber, Explanation};
 
 /// Longest accepted gateway call id (SIP Call-IDs, Twilio CallSids, ...).
 pub const MAX_GATEWAY_CALL_ID_BYTES: usize = 256;
@@ -59,231 +56,6 @@ const CALL_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5b0d_6c4e_2f7a_4c1e_9d3b_8a61_
 const USAGE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x7e21_94b3_0c58_4d6f_a1e7_3b9c_52d8_e06a);
 /// Calls whose organization this replica remembers without asking Redis.
 const RECENT_CALLS: u64 = 100_000;
-
-/// Where calls to one number go, with everything the gateway needs to start
-/// the agent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
-    /// The provisioned number, canonical E.164.
-    pub number: E164,
-    /// Whether the number itself is switched on (a released or suspended
-    /// number stays provisioned but takes no calls).
-    pub number_active: bool,
-    /// The tenant that owns the number. Shared: many numbers, one org.
-    pub organization: Arc<Organization>,
-    /// The AI agent that answers the number. Shared: many numbers, one agent.
-    pub agent: Arc<Agent>,
-}
-
-impl Route {
-    /// The part that is switched off, if any, checked from the top down:
-    /// the organization, then the agent, then the number.
-    pub fn inactive_part(&self) -> Option<Inactive> {
-        if !self.organization.is_active {
-            Some(Inactive::Organization)
-        } else if !self.agent.is_active {
-            Some(Inactive::Agent)
-        } else if !self.number_active {
-            Some(Inactive::Number)
-        } else {
-            None
-        }
-    }
-}
-
-/// A tenant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Organization {
-    pub id: Uuid,
-    /// URL-safe unique name.
-    pub slug: String,
-    pub name: String,
-    /// Plan tier as stored (`starter`, `pro`, `enterprise`).
-    pub plan_tier: String,
-    /// Free-form organization settings (a JSON object).
-    pub settings: Map<String, Value>,
-    /// Concurrent-call limit set for this organization, overriding its
-    /// plan tier's default.
-    pub concurrency_limit: Option<i32>,
-    /// Whether the organization may take calls: active, and not deleted.
-    pub is_active: bool,
-}
-
-/// An AI phone agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Agent {
-    pub id: Uuid,
-    pub name: String,
-    /// Text-to-speech voice identifier.
-    pub voice_id: String,
-    /// LLM configuration (a JSON object). Never logged: it may hold prompts
-    /// that are the tenant's business.
-    pub llm_config: Map<String, Value>,
-    /// Whether the agent may take calls.
-    pub is_active: bool,
-}
-
-/// A known caller of one organization.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Customer {
-    pub id: Uuid,
-    pub phone: E164,
-    pub name: Option<String>,
-    pub email: Option<String>,
-}
-
-/// Why a resolver could not answer. Every variant means "the data source is
-/// not usable right now"; "no such number" is `Ok(None)`, not an error.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ResolveError {
-    /// The database (or the pooler in front of it) did not answer in time.
-    #[error("{0} timed out")]
-    Timeout(&'static str),
-    /// The database refused or dropped the connection.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// The database answered with something this version cannot read (a
-    /// schema mismatch, a constraint the data should have).
-    #[error("unexpected data: {0}")]
-    Corrupt(String),
-}
-
-/// Where routes come from. Implemented by the PostgreSQL store and by the
-/// cache tiers in front of it; the [`Router`] does not know which it has.
-pub trait Resolver: Send + Sync + 'static {
-    /// The tier at the bottom: the source of truth itself (PostgreSQL).
-    type Source: Resolver;
-
-    /// The source of truth, past every cache in this tier and below: what
-    /// a cache above asks while what these tiers hold is being
-    /// invalidated.
-    fn source(&self) -> &Self::Source;
-
-    /// The route for `number`, `Ok(None)` when the number is not provisioned.
-    fn resolve(
-        &self,
-        number: &E164,
-    ) -> impl Future<Output = Result<Option<Route>, ResolveError>> + Send;
-
-    /// One agent by id, `Ok(None)` when there is none: for reloading only
-    /// the part of routes that a change to it evicted.
-    fn resolve_agent(
-        &self,
-        id: Uuid,
-    ) -> impl Future<Output = Result<Option<Arc<Agent>>, ResolveError>> + Send;
-
-    /// One organization by id, likewise.
-    fn resolve_organization(
-        &self,
-        id: Uuid,
-    ) -> impl Future<Output = Result<Option<Arc<Organization>>, ResolveError>> + Send;
-
-    /// The customer of `org_id` whose phone is `phone`, if any.
-    fn find_customer(
-        &self,
-        org_id: Uuid,
-        phone: &E164,
-    ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send;
-
-    /// The organization of a recorded call, `Ok(None)` when no call has
-    /// this id.
-    fn call_org(
-        &self,
-        call_id: Uuid,
-    ) -> impl Future<Output = Result<Option<Uuid>, ResolveError>> + Send;
-
-    /// Forgets what `change` affects, in this tier and the ones below it.
-    /// Tiers that keep nothing need not implement it.
-    fn invalidate(&self, change: &Change) -> impl Future<Output = ()> + Send {
-        let _ = change;
-        async {}
-    }
-
-    /// What `resolve` would answer now and which tier would answer it,
-    /// changing nothing: no fill, no eviction. A resolver that keeps
-    /// nothing is the source: it answers as `resolve` does, as L3.
-    fn peek(&self, number: &E164) -> impl Future<Output = Result<Peeked, ResolveError>> + Send {
-        async move {
-            Ok(Peeked {
-                tier: Tier::L3,
-                route: self.resolve(number).await?,
-                stale: false,
-            })
-        }
-    }
-}
-
-/// A shared resolver resolves like the one it shares.
-impl<R: Resolver> Resolver for Arc<R> {
-    type Source = R::Source;
-
-    fn source(&self) -> &Self::Source {
-        (**self).source()
-    }
-
-    fn resolve(
-        &self,
-        number: &E164,
-    ) -> impl Future<Output = Result<Option<Route>, ResolveError>> + Send {
-        (**self).resolve(number)
-    }
-
-    fn resolve_agent(
-        &self,
-        id: Uuid,
-    ) -> impl Future<Output = Result<Option<Arc<Agent>>, ResolveError>> + Send {
-        (**self).resolve_agent(id)
-    }
-
-    fn resolve_organization(
-        &self,
-        id: Uuid,
-    ) -> impl Future<Output = Result<Option<Arc<Organization>>, ResolveError>> + Send {
-        (**self).resolve_organization(id)
-    }
-
-    fn find_customer(
-        &self,
-        org_id: Uuid,
-        phone: &E164,
-    ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send {
-        (**self).find_customer(org_id, phone)
-    }
-
-    fn call_org(
-        &self,
-        call_id: Uuid,
-    ) -> impl Future<Output = Result<Option<Uuid>, ResolveError>> + Send {
-        (**self).call_org(call_id)
-    }
-
-    fn invalidate(&self, change: &Change) -> impl Future<Output = ()> + Send {
-        (**self).invalidate(change)
-    }
-
-    fn peek(&self, number: &E164) -> impl Future<Output = Result<Peeked, ResolveError>> + Send {
-        (**self).peek(number)
-    }
-}
-
-/// Which part of a route is switched off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inactive {
-    Number,
-    Agent,
-    Organization,
-}
-
-impl Inactive {
-    /// Stable machine-readable name, sent to the gateway.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Inactive::Number => "number_inactive",
-            Inactive::Agent => "agent_inactive",
-            Inactive::Organization => "organization_inactive",
-        }
-    }
-}
 
 /// Why a routing request was refused: the domain's one error type, mapped to
 /// gRPC status codes in `api::status`.
@@ -370,9 +142,13 @@ pub struct RoutedCall {
     pub customer: Option<Customer>,
 }
 
-/// Answers the gateway: routes calls, ends them, meters them.
-pub struct Router<R> {
+/// Answers the gateway: routes calls, ends them, meters them. The
+/// directory is the PostgreSQL store in the daemon.
+pub struct Router<R, D = PgStore> {
+    /// Routes, through the cache tiers.
     resolver: R,
+    /// Customers and calls, from the source of truth.
+    directory: D,
     admission: Admission,
     recorder: Recorder,
     /// Call → organization for calls routed here, so that their `EndCall`
@@ -380,11 +156,12 @@ pub struct Router<R> {
     recent_calls: moka::future::Cache<Uuid, Uuid>,
 }
 
-impl<R: Resolver> Router<R> {
-    pub fn new(resolver: R, admission: Admission, recorder: Recorder) -> Self {
+impl<R: Resolver, D: Directory> Router<R, D> {
+    pub fn new(resolver: R, directory: D, admission: Admission, recorder: Recorder) -> Self {
         let remember = admission.settings().max_call_duration + Duration::from_secs(3600);
         Self {
             resolver,
+            directory,
             admission,
             recorder,
             recent_calls: moka::future::Cache::builder()
@@ -565,7 +342,7 @@ impl<R: Resolver> Router<R> {
         let redis = self.admission.call_org(call_id).await;
         let org_id = match redis {
             Ok(Some(org_id)) => Some(org_id),
-            _ => self.resolver.call_org(call_id).await?,
+            _ => self.directory.call_org(call_id).await?,
         };
         match (org_id, redis) {
             (Some(org_id), _) => {
@@ -596,7 +373,7 @@ impl<R: Resolver> Router<R> {
     /// than failing it.
     async fn identify_caller(&self, route: &Route, caller: Option<&E164>) -> Option<Customer> {
         match self
-            .resolver
+            .directory
             .find_customer(route.organization.id, caller?)
             .await
         {

@@ -24,8 +24,7 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::postgres::{describe, transient, Failure, PgStore};
-use crate::recorder::{EndReason, Event};
-use crate::routing::ResolveError;
+use crate::domain::{EndReason, Event, ResolveError, Usage};
 use crate::telemetry::series::Query;
 
 const WRITE_EVENTS_SQL: &str = "
@@ -127,7 +126,7 @@ impl PgStore {
         timeout: Duration,
     ) -> Result<(), WriteError> {
         let mut calls: HashMap<Uuid, CallRow> = HashMap::new();
-        let mut usage: HashMap<Uuid, &crate::recorder::Usage> = HashMap::new();
+        let mut usage: HashMap<Uuid, &Usage> = HashMap::new();
         for event in events {
             let row = calls.entry(event.call_id()).or_insert_with(|| CallRow {
                 org_id: event.org_id(),

@@ -26,7 +26,9 @@ use tokio_postgres::{types::Type, Row};
 use uuid::Uuid;
 
 use super::PgTarget;
-use crate::routing::{Agent, Customer, Organization, ResolveError, Resolver, Route, E164};
+use crate::domain::{
+    Agent, Customer, Directory, Organization, ResolveError, Resolver, Route, E164,
+};
 use crate::telemetry::{outage::POSTGRES, series::Query};
 
 /// Pool and timeout settings for the pooled path.
@@ -302,10 +304,6 @@ impl Resolver for PgStore {
         self
     }
 
-    async fn call_org(&self, call_id: Uuid) -> Result<Option<Uuid>, ResolveError> {
-        self.find_call_org(call_id).await
-    }
-
     async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
         let rows = self
             .query_typed(
@@ -341,7 +339,9 @@ impl Resolver for PgStore {
             .map(|row| organization_from_row(row, 0, 6).map(Arc::new))
             .transpose()
     }
+}
 
+impl Directory for PgStore {
     async fn find_customer(
         &self,
         org_id: Uuid,
@@ -355,6 +355,10 @@ impl Resolver for PgStore {
             )
             .await?;
         rows.first().map(customer_from_row).transpose()
+    }
+
+    async fn call_org(&self, call_id: Uuid) -> Result<Option<Uuid>, ResolveError> {
+        self.find_call_org(call_id).await
     }
 }
 

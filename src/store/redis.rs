@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::redis_link::RedisLink;
-use crate::routing::{
-    Agent, Change, Customer, Organization, Peeked, ResolveError, Resolver, Route, Tier, E164,
+use crate::domain::{
+    Agent, Change, Organization, Peeked, ResolveError, Resolver, Route, Tier, E164,
 };
 use crate::telemetry::{outage::REDIS, series::RedisFallback};
 
@@ -383,18 +383,6 @@ impl<R: Resolver> Resolver for RedisTier<R> {
             self.inner.resolve_organization(id),
         )
         .await
-    }
-
-    async fn find_customer(
-        &self,
-        org_id: Uuid,
-        phone: &E164,
-    ) -> Result<Option<Customer>, ResolveError> {
-        self.inner.find_customer(org_id, phone).await
-    }
-
-    async fn call_org(&self, call_id: Uuid) -> Result<Option<Uuid>, ResolveError> {
-        self.inner.call_org(call_id).await
     }
 
     /// L2's answer, else PostgreSQL's, without filling L2.

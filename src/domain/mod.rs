@@ -1,0 +1,20 @@
+//! The vocabulary every other module speaks, on the ground floor: it imports
+//! nothing else from the crate.
+//!
+//! * [`E164`]: a phone number, parsed once at the edge;
+//! * [`Route`], [`Organization`], [`Agent`], [`Customer`]: what a number
+//!   resolves to, and [`ResolveError`] when it cannot be read;
+//! * [`Resolver`] (routes, through the cache tiers) and [`Directory`]
+//!   (customers and calls, from PostgreSQL), with [`Change`] for what the
+//!   change log invalidates and [`Peeked`] for a look that changes nothing;
+//! * [`event`]: the call and usage events the recorder writes.
+
+mod e164;
+pub mod event;
+mod resolver;
+mod route;
+
+pub use e164::{Method, Normalization, NumberError, Region, E164, MAX_INPUT_BYTES};
+pub use event::{CallEnded, CallOpened, EndReason, Event, Metric, Usage};
+pub use resolver::{Change, Directory, Peeked, Resolver, Tier};
+pub use route::{Agent, Customer, Inactive, Organization, ResolveError, Route};

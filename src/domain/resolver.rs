@@ -1,0 +1,166 @@
+//! Where routes come from ([`Resolver`]: the PostgreSQL store and the cache
+//! tiers in front of it) and where customers and calls are looked up
+//! ([`Directory`]: the PostgreSQL store alone).
+
+use std::{future::Future, sync::Arc};
+
+use uuid::Uuid;
+
+use super::{Agent, Customer, Organization, ResolveError, Route, E164};
+
+/// One change from the routing change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Number(E164),
+    Agent(Uuid),
+    Organization(Uuid),
+}
+
+/// The tier that answers a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// This replica's in-process cache.
+    L1,
+    /// Redis, shared by every replica.
+    L2,
+    /// PostgreSQL, the source of truth.
+    L3,
+}
+
+/// A lookup that changed nothing: what `resolve` would answer now, and
+/// which tier would answer it.
+#[derive(Debug, Clone)]
+pub struct Peeked {
+    pub tier: Tier,
+    /// `None`: the number is not provisioned (from L1 or L2, a cached "no
+    /// such number").
+    pub route: Option<Route>,
+    /// L1 would serve a copy past its freshness: a refresh is backing off,
+    /// or the tiers below cannot be read (stale-if-error).
+    pub stale: bool,
+}
+
+/// Where routes come from. Implemented by the PostgreSQL store and by the
+/// cache tiers in front of it; the [`Router`] does not know which it has.
+pub trait Resolver: Send + Sync + 'static {
+    /// The tier at the bottom: the source of truth itself (PostgreSQL).
+    type Source: Resolver;
+
+    /// The source of truth, past every cache in this tier and below: what
+    /// a cache above asks while what these tiers hold is being
+    /// invalidated.
+    fn source(&self) -> &Self::Source;
+
+    /// The route for `number`, `Ok(None)` when the number is not provisioned.
+    fn resolve(
+        &self,
+        number: &E164,
+    ) -> impl Future<Output = Result<Option<Route>, ResolveError>> + Send;
+
+    /// One agent by id, `Ok(None)` when there is none: for reloading only
+    /// the part of routes that a change to it evicted.
+    fn resolve_agent(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Arc<Agent>>, ResolveError>> + Send;
+
+    /// One organization by id, likewise.
+    fn resolve_organization(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Arc<Organization>>, ResolveError>> + Send;
+
+    /// Forgets what `change` affects, in this tier and the ones below it.
+    /// Tiers that keep nothing need not implement it.
+    fn invalidate(&self, change: &Change) -> impl Future<Output = ()> + Send {
+        let _ = change;
+        async {}
+    }
+
+    /// What `resolve` would answer now and which tier would answer it,
+    /// changing nothing: no fill, no eviction. A resolver that keeps
+    /// nothing is the source: it answers as `resolve` does, as L3.
+    fn peek(&self, number: &E164) -> impl Future<Output = Result<Peeked, ResolveError>> + Send {
+        async move {
+            Ok(Peeked {
+                tier: Tier::L3,
+                route: self.resolve(number).await?,
+                stale: false,
+            })
+        }
+    }
+}
+
+/// A shared resolver resolves like the one it shares.
+impl<R: Resolver> Resolver for Arc<R> {
+    type Source = R::Source;
+
+    fn source(&self) -> &Self::Source {
+        (**self).source()
+    }
+
+    fn resolve(
+        &self,
+        number: &E164,
+    ) -> impl Future<Output = Result<Option<Route>, ResolveError>> + Send {
+        (**self).resolve(number)
+    }
+
+    fn resolve_agent(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Arc<Agent>>, ResolveError>> + Send {
+        (**self).resolve_agent(id)
+    }
+
+    fn resolve_organization(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Arc<Organization>>, ResolveError>> + Send {
+        (**self).resolve_organization(id)
+    }
+
+    fn invalidate(&self, change: &Change) -> impl Future<Output = ()> + Send {
+        (**self).invalidate(change)
+    }
+
+    fn peek(&self, number: &E164) -> impl Future<Output = Result<Peeked, ResolveError>> + Send {
+        (**self).peek(number)
+    }
+}
+
+/// Customers and calls: read from the source of truth on every ask, by the
+/// PostgreSQL store only (no cache tier keeps them).
+pub trait Directory: Send + Sync + 'static {
+    /// The customer of `org_id` whose phone is `phone`, if any.
+    fn find_customer(
+        &self,
+        org_id: Uuid,
+        phone: &E164,
+    ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send;
+
+    /// The organization of a recorded call, `Ok(None)` when no call has
+    /// this id.
+    fn call_org(
+        &self,
+        call_id: Uuid,
+    ) -> impl Future<Output = Result<Option<Uuid>, ResolveError>> + Send;
+}
+
+/// A shared directory looks up like the one it shares.
+impl<D: Directory> Directory for Arc<D> {
+    fn find_customer(
+        &self,
+        org_id: Uuid,
+        phone: &E164,
+    ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send {
+        (**self).find_customer(org_id, phone)
+    }
+
+    fn call_org(
+        &self,
+        call_id: Uuid,
+    ) -> impl Future<Output = Result<Option<Uuid>, ResolveError>> + Send {
+        (**self).call_org(call_id)
+    }
+}

@@ -1,0 +1,117 @@
+//! What a number resolves to: the route, its organization and agent, the
+//! caller as a known customer, and why a resolver could not say.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::E164;
+
+/// Where calls to one number go, with everything the gateway needs to start
+/// the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// The provisioned number, canonical E.164.
+    pub number: E164,
+    /// Whether the number itself is switched on (a released or suspended
+    /// number stays provisioned but takes no calls).
+    pub number_active: bool,
+    /// The tenant that owns the number. Shared: many numbers, one org.
+    pub organization: Arc<Organization>,
+    /// The AI agent that answers the number. Shared: many numbers, one agent.
+    pub agent: Arc<Agent>,
+}
+
+impl Route {
+    /// The part that is switched off, if any, checked from the top down:
+    /// the organization, then the agent, then the number.
+    pub fn inactive_part(&self) -> Option<Inactive> {
+        if !self.organization.is_active {
+            Some(Inactive::Organization)
+        } else if !self.agent.is_active {
+            Some(Inactive::Agent)
+        } else if !self.number_active {
+            Some(Inactive::Number)
+        } else {
+            None
+        }
+    }
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Organization {
+    pub id: Uuid,
+    /// URL-safe unique name.
+    pub slug: String,
+    pub name: String,
+    /// Plan tier as stored (`starter`, `pro`, `enterprise`).
+    pub plan_tier: String,
+    /// Free-form organization settings (a JSON object).
+    pub settings: Map<String, Value>,
+    /// Concurrent-call limit set for this organization, overriding its
+    /// plan tier's default.
+    pub concurrency_limit: Option<i32>,
+    /// Whether the organization may take calls: active, and not deleted.
+    pub is_active: bool,
+}
+
+/// An AI phone agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    pub id: Uuid,
+    pub name: String,
+    /// Text-to-speech voice identifier.
+    pub voice_id: String,
+    /// LLM configuration (a JSON object). Never logged: it may hold prompts
+    /// that are the tenant's business.
+    pub llm_config: Map<String, Value>,
+    /// Whether the agent may take calls.
+    pub is_active: bool,
+}
+
+/// A known caller of one organization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Customer {
+    pub id: Uuid,
+    pub phone: E164,
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+/// Why a resolver could not answer. Every variant means "the data source is
+/// not usable right now"; "no such number" is `Ok(None)`, not an error.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ResolveError {
+    /// The database (or the pooler in front of it) did not answer in time.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// The database refused or dropped the connection.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database answered with something this version cannot read (a
+    /// schema mismatch, a constraint the data should have).
+    #[error("unexpected data: {0}")]
+    Corrupt(String),
+}
+
+/// Which part of a route is switched off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inactive {
+    Number,
+    Agent,
+    Organization,
+}
+
+impl Inactive {
+    /// Stable machine-readable name, sent to the gateway.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Inactive::Number => "number_inactive",
+            Inactive::Agent => "agent_inactive",
+            Inactive::Organization => "organization_inactive",
+        }
+    }
+}
