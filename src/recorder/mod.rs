@@ -51,6 +51,7 @@
 
 mod batch;
 mod batcher;
+mod dead_letter;
 mod event;
 pub mod spool;
 
