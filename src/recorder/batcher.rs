@@ -27,18 +27,16 @@
 //! go to the dead-letter file instead of blocking everything behind them.
 
 use std::{
-    fs::OpenOptions,
-    io::Write,
     path::Path,
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{mpsc, watch};
 
 use super::{
     batch::Batch,
-    dead_letter_path,
+    dead_letter,
     event::{self, Event},
     spool::{Spool, SpoolError},
     Envelope, RecordError, RecorderSettings, Stall,
@@ -398,13 +396,7 @@ impl Batcher {
                 return false;
             }
         };
-        let mut events = Vec::with_capacity(records.len());
-        for record in &records {
-            match event::decode(record) {
-                Ok(event) => events.push(event),
-                Err(error) => dead_letter_raw(&self.settings.spool_dir, record, &error.to_string()),
-            }
-        }
+        let events = decode(&self.settings.spool_dir, &records).await;
         if let Err(error) = self.write(&events, shutdown, next).await {
             tracing::debug!(%error, "PostgreSQL still unreachable; spool kept");
             return false;
@@ -518,7 +510,11 @@ async fn write_events(
                     .await
                 {
                     Ok(()) => {}
-                    Err(WriteError::Refused(reason)) => dead_letter(spool_dir, event, &reason),
+                    Err(WriteError::Refused(reason)) => {
+                        count(1, EventOutcome::DeadLettered);
+                        let letter = dead_letter::refused(event, &reason);
+                        dead_letter::keep(spool_dir, vec![letter]).await;
+                    }
                     Err(unavailable) => return Err(unavailable),
                 }
             }
@@ -528,37 +524,22 @@ async fn write_events(
     }
 }
 
-fn dead_letter(spool_dir: &Path, event: &Event, reason: &str) {
-    let line = serde_json::json!({ "reason": reason, "event": event });
-    write_dead_letter(spool_dir, line);
-}
-
-fn dead_letter_raw(spool_dir: &Path, record: &[u8], reason: &str) {
-    let hex: String = record.iter().map(|b| format!("{b:02x}")).collect();
-    let line = serde_json::json!({ "reason": reason, "record_hex": hex });
-    write_dead_letter(spool_dir, line);
-}
-
-fn write_dead_letter(spool_dir: &Path, mut line: serde_json::Value) {
-    count(1, EventOutcome::DeadLettered);
-    line["at"] = serde_json::json!(humantime::format_rfc3339_millis(SystemTime::now()).to_string());
-    let path = dead_letter_path(spool_dir);
-    let written = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut file| {
-            writeln!(file, "{line}")?;
-            file.sync_data()
-        });
-    match written {
-        Ok(()) => {
-            tracing::error!(path = %path.display(), "event refused by the database, kept in the dead-letter file")
-        }
-        Err(error) => {
-            tracing::error!(%error, %line, "event refused by the database and the dead-letter file cannot be written")
+/// Decodes spooled records; those that no longer decode go to the dead
+/// letters, durably before this returns (so before they are consumed).
+async fn decode(spool_dir: &Path, records: &[Vec<u8>]) -> Vec<Event> {
+    let mut events = Vec::with_capacity(records.len());
+    let mut undecodable = Vec::new();
+    for record in records {
+        match event::decode(record) {
+            Ok(event) => events.push(event),
+            Err(error) => undecodable.push(dead_letter::undecodable(record, &error.to_string())),
         }
     }
+    if !undecodable.is_empty() {
+        count(undecodable.len(), EventOutcome::DeadLettered);
+        dead_letter::keep(spool_dir, undecodable).await;
+    }
+    events
 }
 
 /// Adds an envelope to the batch being collected, whose flush must not

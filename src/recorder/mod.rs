@@ -51,9 +51,11 @@
 
 mod batch;
 mod batcher;
+mod dead_letter;
+pub mod spool;
+
 /// The events, as `event::…` for the spool's encoding.
 use crate::domain::{event, Event};
-pub mod spool;
 
 use std::{
     path::PathBuf,
