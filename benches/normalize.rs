@@ -4,6 +4,9 @@
 //!
 //! `cargo bench --bench normalize`
 
+// Tests and benches stop at the first surprise: unwrapping is how they say so.
+#![allow(clippy::unwrap_used)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};

@@ -10,6 +10,9 @@
 //! Needs the local stack: `deploy/local/stack up`, then
 //! `eval "$(deploy/local/stack env)"; cargo bench --bench resolve`.
 
+// Tests and benches stop at the first surprise: unwrapping is how they say so.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::{

@@ -32,6 +32,11 @@
 //! expected `NOT_FOUND`), the rest uniformly over every provisioned number
 //! (the long tail).
 
+// Tests and benches stop at the first surprise: unwrapping is how they say so.
+#![allow(clippy::unwrap_used)]
+// two libc calls: the pacer's timer slack and the page size
+#![allow(unsafe_code)]
+
 mod common;
 
 use std::{

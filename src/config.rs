@@ -4,13 +4,14 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
 use crate::{
     admission::{AdmissionMode, RedisDownPolicy},
     api::auth::Tokens,
     domain::EndReason,
+    telemetry::LogFormat,
 };
 
 /// gRPC listener. Loopback by default: exposing the daemon is a decision.
@@ -134,14 +135,6 @@ pub enum Command {
     Seed(SeedArgs),
     /// Call a running daemon's API and print the answer as JSON.
     Client(ClientArgs),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable, for a terminal.
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
 }
 
 #[derive(Debug, Args)]

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(), // --help, --version
     };
-    if let Err(message) = telemetry::init_logging(&cli.log) {
+    if let Err(message) = telemetry::init_logging(cli.log.log_format, &cli.log.log_filter) {
         eprintln!("error: {message}");
         return ExitCode::from(EXIT_BAD_CONFIG as u8);
     }

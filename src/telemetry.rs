@@ -14,8 +14,6 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{fmt, EnvFilter};
 
-use crate::config::{LogConfig, LogFormat};
-
 /// Histogram buckets for request and query latencies, in seconds: 50 µs to
 /// 1 s, dense below a millisecond where a healthy daemon lives.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -43,15 +41,25 @@ pub const BATCH_SIZE_BUCKETS: &[f64] = &[
 /// says. Quieted unless `SWITCHBOARD_LOG` names deadpool itself.
 const DEADPOOL_LOGS: &str = "deadpool=error";
 
-/// Installs the global log subscriber. Call once, from `main`.
-pub fn init_logging(config: &LogConfig) -> Result<(), String> {
-    let mut filter = EnvFilter::try_new(&config.log_filter)
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, for a terminal.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Installs the global log subscriber, with `log_filter` in `tracing`
+/// syntax. Call once, from `main`.
+pub fn init_logging(format: LogFormat, log_filter: &str) -> Result<(), String> {
+    let mut filter = EnvFilter::try_new(log_filter)
         .map_err(|e| format!("SWITCHBOARD_LOG is not a valid filter: {e}"))?;
-    if !config.log_filter.contains("deadpool") {
+    if !log_filter.contains("deadpool") {
         filter = filter.add_directive(DEADPOOL_LOGS.parse().expect("a valid directive"));
     }
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = match config.log_format {
+    let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
             .json()

@@ -1,6 +1,9 @@
 //! Integration tests: one binary, real PostgreSQL, real PgBouncer in
 //! transaction mode, the daemon in-process on port 0. See `helpers`.
 
+// Tests and benches stop at the first surprise: unwrapping is how they say so.
+#![allow(clippy::unwrap_used)]
+
 mod helpers;
 
 mod admin;
