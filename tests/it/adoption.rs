@@ -921,12 +921,12 @@ async fn legacy_numbers_normalize_to_e164_or_not_at_all() {
     }
 }
 
-/// The SQL of "Splitting a tenant" in migrations/README.md.
+/// The SQL of "Splitting a tenant" in docs/adoption.md.
 fn readme_split_example() -> &'static str {
-    let readme = include_str!("../../migrations/README.md");
-    let section = readme
-        .split_once("### Splitting a tenant")
-        .expect("README has the split section")
+    let guide = include_str!("../../docs/adoption.md");
+    let section = guide
+        .split_once("## Splitting a tenant")
+        .expect("docs/adoption.md has the split section")
         .1;
     let block = section.split_once("```sql\n").expect("an SQL block").1;
     block.split_once("```").expect("the block ends").0
