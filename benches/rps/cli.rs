@@ -1,0 +1,194 @@
+//! The command line: the subcommands and their flags.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::REMEMBERED_RESETS;
+
+#[derive(Parser)]
+#[command(about = "Switchboard load generator and baselines (see benches/rps/main.rs)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the CallRouter proto with a canned answer and no work.
+    Noop {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: SocketAddr,
+    },
+    /// Load the bench data set into a migrated database (as its owner).
+    Seed {
+        #[arg(long)]
+        database_url: String,
+        #[command(flatten)]
+        data: DataSet,
+    },
+    /// One load run; prints the result and writes it as JSON.
+    Load(LoadArgs),
+    /// Concurrent misses for one uncached number: how many queries reach
+    /// PostgreSQL (from the daemon's own metrics).
+    Coalesce {
+        #[arg(long)]
+        target: String,
+        /// The daemon's admin address, `http://host:port`.
+        #[arg(long)]
+        metrics: String,
+        /// A provisioned number this daemon has not looked up yet.
+        #[arg(long)]
+        number: String,
+        #[arg(long, default_value_t = 1)]
+        rep: u32,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Resident memory of L1 holding this many numbers.
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: usize,
+        /// Organizations (each with one agent) the numbers spread over.
+        #[arg(long, default_value_t = 10_000)]
+        organizations: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// A pgbench per-transaction log (`pgbench -l`) as a result.
+    ImportPgbench {
+        #[arg(long)]
+        label: String,
+        #[arg(long)]
+        rep: u32,
+        /// Measured seconds (pgbench -T).
+        #[arg(long)]
+        seconds: f64,
+        /// Concurrency (pgbench -c), or the offered rate with `--rate`.
+        #[arg(long)]
+        concurrency: Option<usize>,
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long)]
+        out: PathBuf,
+        logs: Vec<PathBuf>,
+    },
+    /// `redis-benchmark --csv` output as a result.
+    ImportRedis {
+        #[arg(long)]
+        label: String,
+        #[arg(long)]
+        rep: u32,
+        #[arg(long)]
+        concurrency: usize,
+        #[arg(long)]
+        out: PathBuf,
+        csv: PathBuf,
+    },
+    /// A load run against a server under `valgrind --tool=callgrind`, with
+    /// the instructions it counted meanwhile: CPU cost per request as a
+    /// count, repeatable on a noisy machine.
+    ImportCallgrind {
+        #[arg(long)]
+        label: String,
+        /// Instructions the server executed during the run.
+        #[arg(long)]
+        instructions: u64,
+        /// The run's own result (`load --out`), for the requests answered.
+        run: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Writes the pgbench scripts: the daemon's own lookup, and the shape
+    /// PostgREST generates for the same question.
+    PgbenchScripts {
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(flatten)]
+        data: DataSet,
+    },
+    /// The Markdown report over every result in a directory.
+    Report {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+/// The bench data set: `numbers` numbers, number `i` bound to organization
+/// and agent `i % organizations`.
+#[derive(Args, Clone, Debug)]
+pub struct DataSet {
+    #[arg(long, default_value_t = 10_000)]
+    pub numbers: usize,
+    #[arg(long, default_value_t = 100)]
+    pub organizations: usize,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct LoadArgs {
+    /// `http://host:port` of the server under load.
+    #[arg(long)]
+    pub target: String,
+    /// Name of the run in the report (`hot_peak`, `noop_low`, ...).
+    #[arg(long)]
+    pub label: String,
+    /// Repetition number, for the report's medians.
+    #[arg(long, default_value_t = 1)]
+    pub rep: u32,
+    /// Closed loop: this many requests always in flight.
+    #[arg(long, conflicts_with = "rate")]
+    pub concurrency: Option<usize>,
+    /// Open loop: requests per second, on a fixed schedule.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Open loop at this share of the throughput of an earlier result.
+    #[arg(long, requires = "rate_of")]
+    pub rate_factor: Option<f64>,
+    #[arg(long)]
+    pub rate_of: Option<PathBuf>,
+    /// HTTP/2 connections, requests spread round-robin.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub warmup: Duration,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "8s")]
+    pub duration: Duration,
+    /// Each request's deadline (`grpc-timeout`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub deadline: Duration,
+    /// Open loop: most requests in flight before the generator itself
+    /// gives up on sending (counted as `dropped`).
+    #[arg(long, default_value_t = REMEMBERED_RESETS)]
+    pub max_outstanding: usize,
+    /// Before the run, look every provisioned number up once (fills L2
+    /// for a run with L1 off).
+    #[arg(long)]
+    pub prime: bool,
+    #[arg(long, default_value_t = 100)]
+    pub hot: usize,
+    #[arg(long, default_value_t = 0.8)]
+    pub hot_share: f64,
+    #[arg(long, default_value_t = 0.05)]
+    pub unknown_share: f64,
+    #[command(flatten)]
+    pub data: DataSet,
+    /// Meanwhile, update agents through this (direct, superuser) database
+    /// URL and measure how long each takes to show in answers.
+    #[arg(long)]
+    pub lag_database_url: Option<String>,
+    /// With --lag-database-url: the daemon's admin address (`http://host:port`),
+    /// whose `switchboard_invalidation_lag_seconds` (commit → eviction applied)
+    /// is read before and after the run.
+    #[arg(long, requires = "lag_database_url")]
+    pub lag_metrics: Option<String>,
+    #[arg(long, default_value_t = 100.0)]
+    pub updates_per_sec: f64,
+    /// With --lag-database-url: make the updates, but do not look their
+    /// numbers up until the new name shows. Watching adds lookups of its own
+    /// to the load, so a run for the throughput under updates leaves it out
+    /// (and works against any server, the no-op too).
+    #[arg(long, requires = "lag_database_url")]
+    pub unwatched_updates: bool,
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}

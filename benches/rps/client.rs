@@ -1,0 +1,86 @@
+//! The generator's side of the wire: connections to the server under load,
+//! the one request it sends, and priming its caches.
+
+use std::time::Duration;
+
+use switchboard::proto::{
+    call_router_client::CallRouterClient, LookupNumberRequest, LookupNumberResponse,
+};
+use tonic::{
+    transport::{Channel, Endpoint},
+    Request, Response, Status,
+};
+
+use crate::dataset::bench_number;
+
+/// Cancelled streams each connection remembers: the open loop's default
+/// `--max-outstanding`.
+pub const REMEMBERED_RESETS: usize = 20_000;
+
+pub async fn connect(
+    target: &str,
+    connections: usize,
+) -> anyhow::Result<Vec<CallRouterClient<Channel>>> {
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections.max(1) {
+        let channel = Endpoint::from_shared(target.to_string())?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            // a request past its deadline is cancelled (RST_STREAM); h2
+            // remembers 50 such streams by default and counts each answer
+            // for a forgotten one as an error, closing its own connection
+            // with ENHANCE_YOUR_CALM after 1024: remember as many as may
+            // be outstanding
+            .http2_max_concurrent_reset_streams(REMEMBERED_RESETS)
+            .connect()
+            .await?;
+        clients.push(CallRouterClient::new(channel));
+    }
+    Ok(clients)
+}
+
+pub async fn lookup(
+    client: &mut CallRouterClient<Channel>,
+    number: String,
+    deadline: Duration,
+) -> Result<LookupNumberResponse, Status> {
+    let mut request = Request::new(LookupNumberRequest {
+        number,
+        default_region: String::new(),
+    });
+    request.set_timeout(deadline);
+    client
+        .lookup_number(request)
+        .await
+        .map(Response::into_inner)
+}
+
+/// Looks up every provisioned number once, 16 at a time (within the
+/// daemon's pool), each tried up to three times.
+pub async fn prime(
+    clients: &[CallRouterClient<Channel>],
+    numbers: usize,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(0..numbers)
+        .map(|i| {
+            let mut client = clients[i % clients.len()].clone();
+            async move {
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    match lookup(&mut client, bench_number(i), deadline).await {
+                        Ok(_) => return Ok(()),
+                        Err(status) if attempt == 3 => {
+                            anyhow::bail!("priming {}: {status}", bench_number(i))
+                        }
+                        Err(_) => continue,
+                    }
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<()>()
+        .await
+}

@@ -1,0 +1,96 @@
+//! The bench data set: its numbers, organizations and agents, the route the
+//! daemon answers for each number, and the mix of numbers a run asks for.
+
+use std::sync::Arc;
+
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use switchboard::domain::{Agent, Organization, Route, E164};
+use uuid::Uuid;
+
+use crate::cli::LoadArgs;
+
+pub fn bench_number(i: usize) -> String {
+    format!("+1800{i:07}")
+}
+
+/// Numbers nobody provisions: same shape, another prefix.
+pub fn unknown_number(i: usize) -> String {
+    format!("+1899{i:07}")
+}
+
+pub fn bench_org_id(i: usize) -> Uuid {
+    Uuid::from_u128(0x0000_0000_0000_4000_9000_0000_0000_0000 | i as u128)
+}
+
+pub fn bench_agent_id(i: usize) -> Uuid {
+    Uuid::from_u128(0x0000_0000_0000_4000_a000_0000_0000_0000 | i as u128)
+}
+
+pub const BENCH_ORG_SETTINGS: &str =
+    r#"{"timezone": "America/New_York", "record_calls": true, "business_hours": "08:00-18:00"}"#;
+pub const BENCH_LLM_CONFIG: &str = r#"{"model": "gpt-4o-mini", "temperature": 0.3, "tools": ["book_appointment", "transfer"], "system_prompt": "You answer the phone for a busy clinic. Book, move and cancel appointments; transfer emergencies."}"#;
+
+/// The route of bench number `i`, as the daemon answers it: the no-op
+/// server's canned answer has the same size and shape.
+pub fn bench_route(i: usize, organizations: usize) -> Route {
+    let g = i % organizations;
+    let object = |raw: &str| match serde_json::from_str(raw).expect("valid JSON") {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!("an object"),
+    };
+    Route {
+        number: E164::from_canonical(&bench_number(i)).expect("canonical"),
+        number_active: true,
+        organization: Arc::new(Organization {
+            id: bench_org_id(g),
+            slug: format!("bench-{g}"),
+            name: format!("Bench organization {g}"),
+            plan_tier: "enterprise".into(),
+            settings: object(BENCH_ORG_SETTINGS),
+            concurrency_limit: None,
+            is_active: true,
+        }),
+        agent: Arc::new(Agent {
+            id: bench_agent_id(g),
+            name: format!("Agent {g}"),
+            voice_id: "aura-asteria-en".into(),
+            llm_config: object(BENCH_LLM_CONFIG),
+            is_active: true,
+        }),
+    }
+}
+
+/// Picks numbers by the configured mix; `(number, provisioned)`.
+pub struct NumberMix {
+    rng: SmallRng,
+    hot: usize,
+    hot_share: f64,
+    unknown_share: f64,
+    numbers: usize,
+}
+
+impl NumberMix {
+    pub fn new(args: &LoadArgs, seed: u64) -> Self {
+        Self {
+            rng: SmallRng::seed_from_u64(seed),
+            hot: args.hot.clamp(1, args.data.numbers),
+            hot_share: args.hot_share,
+            unknown_share: args.unknown_share,
+            numbers: args.data.numbers,
+        }
+    }
+
+    pub fn next(&mut self) -> (String, bool) {
+        let roll: f64 = self.rng.random();
+        if roll < self.unknown_share {
+            (
+                unknown_number(self.rng.random_range(0..self.numbers)),
+                false,
+            )
+        } else if roll < self.unknown_share + self.hot_share {
+            (bench_number(self.rng.random_range(0..self.hot)), true)
+        } else {
+            (bench_number(self.rng.random_range(0..self.numbers)), true)
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The open loop: requests on a fixed schedule, whatever the server does.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use switchboard::proto::call_router_client::CallRouterClient;
+use tonic::transport::Channel;
+
+use super::tally::Tally;
+use crate::{cli::LoadArgs, client::lookup, dataset::NumberMix, result::histogram};
+
+/// Requests leave at `rate` per second from a pacer thread, whatever the
+/// server does; each is timed from when it was due. Returns how late, in
+/// µs, each counted request left.
+pub async fn open_loop(
+    args: &LoadArgs,
+    clients: Vec<CallRouterClient<Channel>>,
+    rate: f64,
+    (from, until): (Instant, Instant),
+    tally: Arc<Tally>,
+) -> anyhow::Result<Histogram<u64>> {
+    anyhow::ensure!(rate > 0.0 && rate.is_finite(), "the rate must be positive");
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let outstanding = Arc::new(AtomicUsize::new(0));
+    let runtime = tokio::runtime::Handle::current();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let pacer = {
+        let (tally, outstanding) = (tally.clone(), outstanding.clone());
+        let (mut mix, deadline, max) =
+            (NumberMix::new(args, 0), args.deadline, args.max_outstanding);
+        let start = Instant::now();
+        std::thread::spawn(move || {
+            // the kernel's default slack (50 µs) would bunch the sends
+            // SAFETY: prctl with PR_SET_TIMERSLACK takes a plain integer.
+            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000) };
+            let mut late = histogram();
+            let mut i: u32 = 0;
+            loop {
+                let due = start + period * i;
+                i += 1;
+                if due >= until {
+                    break;
+                }
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let (number, provisioned) = mix.next();
+                let counted = due >= from;
+                if counted {
+                    tally.requests.fetch_add(1, Ordering::Relaxed);
+                    late.saturating_record(due.elapsed().as_micros() as u64);
+                }
+                if outstanding.load(Ordering::Acquire) >= max {
+                    if counted {
+                        tally.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                outstanding.fetch_add(1, Ordering::AcqRel);
+                let mut client = clients[i as usize % clients.len()].clone();
+                let (tally, outstanding) = (tally.clone(), outstanding.clone());
+                runtime.spawn(async move {
+                    let result = lookup(&mut client, number, deadline).await.map(drop);
+                    if counted {
+                        tally.answer(result, provisioned, due);
+                    }
+                    outstanding.fetch_sub(1, Ordering::AcqRel);
+                });
+            }
+            let _ = done_tx.send(());
+            late
+        })
+    };
+    done_rx.await?;
+    let late = pacer.join().expect("pacer thread panicked");
+    drain(&outstanding, args.deadline).await?;
+    Ok(late)
+}
+
+/// Waits for the last answers: every request carries a deadline, so a
+/// little longer than that.
+async fn drain(outstanding: &AtomicUsize, deadline: Duration) -> anyhow::Result<()> {
+    let drained_by = Instant::now() + deadline + Duration::from_secs(1);
+    while outstanding.load(Ordering::Acquire) > 0 {
+        anyhow::ensure!(
+            Instant::now() < drained_by,
+            "{} requests still unanswered past their deadline",
+            outstanding.load(Ordering::Acquire)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! The targets the report checks, and how each is evaluated over the
+//! repetitions.
+
+use crate::result::{Results, RunResult};
+
+use super::median;
+
+/// One target: a figure computed per repetition from that repetition's
+/// runs, its median, and the bound it must meet.
+pub struct Target {
+    pub name: &'static str,
+    /// How the figure is computed, for the reader.
+    pub formula: &'static str,
+    pub figure: fn(&Results, u32) -> Option<f64>,
+    /// The figure must be at most (or at least) this.
+    pub bound: f64,
+    pub at_most: bool,
+}
+
+fn get(results: &Results, label: &str, rep: u32) -> Option<RunResult> {
+    let runs = results.get(label)?;
+    // single-run measurements (memory, coalesce) serve every repetition
+    runs.get(&rep)
+        .or_else(|| (runs.len() == 1).then(|| runs.values().next()).flatten())
+        .cloned()
+}
+
+fn goodput(r: &Results, label: &str, rep: u32) -> Option<f64> {
+    get(r, label, rep).map(|x| x.goodput)
+}
+
+/// The share of `peak`'s goodput that `during` lost.
+fn drop_from(r: &Results, during: &str, peak: &str, rep: u32) -> Option<f64> {
+    Some(1.0 - goodput(r, during, rep)? / goodput(r, peak, rep)?)
+}
+
+/// One of a run's extra figures.
+fn extra(r: &Results, label: &str, key: &str, rep: u32) -> Option<f64> {
+    get(r, label, rep)?.extra.get(key).copied()
+}
+
+/// Instructions per answered request, from a callgrind run.
+fn instructions(r: &Results, label: &str, rep: u32) -> Option<f64> {
+    extra(r, label, "instructions_per_request", rep)
+}
+
+fn p50(r: &Results, label: &str, rep: u32) -> Option<f64> {
+    get(r, label, rep)?.latency.map(|l| l.p50)
+}
+
+fn p99(r: &Results, label: &str, rep: u32) -> Option<f64> {
+    get(r, label, rep)?.latency.map(|l| l.p99)
+}
+
+pub const TARGETS: &[Target] = &[
+    Target {
+        name: "hot throughput vs no-op",
+        formula: "hot_peak / noop_peak",
+        figure: |r, n| Some(goodput(r, "hot_peak", n)? / goodput(r, "noop_peak", n)?),
+        bound: 0.85,
+        at_most: false,
+    },
+    Target {
+        name: "the same, as CPU cost: no-op vs hot instructions per request",
+        formula: "noop_callgrind / hot_callgrind (instructions per request)",
+        figure: |r, n| {
+            Some(instructions(r, "noop_callgrind", n)? / instructions(r, "hot_callgrind", n)?)
+        },
+        bound: 0.85,
+        at_most: false,
+    },
+    Target {
+        name: "hot p99 at half the no-op's peak vs no-op p99",
+        formula: "hot_half.p99 / noop_half.p99",
+        figure: |r, n| Some(p99(r, "hot_half", n)? / p99(r, "noop_half", n)?),
+        bound: 1.2,
+        at_most: true,
+    },
+    Target {
+        name: "L2 p50 over no-op p50 + Redis GET p50",
+        formula: "l2_low.p50 − noop_low.p50 − redis_get_c1.p50 (µs)",
+        figure: |r, n| {
+            Some(p50(r, "l2_low", n)? - p50(r, "noop_low", n)? - p50(r, "redis_get_c1", n)?)
+        },
+        bound: 15.0,
+        at_most: true,
+    },
+    Target {
+        name: "cold p99 vs no-op p99 + pooled query p99",
+        formula: "l3_low.p99 / (noop_low.p99 + pg_route_low.p99)",
+        figure: |r, n| {
+            Some(p99(r, "l3_low", n)? / (p99(r, "noop_low", n)? + p99(r, "pg_route_low", n)?))
+        },
+        bound: 1.3,
+        at_most: true,
+    },
+    Target {
+        name: "queries for 100 concurrent misses of one number",
+        formula: "coalesce.queries",
+        figure: |r, n| extra(r, "coalesce", "queries", n),
+        bound: 1.0,
+        at_most: true,
+    },
+    Target {
+        name: "hot throughput vs PostgREST-shaped SQL",
+        formula: "hot_peak / pg_postgrest_peak",
+        figure: |r, n| Some(goodput(r, "hot_peak", n)? / goodput(r, "pg_postgrest_peak", n)?),
+        bound: 5.0,
+        at_most: false,
+    },
+    Target {
+        name: "goodput at 2× the sustainable rate vs peak (daemon held to a share of a core)",
+        formula: "capped_overload / capped_peak",
+        figure: |r, n| Some(goodput(r, "capped_overload", n)? / goodput(r, "capped_peak", n)?),
+        bound: 0.9,
+        at_most: false,
+    },
+    Target {
+        name: "p99 at 2× the sustainable rate vs at half",
+        formula: "capped_overload.p99 / capped_half.p99",
+        figure: |r, n| Some(p99(r, "capped_overload", n)? / p99(r, "capped_half", n)?),
+        bound: 5.0,
+        at_most: true,
+    },
+    Target {
+        name: "the same, shedding at 5 ms queue delay: goodput",
+        formula: "capped_strict_overload / capped_peak",
+        figure: |r, n| {
+            Some(goodput(r, "capped_strict_overload", n)? / goodput(r, "capped_peak", n)?)
+        },
+        bound: 0.9,
+        at_most: false,
+    },
+    Target {
+        name: "the same, shedding at 5 ms queue delay: p99",
+        formula: "capped_strict_overload.p99 / capped_strict_half.p99",
+        figure: |r, n| {
+            Some(p99(r, "capped_strict_overload", n)? / p99(r, "capped_strict_half", n)?)
+        },
+        bound: 5.0,
+        at_most: true,
+    },
+    Target {
+        name: "invalidation lag p99 at 100 updates/s, half load: commit → applied on the replica (the daemon's histogram, bound of the bucket holding it, ms)",
+        formula: "hot_updates_half.applied_lag_p99_bound_ms",
+        figure: |r, n| extra(r, "hot_updates_half", "applied_lag_p99_bound_ms", n),
+        bound: 5.0,
+        at_most: true,
+    },
+    Target {
+        name: "the same, commit → the new name in an answer (ms)",
+        formula: "hot_updates_half.lag.p99 / 1000",
+        figure: |r, n| Some(get(r, "hot_updates_half", n)?.lag?.p99 / 1000.0),
+        bound: 5.0,
+        at_most: true,
+    },
+    Target {
+        name: "hot throughput drop during updates",
+        formula: "1 − hot_updates / hot_peak",
+        figure: |r, n| drop_from(r, "hot_updates", "hot_peak", n),
+        bound: 0.05,
+        at_most: true,
+    },
+    Target {
+        name: "the same, less the no-op's drop under the same updates (what the database's work takes from the shared cores)",
+        formula: "(1 − hot_updates / hot_peak) − (1 − noop_updates / noop_peak)",
+        figure: |r, n| {
+            Some(
+                drop_from(r, "hot_updates", "hot_peak", n)?
+                    - drop_from(r, "noop_updates", "noop_peak", n)?,
+            )
+        },
+        bound: 0.05,
+        at_most: true,
+    },
+];
+
+/// A target's median over the repetitions, and whether it is met.
+pub fn evaluate(target: &Target, results: &Results) -> Option<(f64, usize, bool)> {
+    // repetition 0 holds what is measured once per session (memory)
+    let reps: std::collections::BTreeSet<u32> = results
+        .values()
+        .flat_map(|runs| runs.keys().copied())
+        .filter(|&rep| rep > 0)
+        .collect();
+    let figures: Vec<f64> = reps
+        .iter()
+        .filter_map(|&n| (target.figure)(results, n))
+        .collect();
+    let value = median(figures.clone())?;
+    let met = if target.at_most {
+        value <= target.bound
+    } else {
+        value >= target.bound
+    };
+    Some((value, figures.len(), met))
+}
