@@ -34,11 +34,8 @@ use uuid::Uuid;
 
 use crate::{
     domain::Organization,
-    store::redis_link::RedisLink,
-    telemetry::{
-        outage::REDIS,
-        series::{AdmissionOutcome, ReleaseOutcome},
-    },
+    store::redis_link::{CommandError, RedisLink},
+    telemetry::series::{AdmissionOutcome, ReleaseOutcome},
 };
 
 /// Version of the key layout, part of every key.
@@ -106,6 +103,16 @@ pub enum RedisDownPolicy {
     Admit,
     /// Refuse it (fail closed): no call goes ahead unmetered.
     Reject,
+}
+
+impl RedisDownPolicy {
+    /// The decision for a call whose leases cannot be counted.
+    pub fn decision(self) -> Decision {
+        match self {
+            RedisDownPolicy::Admit => Decision::AdmittedUnchecked,
+            RedisDownPolicy::Reject => Decision::RefusedUnchecked,
+        }
+    }
 }
 
 /// Default concurrent-call limits by plan tier.
@@ -220,7 +227,7 @@ pub struct Preview {
 /// Redis could not answer within the timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("Redis unavailable for admission: {0}")]
-pub struct AdmissionError(String);
+pub struct AdmissionError(#[from] CommandError);
 
 /// The admission controller; cheap to share.
 pub struct Admission {
@@ -256,10 +263,7 @@ impl Admission {
                 match self.take_lease(org.id, call_id, limit, mode).await {
                     Ok(decision) => decision,
                     // counted by outcome; the outage is logged by `command`
-                    Err(_) => match self.settings.on_redis_down {
-                        RedisDownPolicy::Admit => Decision::AdmittedUnchecked,
-                        RedisDownPolicy::Reject => Decision::RefusedUnchecked,
-                    },
+                    Err(_) => self.settings.on_redis_down.decision(),
                 }
             }
         };
@@ -353,10 +357,7 @@ impl Admission {
             }
             Err(error) => {
                 tracing::debug!(%error, org_id = %org.id, "leases not counted");
-                match self.settings.on_redis_down {
-                    RedisDownPolicy::Admit => Decision::AdmittedUnchecked,
-                    RedisDownPolicy::Reject => Decision::RefusedUnchecked,
-                }
+                self.settings.on_redis_down.decision()
             }
         };
         preview
@@ -399,27 +400,7 @@ impl Admission {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let result = match self.connection.get() {
-            None => Err(AdmissionError("not connected".into())),
-            Some((connection, epoch)) => {
-                match tokio::time::timeout(self.settings.timeout, run(connection)).await {
-                    Ok(Ok(value)) => Ok(value),
-                    Ok(Err(error)) => {
-                        self.connection.failed(epoch, &error);
-                        Err(AdmissionError(error.to_string()))
-                    }
-                    Err(_) => Err(AdmissionError(format!(
-                        "no answer within {:?}",
-                        self.settings.timeout
-                    ))),
-                }
-            }
-        };
-        match &result {
-            Ok(_) => REDIS.succeeded(),
-            Err(error) => REDIS.failed(error),
-        }
-        result
+        Ok(self.connection.run(self.settings.timeout, run).await?)
     }
 
     fn lease_key(&self, org_id: Uuid) -> String {

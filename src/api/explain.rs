@@ -5,9 +5,8 @@
 //! reason, code and message are exactly what a gateway would get.
 
 use clap::ValueEnum;
-use tonic::Status;
 
-use super::{code_name, status::REASON_KEY};
+use super::{code_name, status};
 use crate::{
     admission::{Decision, LimitSource, Preview},
     domain::{Resolver, Tier},
@@ -35,17 +34,11 @@ impl From<Explanation> for ExplainRouteResponse {
         let (outcome, outcome_code, outcome_message) = match explanation.refusal {
             None => ("ok".to_string(), "OK", String::new()),
             Some(refusal) => {
-                let status = Status::from(refusal);
-                let reason = status
-                    .metadata()
-                    .get(REASON_KEY)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
+                let answer = status::answer(&refusal);
                 (
-                    reason,
-                    code_name(status.code()),
-                    status.message().to_string(),
+                    answer.reason.to_string(),
+                    code_name(answer.code),
+                    answer.message,
                 )
             }
         };

@@ -26,7 +26,7 @@ use crate::{
         ExplainRouteResponse, LookupNumberRequest, LookupNumberResponse, RecordUsageRequest,
         RecordUsageResponse, RouteCallRequest, RouteCallResponse,
     },
-    routing::{self, CallRequest, RouteError, Router, UsageRequest},
+    routing::{self, CallRequest, Field, RouteError, Router, UsageRequest},
     telemetry::series::{grpc_code as code_name, Rpc, ShedReason},
 };
 
@@ -223,8 +223,8 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
                     reason: proto::EndReason::try_from(body.end_reason)
                         .ok()
                         .and_then(|reason| reason.try_into().ok()),
-                    ended_at: timestamp("ended_at", body.ended_at)?,
-                    answered_at: timestamp("answered_at", body.answered_at)?,
+                    ended_at: timestamp(Field::EndedAt, body.ended_at)?,
+                    answered_at: timestamp(Field::AnsweredAt, body.answered_at)?,
                     call_id: body.call_id,
                 };
                 router.end_call(&end, budget.expires()).await?;
@@ -359,7 +359,7 @@ impl Drop for InFlight<'_> {
 /// A protobuf timestamp as a point in time; malformed or before 1970 is
 /// refused.
 fn timestamp(
-    field: &'static str,
+    field: Field,
     raw: Option<prost_types::Timestamp>,
 ) -> Result<Option<std::time::SystemTime>, RouteError> {
     raw.map(|ts| {

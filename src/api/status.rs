@@ -20,23 +20,22 @@ pub const LIMIT_KEY: &str = "switchboard-limit";
 /// On a refusal by a limit: how many calls hold a slot now.
 pub const ACTIVE_CALLS_KEY: &str = "switchboard-active-calls";
 
-impl From<RouteError> for Status {
-    fn from(error: RouteError) -> Self {
-        let (code, reason, message) = match &error {
-            RouteError::InvalidArgument { field, .. } => (
-                Code::InvalidArgument,
-                match *field {
-                    "default_region" => "invalid_region",
-                    "gateway_call_id" => "invalid_gateway_call_id",
-                    "call_id" => "invalid_call_id",
-                    "end_reason" => "invalid_end_reason",
-                    "ended_at" | "answered_at" => "invalid_timestamp",
-                    "items" => "invalid_usage",
-                    "idempotency_key" => "invalid_idempotency_key",
-                    _ => "invalid_number",
-                },
-                error.to_string(),
-            ),
+/// How a refusal is answered: its code, its stable reason, its message,
+/// and for a refusal by a limit, the limit and the calls holding a slot.
+pub(crate) struct Answer {
+    pub code: Code,
+    pub reason: &'static str,
+    pub message: String,
+    pub limit: Option<(u32, u32)>,
+}
+
+/// The one mapping from a refusal to its answer.
+pub(crate) fn answer(error: &RouteError) -> Answer {
+    let mut limit = None;
+    let (code, reason, message) = match error {
+            RouteError::InvalidArgument { field, .. } => {
+                (Code::InvalidArgument, field.reason(), error.to_string())
+            }
             RouteError::NotProvisioned(_) => {
                 (Code::NotFound, "number_not_found", error.to_string())
             }
@@ -55,17 +54,16 @@ impl From<RouteError> for Status {
                 tracing::error!(error = %cause, "routing data could not be read");
                 (Code::Internal, "internal", "internal error".to_string())
             }
-            RouteError::OverLimit { limit, active } => {
-                let mut status = refusal(
+            RouteError::OverLimit {
+                limit: at,
+                active,
+            } => {
+                limit = Some((*at, *active));
+                (
                     Code::ResourceExhausted,
                     "concurrency_limit",
                     error.to_string(),
-                );
-                let trailers = status.metadata_mut();
-                trailers.insert(LIMIT_SCOPE_KEY, MetadataValue::from_static("organization"));
-                trailers.insert(LIMIT_KEY, MetadataValue::from(*limit));
-                trailers.insert(ACTIVE_CALLS_KEY, MetadataValue::from(*active));
-                return status;
+                )
             }
             RouteError::Overloaded => (
                 Code::Unavailable,
@@ -110,7 +108,25 @@ impl From<RouteError> for Status {
                 ),
             },
         };
-        refusal(code, reason, message)
+    Answer {
+        code,
+        reason,
+        message,
+        limit,
+    }
+}
+
+impl From<RouteError> for Status {
+    fn from(error: RouteError) -> Self {
+        let answer = answer(&error);
+        let mut status = refusal(answer.code, answer.reason, answer.message);
+        if let Some((limit, active)) = answer.limit {
+            let trailers = status.metadata_mut();
+            trailers.insert(LIMIT_SCOPE_KEY, MetadataValue::from_static("organization"));
+            trailers.insert(LIMIT_KEY, MetadataValue::from(limit));
+            trailers.insert(ACTIVE_CALLS_KEY, MetadataValue::from(active));
+        }
+        status
     }
 }
 
@@ -127,6 +143,7 @@ pub(crate) fn refusal(code: Code, reason: &'static str, message: String) -> Stat
 mod tests {
     use super::*;
     use crate::domain::{Inactive, E164};
+    use crate::routing::Field;
 
     fn reason(status: &Status) -> &str {
         status.metadata().get(REASON_KEY).unwrap().to_str().unwrap()
@@ -138,7 +155,7 @@ mod tests {
         let cases: Vec<(RouteError, Code, &str)> = vec![
             (
                 RouteError::InvalidArgument {
-                    field: "called_number",
+                    field: Field::CalledNumber,
                     reason: "is empty".into(),
                 },
                 Code::InvalidArgument,

@@ -18,9 +18,9 @@
 //! so the API layer names it through the one status mapping and the reason
 //! is exactly the one a gateway would see.
 
-use super::{RouteError, Router};
+use super::{Field, RouteError, Router};
 use crate::{
-    admission::{Decision, Preview},
+    admission::Preview,
     domain::{
         Customer, Directory, Normalization, NumberError, Peeked, Region, Resolver, E164,
         MAX_INPUT_BYTES,
@@ -71,7 +71,10 @@ impl<R: Resolver, D: Directory> Router<R, D> {
         caller_number: &str,
     ) -> Result<Explanation, RouteError> {
         // the answer echoes both: bounded as for RouteCall
-        for (field, raw) in [("number", number), ("caller_number", caller_number)] {
+        for (field, raw) in [
+            (Field::Number, number),
+            (Field::CallerNumber, caller_number),
+        ] {
             if raw.len() > MAX_INPUT_BYTES {
                 return Err(RouteError::invalid(field, NumberError::TooLong));
             }
@@ -80,9 +83,9 @@ impl<R: Resolver, D: Directory> Router<R, D> {
         // the number
         let region = Region::parse_optional(default_region);
         let (number, called) = match &region {
-            Ok(region) => read_number("called_number", number, *region),
+            Ok(region) => read_number(Field::CalledNumber, number, *region),
             Err(error) => {
-                let error = RouteError::invalid("default_region", error);
+                let error = RouteError::invalid(Field::DefaultRegion, error);
                 let explained = ExplainedNumber {
                     raw: number.to_string(),
                     normalization: Normalization::default(),
@@ -92,7 +95,7 @@ impl<R: Resolver, D: Directory> Router<R, D> {
             }
         };
         let caller = (!caller_number.is_empty())
-            .then(|| read_number("caller_number", caller_number, region.ok().flatten()).0);
+            .then(|| read_number(Field::CallerNumber, caller_number, region.ok().flatten()).0);
         let mut explanation = Explanation {
             number,
             caller,
@@ -128,13 +131,7 @@ impl<R: Resolver, D: Directory> Router<R, D> {
             );
             // RouteCall admits only an active route: its refusal comes first
             if explanation.refusal.is_none() {
-                explanation.refusal = match preview.decision {
-                    Decision::Refused { limit, active } => {
-                        Some(RouteError::OverLimit { limit, active })
-                    }
-                    Decision::RefusedUnchecked => Some(RouteError::AdmissionUnavailable),
-                    _ => None,
-                };
+                explanation.refusal = RouteError::refusal(&preview.decision);
             }
             explanation.admission = Some(preview);
             explanation.customer = customer;
@@ -147,7 +144,7 @@ impl<R: Resolver, D: Directory> Router<R, D> {
 /// Reads `raw` as `route_call` reads its `field`: the explained number, and
 /// the canonical number or the refusal `route_call` would answer with.
 fn read_number(
-    field: &'static str,
+    field: Field,
     raw: &str,
     region: Option<Region>,
 ) -> (ExplainedNumber, Result<E164, RouteError>) {

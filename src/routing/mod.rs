@@ -62,8 +62,8 @@ const RECENT_CALLS: u64 = 100_000;
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     /// A request field is malformed.
-    #[error("{field} {reason}")]
-    InvalidArgument { field: &'static str, reason: String },
+    #[error("{} {reason}", field.as_str())]
+    InvalidArgument { field: Field, reason: String },
     /// Nobody has provisioned this number.
     #[error("number {0} is not provisioned")]
     NotProvisioned(E164),
@@ -95,10 +95,70 @@ pub enum RouteError {
 }
 
 impl RouteError {
-    fn invalid(field: &'static str, reason: impl ToString) -> Self {
+    /// The error for an admission decision that refuses the call.
+    fn refusal(decision: &Decision) -> Option<RouteError> {
+        match *decision {
+            Decision::Refused { limit, active } => Some(RouteError::OverLimit { limit, active }),
+            Decision::RefusedUnchecked => Some(RouteError::AdmissionUnavailable),
+            _ => None,
+        }
+    }
+
+    fn invalid(field: Field, reason: impl ToString) -> Self {
         RouteError::InvalidArgument {
             field,
             reason: reason.to_string(),
+        }
+    }
+}
+
+/// A request field, as the gateway names it; a malformed one is refused
+/// with its own stable reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Number,
+    CalledNumber,
+    CallerNumber,
+    DefaultRegion,
+    GatewayCallId,
+    CallId,
+    EndReason,
+    EndedAt,
+    AnsweredAt,
+    Items,
+    IdempotencyKey,
+}
+
+impl Field {
+    /// The field's name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::Number => "number",
+            Field::CalledNumber => "called_number",
+            Field::CallerNumber => "caller_number",
+            Field::DefaultRegion => "default_region",
+            Field::GatewayCallId => "gateway_call_id",
+            Field::CallId => "call_id",
+            Field::EndReason => "end_reason",
+            Field::EndedAt => "ended_at",
+            Field::AnsweredAt => "answered_at",
+            Field::Items => "items",
+            Field::IdempotencyKey => "idempotency_key",
+        }
+    }
+
+    /// The stable machine-readable reason of a refusal for this field,
+    /// sent to the gateway.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Field::Number | Field::CalledNumber | Field::CallerNumber => "invalid_number",
+            Field::DefaultRegion => "invalid_region",
+            Field::GatewayCallId => "invalid_gateway_call_id",
+            Field::CallId => "invalid_call_id",
+            Field::EndReason => "invalid_end_reason",
+            Field::EndedAt | Field::AnsweredAt => "invalid_timestamp",
+            Field::Items => "invalid_usage",
+            Field::IdempotencyKey => "invalid_idempotency_key",
         }
     }
 }
@@ -178,8 +238,9 @@ impl<R: Resolver, D: Directory> Router<R, D> {
     /// The route for a number that may take calls now. No side effects.
     pub async fn lookup(&self, number: &str, default_region: &str) -> Result<Route, RouteError> {
         let region = Region::parse_optional(default_region)
-            .map_err(|e| RouteError::invalid("default_region", e))?;
-        let number = E164::parse(number, region).map_err(|e| RouteError::invalid("number", e))?;
+            .map_err(|e| RouteError::invalid(Field::DefaultRegion, e))?;
+        let number =
+            E164::parse(number, region).map_err(|e| RouteError::invalid(Field::Number, e))?;
         self.active_route(number).await
     }
 
@@ -188,12 +249,15 @@ impl<R: Resolver, D: Directory> Router<R, D> {
     /// call id) gets the same call id and holds the same lease.
     pub async fn route_call(&self, request: &CallRequest) -> Result<RoutedCall, RouteError> {
         let region = Region::parse_optional(&request.default_region)
-            .map_err(|e| RouteError::invalid("default_region", e))?;
+            .map_err(|e| RouteError::invalid(Field::DefaultRegion, e))?;
         let called = E164::parse(&request.called_number, region)
-            .map_err(|e| RouteError::invalid("called_number", e))?;
+            .map_err(|e| RouteError::invalid(Field::CalledNumber, e))?;
         validate_gateway_call_id(&request.gateway_call_id)?;
         if request.caller_number.len() > MAX_INPUT_BYTES {
-            return Err(RouteError::invalid("caller_number", NumberError::TooLong));
+            return Err(RouteError::invalid(
+                Field::CallerNumber,
+                NumberError::TooLong,
+            ));
         }
         let caller = E164::parse(&request.caller_number, region).ok();
 
@@ -207,12 +271,8 @@ impl<R: Resolver, D: Directory> Router<R, D> {
             self.admission.admit(org, call_id),
             self.identify_caller(&route, caller.as_ref()),
         );
-        match decision {
-            Decision::Refused { limit, active } => {
-                return Err(RouteError::OverLimit { limit, active })
-            }
-            Decision::RefusedUnchecked => return Err(RouteError::AdmissionUnavailable),
-            _ => {}
+        if let Some(refusal) = RouteError::refusal(&decision) {
+            return Err(refusal);
         }
         self.recent_calls.insert(call_id, org.id).await;
         permit.record(vec![Event::CallOpened(CallOpened {
@@ -244,13 +304,13 @@ impl<R: Resolver, D: Directory> Router<R, D> {
         let call_id = parse_call_id(&request.call_id)?;
         let reason = request
             .reason
-            .ok_or_else(|| RouteError::invalid("end_reason", "is unspecified"))?;
+            .ok_or_else(|| RouteError::invalid(Field::EndReason, "is unspecified"))?;
         let ended_at = request.ended_at.unwrap_or_else(SystemTime::now);
         if request
             .answered_at
             .is_some_and(|answered| answered > ended_at)
         {
-            return Err(RouteError::invalid("answered_at", "is after ended_at"));
+            return Err(RouteError::invalid(Field::AnsweredAt, "is after ended_at"));
         }
         let org_id = self.call_org(call_id).await?;
         // durable first: a refused end must not free a slot while its call
@@ -288,13 +348,13 @@ impl<R: Resolver, D: Directory> Router<R, D> {
         validate_idempotency_key(&request.idempotency_key)?;
         let mut items: Vec<(Metric, f64)> = Vec::with_capacity(request.items.len());
         if request.items.is_empty() {
-            return Err(RouteError::invalid("items", "are empty"));
+            return Err(RouteError::invalid(Field::Items, "are empty"));
         }
         for (name, quantity) in &request.items {
             let metric = Metric::parse(name).ok_or_else(|| {
                 let known: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
                 RouteError::invalid(
-                    "items",
+                    Field::Items,
                     format!(
                         "contain unknown metric {:?} (known: {})",
                         name.escape_debug().to_string(),
@@ -304,12 +364,15 @@ impl<R: Resolver, D: Directory> Router<R, D> {
             })?;
             if !quantity.is_finite() || *quantity < 0.0 {
                 return Err(RouteError::invalid(
-                    "items",
+                    Field::Items,
                     format!("contain the quantity {quantity} for {name}; quantities must be finite and not negative"),
                 ));
             }
             if items.iter().any(|(m, _)| *m == metric) {
-                return Err(RouteError::invalid("items", format!("name {name} twice")));
+                return Err(RouteError::invalid(
+                    Field::Items,
+                    format!("name {name} twice"),
+                ));
             }
             items.push((metric, *quantity));
         }
@@ -389,15 +452,15 @@ impl<R: Resolver, D: Directory> Router<R, D> {
 }
 
 fn validate_gateway_call_id(id: &str) -> Result<(), RouteError> {
-    validate_key("gateway_call_id", id, MAX_GATEWAY_CALL_ID_BYTES)
+    validate_key(Field::GatewayCallId, id, MAX_GATEWAY_CALL_ID_BYTES)
 }
 
 fn validate_idempotency_key(key: &str) -> Result<(), RouteError> {
-    validate_key("idempotency_key", key, MAX_IDEMPOTENCY_KEY_BYTES)
+    validate_key(Field::IdempotencyKey, key, MAX_IDEMPOTENCY_KEY_BYTES)
 }
 
 /// A gateway-chosen identifier: present, bounded, printable.
-fn validate_key(field: &'static str, key: &str, max_bytes: usize) -> Result<(), RouteError> {
+fn validate_key(field: Field, key: &str, max_bytes: usize) -> Result<(), RouteError> {
     if key.trim().is_empty() {
         return Err(RouteError::invalid(field, "is empty"));
     }
@@ -414,5 +477,5 @@ fn validate_key(field: &'static str, key: &str, max_bytes: usize) -> Result<(), 
 }
 
 fn parse_call_id(raw: &str) -> Result<Uuid, RouteError> {
-    Uuid::try_parse(raw).map_err(|_| RouteError::invalid("call_id", "is not a UUID"))
+    Uuid::try_parse(raw).map_err(|_| RouteError::invalid(Field::CallId, "is not a UUID"))
 }

@@ -29,11 +29,11 @@ use redis::{aio::MultiplexedConnection, AsyncCommands, Script, SetExpiry, SetOpt
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::redis_link::RedisLink;
+use super::redis_link::{CommandError, RedisLink};
 use crate::domain::{
     Agent, Change, Organization, Peeked, ResolveError, Resolver, Route, Tier, E164,
 };
-use crate::telemetry::{outage::REDIS, series::RedisFallback};
+use crate::telemetry::series::RedisFallback;
 
 /// Version of the key layout and encoding, part of every key.
 const LAYOUT: &str = "v3";
@@ -185,25 +185,15 @@ impl<R: Resolver> RedisTier<R> {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let Some((connection, epoch)) = self.connection.get() else {
-            fallback(RedisFallback::NotConnected);
-            return None;
-        };
-        match tokio::time::timeout(timeout, run(connection)).await {
-            Ok(Ok(value)) => {
-                REDIS.succeeded();
-                Some(value)
-            }
-            Ok(Err(error)) => {
-                self.connection.failed(epoch, &error);
+        match self.connection.run(timeout, run).await {
+            Ok(value) => Some(value),
+            Err(error) => {
                 tracing::debug!(%error, what, "Redis command failed");
-                REDIS.failed(&error);
-                fallback(RedisFallback::Error);
-                None
-            }
-            Err(_) => {
-                REDIS.failed(&format_args!("{what}: no answer within {timeout:?}"));
-                fallback(RedisFallback::Timeout);
+                fallback(match error {
+                    CommandError::NotConnected => RedisFallback::NotConnected,
+                    CommandError::Failed(_) => RedisFallback::Error,
+                    CommandError::TimedOut(_) => RedisFallback::Timeout,
+                });
                 None
             }
         }

@@ -36,6 +36,17 @@ use tokio::sync::Notify;
 
 use crate::telemetry::outage::REDIS;
 
+/// Why one Redis exchange gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("not connected")]
+    NotConnected,
+    #[error(transparent)]
+    Failed(RedisError),
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+}
+
 /// Pause between attempts to connect while there is no connection.
 pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(250);
 /// How often an open connection is checked with a `PING`.
@@ -107,6 +118,37 @@ impl RedisLink {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .as_ref()
             .map(|(epoch, connection)| (connection.clone(), *epoch))
+    }
+
+    /// Runs one exchange on the current connection within `timeout`, and
+    /// tells the Redis outage reporter how it went. A failure that broke
+    /// the connection drops it ([`RedisLink::failed`]).
+    pub async fn run<T, F>(
+        &self,
+        timeout: Duration,
+        exchange: impl FnOnce(MultiplexedConnection) -> F,
+    ) -> Result<T, CommandError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let result = match self.get() {
+            None => Err(CommandError::NotConnected),
+            Some((connection, epoch)) => {
+                match tokio::time::timeout(timeout, exchange(connection)).await {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(error)) => {
+                        self.failed(epoch, &error);
+                        Err(CommandError::Failed(error))
+                    }
+                    Err(_) => Err(CommandError::TimedOut(timeout)),
+                }
+            }
+        };
+        match &result {
+            Ok(_) => REDIS.succeeded(),
+            Err(error) => REDIS.failed(error),
+        }
+        result
     }
 
     /// Tells the link that a command on the connection of `epoch` failed.
