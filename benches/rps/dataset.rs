@@ -45,7 +45,7 @@ pub fn bench_route(i: usize, organizations: usize) -> Route {
             id: bench_org_id(g),
             slug: format!("bench-{g}"),
             name: format!("Bench organization {g}"),
-            plan_tier: "enterprise".into(),
+            plan_tier: switchboard::domain::PlanTier::Enterprise,
             settings: object(BENCH_ORG_SETTINGS),
             concurrency_limit: None,
             is_active: true,

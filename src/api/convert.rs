@@ -53,7 +53,7 @@ impl From<&domain::Route> for proto::Route {
                 id: org.id.to_string(),
                 slug: org.slug.clone(),
                 name: org.name.clone(),
-                plan_tier: org.plan_tier.clone(),
+                plan_tier: org.plan_tier.as_str().to_string(),
                 settings: Some(json_to_struct(&org.settings)),
             }),
             agent: Some(proto::Agent {

@@ -17,4 +17,4 @@ mod route;
 pub use e164::{Method, Normalization, NumberError, Region, E164, MAX_INPUT_BYTES};
 pub use event::{CallEnded, CallOpened, EndReason, Event, Metric, Usage};
 pub use resolver::{Change, Directory, Peeked, Resolver, Tier};
-pub use route::{Agent, Customer, Inactive, Organization, ResolveError, Route};
+pub use route::{Agent, Customer, Inactive, Organization, PlanTier, ResolveError, Route};

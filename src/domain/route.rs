@@ -40,6 +40,27 @@ impl Route {
     }
 }
 
+/// An organization's plan, as the schema's `plan_tier` enum has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::EnumString)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum PlanTier {
+    Starter,
+    Pro,
+    Enterprise,
+}
+
+impl PlanTier {
+    /// The name stored and sent to gateways (`starter`, `pro`, `enterprise`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanTier::Starter => "starter",
+            PlanTier::Pro => "pro",
+            PlanTier::Enterprise => "enterprise",
+        }
+    }
+}
+
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Organization {
@@ -47,8 +68,8 @@ pub struct Organization {
     /// URL-safe unique name.
     pub slug: String,
     pub name: String,
-    /// Plan tier as stored (`starter`, `pro`, `enterprise`).
-    pub plan_tier: String,
+    /// The plan the organization is on; its default concurrent-call limit.
+    pub plan_tier: PlanTier,
     /// Free-form organization settings (a JSON object).
     pub settings: Map<String, Value>,
     /// Concurrent-call limit set for this organization, overriding its

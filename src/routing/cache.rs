@@ -1118,7 +1118,7 @@ mod tests {
                 id: Uuid::from_u128(1),
                 slug: "acme".into(),
                 name: "Acme".into(),
-                plan_tier: "pro".into(),
+                plan_tier: crate::domain::PlanTier::Pro,
                 settings: Default::default(),
                 concurrency_limit: None,
                 is_active: true,

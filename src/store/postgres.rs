@@ -61,20 +61,42 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-/// A route row: the number joined to its org and agent, in the column order
-/// `route_from_row` reads. The composite key `(org_id, agent_id)` guarantees
-/// the agent belongs to the number's organization.
+/// An organization's columns, named as `organization_from_row` reads them.
+macro_rules! organization_columns {
+    () => {
+        "o.id as org_id, o.slug as org_slug, o.name as org_name,
+           o.plan_tier::text as org_plan_tier, coalesce(o.settings, '{}') as org_settings,
+           o.is_active and o.deleted_at is null as org_active,
+           o.concurrency_limit as org_concurrency_limit"
+    };
+}
+
+/// An agent's columns, named as `agent_from_row` reads them.
+macro_rules! agent_columns {
+    () => {
+        "a.id as agent_id, a.name as agent_name, coalesce(a.voice_id, '') as agent_voice_id,
+           coalesce(a.llm_config, '{}') as agent_llm_config, a.is_active as agent_active"
+    };
+}
+
+/// A route row: the number joined to its org and agent, as `route_from_row`
+/// reads it. The composite key `(org_id, agent_id)` guarantees the agent
+/// belongs to the number's organization.
 macro_rules! route_select {
     () => {
-        "
-    select p.number, p.is_active,
-           o.id, o.slug, o.name, o.plan_tier::text, coalesce(o.settings, '{}'),
-           o.is_active and o.deleted_at is null,
-           a.id, a.name, coalesce(a.voice_id, ''), coalesce(a.llm_config, '{}'), a.is_active,
-           o.concurrency_limit
+        concat!(
+            "
+    select p.number, p.is_active as number_active,
+           ",
+            organization_columns!(),
+            ",
+           ",
+            agent_columns!(),
+            "
       from public.phone_numbers p
       join public.organizations o on o.id = p.org_id
       join public.agents a on a.org_id = p.org_id and a.id = p.agent_id"
+        )
     };
 }
 
@@ -82,19 +104,25 @@ macro_rules! route_select {
 /// same statement straight through the pooler as the "no daemon" baseline.
 pub const RESOLVE_NUMBER_SQL: &str = concat!(route_select!(), "\n     where p.number = $1");
 
-/// One agent, for reloading just the part of routes a change evicted. The
-/// columns are those of `route_select!`, in `agent_from_row`'s order.
-const RESOLVE_AGENT_SQL: &str = "
-    select a.id, a.name, coalesce(a.voice_id, ''), coalesce(a.llm_config, '{}'), a.is_active
+/// One agent, for reloading just the part of routes a change evicted.
+const RESOLVE_AGENT_SQL: &str = concat!(
+    "
+    select ",
+    agent_columns!(),
+    "
       from public.agents a
-     where a.id = $1";
+     where a.id = $1"
+);
 
-/// One organization, likewise (`organization_from_row`'s order).
-const RESOLVE_ORGANIZATION_SQL: &str = "
-    select o.id, o.slug, o.name, o.plan_tier::text, coalesce(o.settings, '{}'),
-           o.is_active and o.deleted_at is null, o.concurrency_limit
+/// One organization, likewise.
+const RESOLVE_ORGANIZATION_SQL: &str = concat!(
+    "
+    select ",
+    organization_columns!(),
+    "
       from public.organizations o
-     where o.id = $1";
+     where o.id = $1"
+);
 
 /// Every active route, for warm start; `$1` caps the rows read.
 const ACTIVE_ROUTES_SQL: &str = concat!(route_select!(), "\n     where p.is_active\n     limit $1");
@@ -320,7 +348,7 @@ impl Resolver for PgStore {
             .query_typed(Query::ResolveAgent, RESOLVE_AGENT_SQL, &[(&id, Type::UUID)])
             .await?;
         rows.first()
-            .map(|row| agent_from_row(row, 0).map(Arc::new))
+            .map(|row| agent_from_row(row).map(Arc::new))
             .transpose()
     }
 
@@ -336,7 +364,7 @@ impl Resolver for PgStore {
             )
             .await?;
         rows.first()
-            .map(|row| organization_from_row(row, 0, 6).map(Arc::new))
+            .map(|row| organization_from_row(row).map(Arc::new))
             .transpose()
     }
 }
@@ -385,62 +413,62 @@ impl Drop for Checkout {
 }
 
 fn route_from_row(row: &Row) -> Result<Route, ResolveError> {
-    let number: &str = get(row, 0)?;
+    let number: &str = get(row, "number")?;
     Ok(Route {
         number: E164::from_canonical(number)
             .map_err(|e| ResolveError::Corrupt(format!("phone_numbers.number {e}")))?,
-        number_active: get(row, 1)?,
-        organization: Arc::new(organization_from_row(row, 2, 13)?),
-        agent: Arc::new(agent_from_row(row, 8)?),
+        number_active: get(row, "number_active")?,
+        organization: Arc::new(organization_from_row(row)?),
+        agent: Arc::new(agent_from_row(row)?),
     })
 }
 
-/// The organization in the six columns from `at`, its concurrency limit at
-/// `limit_at`.
-fn organization_from_row(
-    row: &Row,
-    at: usize,
-    limit_at: usize,
-) -> Result<Organization, ResolveError> {
+fn organization_from_row(row: &Row) -> Result<Organization, ResolveError> {
+    let plan_tier: &str = get(row, "org_plan_tier")?;
     Ok(Organization {
-        id: get(row, at)?,
-        slug: get(row, at + 1)?,
-        name: get(row, at + 2)?,
-        plan_tier: get(row, at + 3)?,
-        settings: json_object(get(row, at + 4)?, "organizations.settings")?,
-        is_active: get(row, at + 5)?,
-        concurrency_limit: get(row, limit_at)?,
+        id: get(row, "org_id")?,
+        slug: get(row, "org_slug")?,
+        name: get(row, "org_name")?,
+        plan_tier: plan_tier.parse().map_err(|_| {
+            ResolveError::Corrupt(format!(
+                "organizations.plan_tier {plan_tier:?} is not a plan"
+            ))
+        })?,
+        settings: json_object(get(row, "org_settings")?, "organizations.settings")?,
+        is_active: get(row, "org_active")?,
+        concurrency_limit: get(row, "org_concurrency_limit")?,
     })
 }
 
-/// The agent in the five columns from `at`.
-fn agent_from_row(row: &Row, at: usize) -> Result<Agent, ResolveError> {
+fn agent_from_row(row: &Row) -> Result<Agent, ResolveError> {
     Ok(Agent {
-        id: get(row, at)?,
-        name: get(row, at + 1)?,
-        voice_id: get(row, at + 2)?,
-        llm_config: json_object(get(row, at + 3)?, "agents.llm_config")?,
-        is_active: get(row, at + 4)?,
+        id: get(row, "agent_id")?,
+        name: get(row, "agent_name")?,
+        voice_id: get(row, "agent_voice_id")?,
+        llm_config: json_object(get(row, "agent_llm_config")?, "agents.llm_config")?,
+        is_active: get(row, "agent_active")?,
     })
 }
 
 fn customer_from_row(row: &Row) -> Result<Customer, ResolveError> {
-    let phone: &str = get(row, 1)?;
+    let phone: &str = get(row, "phone")?;
     Ok(Customer {
-        id: get(row, 0)?,
+        id: get(row, "id")?,
         phone: E164::from_canonical(phone)
             .map_err(|e| ResolveError::Corrupt(format!("customers.phone {e}")))?,
-        name: get(row, 2)?,
-        email: get(row, 3)?,
+        name: get(row, "name")?,
+        email: get(row, "email")?,
     })
 }
 
+/// The column `name` of `row`; a column that is missing or of another type
+/// is data this version cannot read.
 fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
     row: &'a Row,
-    idx: usize,
+    name: &str,
 ) -> Result<T, ResolveError> {
-    row.try_get(idx)
-        .map_err(|e| ResolveError::Corrupt(format!("column {idx}: {e}")))
+    row.try_get(name)
+        .map_err(|e| ResolveError::Corrupt(format!("column {name}: {e}")))
 }
 
 fn json_object(value: Value, column: &str) -> Result<Map<String, Value>, ResolveError> {

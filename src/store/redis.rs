@@ -36,7 +36,7 @@ use crate::domain::{
 use crate::telemetry::series::RedisFallback;
 
 /// Version of the key layout and encoding, part of every key.
-const LAYOUT: &str = "v3";
+const LAYOUT: &str = "v4";
 
 /// One L2 lookup, one round trip: the number's binding (`KEYS[1]`), then the
 /// agent and organization it names, under the part-key prefix `ARGV[1]`.
