@@ -16,8 +16,17 @@ use crate::{
     proto::{self, call_router_client::CallRouterClient},
 };
 
-/// Makes one call; `Ok` holds the printed JSON, `Err` the status as JSON.
-pub async fn run(args: &ClientArgs) -> anyhow::Result<Result<Value, Value>> {
+/// What the daemon said, as the JSON `switchboard client` prints.
+#[derive(Debug)]
+pub enum Reply {
+    /// The call's answer.
+    Answered(Value),
+    /// The call was refused: its status (code, message, reason).
+    Refused(Value),
+}
+
+/// Makes one call. An error means the daemon was not reached.
+pub async fn run(args: &ClientArgs) -> anyhow::Result<Reply> {
     let mut endpoint = Channel::from_shared(args.addr.clone())
         .with_context(|| format!("{} is not a valid address", args.addr))?;
     if args.addr.starts_with("https://") || args.ca_cert.is_some() {
@@ -123,14 +132,15 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<Result<Value, Value>> {
                 .map(|_| json!({ "recorded": call_id, "idempotency_key": key }))
         }
     };
-    Ok(answer.map_err(|status| {
-        json!({
+    Ok(match answer {
+        Ok(answer) => Reply::Answered(answer),
+        Err(status) => Reply::Refused(json!({
             "code": format!("{:?}", status.code()),
             "message": status.message(),
             "reason": status.metadata().get(REASON_KEY).and_then(|v| v.to_str().ok()),
             "retryable": matches!(status.code(), Code::Unavailable),
-        })
-    }))
+        })),
+    })
 }
 
 fn route_json(route: &proto::Route) -> Value {

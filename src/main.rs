@@ -89,14 +89,14 @@ async fn run(command: Command) -> ExitCode {
             }
         }
         Command::Client(args) => match client::run(&args).await {
-            Ok(Ok(answer)) => {
+            Ok(client::Reply::Answered(answer)) => {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&answer).unwrap_or_default()
                 );
                 ExitCode::SUCCESS
             }
-            Ok(Err(status)) => {
+            Ok(client::Reply::Refused(status)) => {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&status).unwrap_or_default()

@@ -90,6 +90,15 @@ enum Binding {
     Absent,
 }
 
+/// What L2 holds for a number.
+enum L2Answer {
+    /// Nothing usable: ask the next tier.
+    Miss,
+    /// A cached "no such number".
+    NotProvisioned,
+    Route(Route),
+}
+
 impl Binding {
     fn encode(self) -> Vec<u8> {
         match self {
@@ -199,8 +208,14 @@ impl<R: Resolver> RedisTier<R> {
         }
     }
 
-    /// The route from L2 alone: `Some(None)` is a cached "no such number".
-    async fn cached(&self, number: &E164) -> Option<Option<Route>> {
+    /// What L2 alone holds for `number`.
+    async fn cached(&self, number: &E164) -> L2Answer {
+        self.read_cached(number).await.unwrap_or(L2Answer::Miss)
+    }
+
+    /// `None`: nothing usable in L2 (a miss, a tombstone, another layout's
+    /// value, or Redis not answering).
+    async fn read_cached(&self, number: &E164) -> Option<L2Answer> {
         let key = self.settings.number_key(number);
         let parts_prefix = self.settings.parts_prefix();
         let invocation = {
@@ -220,7 +235,7 @@ impl<R: Resolver> RedisTier<R> {
             agent_id,
         } = binding
         else {
-            return Some(None);
+            return Some(L2Answer::NotProvisioned);
         };
         let agent: Agent = decode(parts.get(1)?.as_deref()?)?;
         let organization: Organization = decode(parts.get(2)?.as_deref()?)?;
@@ -228,7 +243,7 @@ impl<R: Resolver> RedisTier<R> {
         if agent.id != agent_id || organization.id != org_id {
             return None;
         }
-        Some(Some(Route {
+        Some(L2Answer::Route(Route {
             number: number.clone(),
             number_active,
             organization: Arc::new(organization),
@@ -250,10 +265,12 @@ impl<R: Resolver> RedisTier<R> {
             return load.await;
         }
         let get_key = key.clone();
-        let raw: Option<Option<Vec<u8>>> = self
+        // no answer, or no value: both fall through to the next tier
+        let raw: Option<Vec<u8>> = self
             .command("get", |mut c| async move { c.get(get_key).await })
-            .await;
-        if let Some(value) = raw.flatten().as_deref().and_then(decode::<T>) {
+            .await
+            .flatten();
+        if let Some(value) = raw.as_deref().and_then(decode::<T>) {
             return Ok(Some(Arc::new(value)));
         }
         let loaded = load.await?;
@@ -343,7 +360,12 @@ impl<R: Resolver> Resolver for RedisTier<R> {
             return self.inner.resolve(number).await;
         }
         let started = Instant::now();
-        if let Some(route) = self.cached(number).await {
+        let hit = match self.cached(number).await {
+            L2Answer::Miss => None,
+            L2Answer::NotProvisioned => Some(None),
+            L2Answer::Route(route) => Some(Some(route)),
+        };
+        if let Some(route) = hit {
             metrics::counter!("switchboard_cache_hits_total", "tier" => "l2").increment(1);
             metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "l2")
                 .record(started.elapsed().as_secs_f64());
@@ -380,14 +402,16 @@ impl<R: Resolver> Resolver for RedisTier<R> {
         if self.settings.ttl.is_zero() {
             return self.inner.peek(number).await;
         }
-        match self.cached(number).await {
-            Some(route) => Ok(Peeked {
-                tier: Tier::L2,
-                route,
-                stale: false,
-            }),
-            None => self.inner.peek(number).await,
-        }
+        let route = match self.cached(number).await {
+            L2Answer::Miss => return self.inner.peek(number).await,
+            L2Answer::NotProvisioned => None,
+            L2Answer::Route(route) => Some(route),
+        };
+        Ok(Peeked {
+            tier: Tier::L2,
+            route,
+            stale: false,
+        })
     }
 
     async fn invalidate(&self, change: &Change) {

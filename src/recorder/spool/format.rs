@@ -33,22 +33,27 @@ pub(super) fn frame(records: &[Vec<u8>], len: u64) -> Result<Vec<u8>, SpoolError
     Ok(buffer)
 }
 
+/// One record as read back.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Record {
+    /// Whole, and its checksum matches.
+    Valid(Vec<u8>),
+    /// The damage that ends the segment here.
+    Damaged(&'static str),
+}
+
 /// Reads and validates one record with `remaining` bytes left in the
-/// segment. The inner error names the damage that ends the segment; the
-/// outer one is the file system failing.
-pub(super) fn read_record(
-    reader: &mut impl Read,
-    remaining: u64,
-) -> io::Result<Result<Vec<u8>, &'static str>> {
+/// segment. An error is the file system failing.
+pub(super) fn read_record(reader: &mut impl Read, remaining: u64) -> io::Result<Record> {
     if remaining < HEADER_BYTES {
-        return Ok(Err("torn record header"));
+        return Ok(Record::Damaged("torn record header"));
     }
     let mut header = [0; HEADER_BYTES as usize];
     match reader.read_exact(&mut header) {
         Ok(()) => {}
         // shorter than the length we knew: cut behind our back
         Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
-            return Ok(Err("torn record header"))
+            return Ok(Record::Damaged("torn record header"))
         }
         Err(error) => return Err(error),
     }
@@ -56,16 +61,16 @@ pub(super) fn read_record(
     let length = u32::from_le_bytes([l0, l1, l2, l3]);
     let stored_crc = u32::from_le_bytes([c0, c1, c2, c3]);
     if u64::from(length) > MAX_RECORD_BYTES as u64 {
-        return Ok(Err("record length over the limit"));
+        return Ok(Record::Damaged("record length over the limit"));
     }
     if HEADER_BYTES + u64::from(length) > remaining {
-        return Ok(Err("torn record payload"));
+        return Ok(Record::Damaged("torn record payload"));
     }
     let mut payload = vec![0; length as usize];
     match reader.read_exact(&mut payload) {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
-            return Ok(Err("torn record payload"))
+            return Ok(Record::Damaged("torn record payload"))
         }
         Err(error) => return Err(error),
     }
@@ -73,9 +78,9 @@ pub(super) fn read_record(
     crc.update(&header[..4]);
     crc.update(&payload);
     if crc.finalize() != stored_crc {
-        return Ok(Err("record checksum mismatch"));
+        return Ok(Record::Damaged("record checksum mismatch"));
     }
-    Ok(Ok(payload))
+    Ok(Record::Valid(payload))
 }
 
 pub(super) fn segment_name(seq: u64) -> String {

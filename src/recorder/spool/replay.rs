@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::{
-    format::{read_record, HEADER_BYTES},
+    format::{read_record, Record, HEADER_BYTES},
     space::CORRUPT_COUNTER,
     Position, Spool, SpoolError,
 };
@@ -73,12 +73,12 @@ impl Spool {
         let mut damage = None;
         while offset < end && records.len() < max_records {
             match read_record(&mut reader, end - offset) {
-                Ok(Ok(payload)) => {
+                Ok(Record::Valid(payload)) => {
                     offset += HEADER_BYTES + payload.len() as u64;
                     records.push(payload);
                     positions.push_back(Position { seq, offset });
                 }
-                Ok(Err(reason)) => {
+                Ok(Record::Damaged(reason)) => {
                     damage = Some(reason);
                     break;
                 }
