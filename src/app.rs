@@ -289,12 +289,12 @@ impl Application {
                     .context("gRPC server failed")
             }
         });
-        let mut listener: JoinHandle<()> = invalidation::spawn(
+        let mut listener = invalidation::spawn(
             config.database_direct_url.expose_secret().to_string(),
             cache.clone(),
             stop_rx.clone(),
         )
-        .context("cannot start the invalidation listener's runtime")?;
+        .context("cannot start the invalidation listener's thread")?;
         let warm = Arc::new(WarmStart::default());
         tokio::spawn(warm_start(
             store.clone(),
@@ -358,11 +358,14 @@ impl Application {
             Err(_) => admin.abort(),
         }
         // on a thread of its own, it cannot be aborted: it stops at `stop`
-        if tokio::time::timeout(grace, &mut listener).await.is_err() {
-            tracing::warn!(
+        match tokio::time::timeout(grace, &mut listener).await {
+            Ok(result) => result
+                .map_err(anyhow::Error::msg)
+                .context("invalidation listener failed")?,
+            Err(_) => tracing::warn!(
                 ?grace,
                 "the invalidation listener did not stop within the grace"
-            );
+            ),
         }
         tracing::info!("switchboard stopped");
         Ok(())
@@ -440,12 +443,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 
 fn unexpected_stop(
     what: &str,
-    result: Result<anyhow::Result<()>, tokio::task::JoinError>,
+    result: Result<anyhow::Result<()>, impl std::fmt::Display>,
 ) -> anyhow::Error {
     let error = match result {
         Ok(Ok(())) => anyhow::anyhow!("{what} stopped without being asked to"),
         Ok(Err(error)) => error.context(format!("{what} stopped")),
-        Err(join) => anyhow::anyhow!("{what} task died: {join}"),
+        Err(died) => anyhow::anyhow!("{what} task died: {died}"),
     };
     tracing::error!(
         error = format!("{error:#}"),
