@@ -14,18 +14,14 @@ use tonic::{
 
 use crate::{
     admin::{self, AdminState},
-    admission::{Admission, AdmissionSettings, PlanLimits},
-    api::{stamp_arrival, CallRouterService, Limits},
-    config::{ServeConfig, MAX_LOCAL_ERROR_RESET_STREAMS},
+    admission::Admission,
+    api::{stamp_arrival, CallRouterService},
+    config::{ServeConfig, TlsConfig, MAX_LOCAL_ERROR_RESET_STREAMS},
     invalidation,
     proto::{self, call_router_server::CallRouterServer},
-    recorder::{Recorder, RecorderSettings, Spool, SpoolSettings},
-    routing::{CacheSettings, RouteCache, Router},
-    store::{
-        redis::{RedisSettings, RedisTier},
-        redis_link::RedisLink,
-        PgStore, PoolSettings,
-    },
+    recorder::{Recorder, Spool},
+    routing::{RouteCache, Router},
+    store::{redis::RedisTier, redis_link::RedisLink, PgStore},
     telemetry,
 };
 
@@ -55,50 +51,48 @@ impl Application {
         // before anything counts: opening the spool already may
         telemetry::metrics_handle();
         let store = PgStore::new(
-            config.database_url.expose_secret(),
-            &PoolSettings {
-                max_size: config.db_pool_size,
-                wait_timeout: config.db_pool_wait,
-                connect_timeout: config.db_connect_timeout,
-                query_timeout: config.db_query_timeout,
-            },
+            config.database.database_url.expose_secret(),
+            &config.pool_settings(),
         )
         .map_err(anyhow::Error::msg)?;
         for (setting, url) in [
-            ("DATABASE_URL", &config.database_url),
-            ("DATABASE_DIRECT_URL", &config.database_direct_url),
+            ("DATABASE_URL", &config.database.database_url),
+            ("DATABASE_DIRECT_URL", &config.database.database_direct_url),
         ] {
-            crate::store::connection::check_tls(url.expose_secret(), config.db_connect_timeout)
-                .await
-                .map_err(|e| anyhow::anyhow!("{setting}: {e}"))?;
+            crate::store::connection::check_tls(
+                url.expose_secret(),
+                config.database.db_connect_timeout,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{setting}: {e}"))?;
         }
-        let spool = Spool::open(SpoolSettings {
-            dir: config.spool_dir.clone(),
-            max_bytes: config.spool_max_bytes,
-            segment_bytes: config.spool_segment_bytes,
-        })
-        .with_context(|| {
+        let spool = Spool::open(config.spool_settings()).with_context(|| {
             format!(
                 "cannot open the spool in {} (SWITCHBOARD_SPOOL_DIR)",
-                config.spool_dir.display()
+                config.spool.spool_dir.display()
             )
         })?;
-        let tls = tls_config(&config)?;
-        if config.tls_terminated_upstream
+        let tls = tls_config(&config.tls)?;
+        if config.tls.tls_terminated_upstream
             && config.tokens_in_clear(&config.tokens().map_err(anyhow::Error::msg)?)
         {
             tracing::warn!(
-                grpc_addr = %config.grpc_addr,
+                grpc_addr = %config.grpc.grpc_addr,
                 "serving bearer tokens without TLS on a non-loopback address: whatever is in \
                  front must terminate TLS (SWITCHBOARD_TLS_TERMINATED_UPSTREAM=true)"
             );
         }
-        let grpc_listener = TcpListener::bind(config.grpc_addr)
+        let grpc_listener = TcpListener::bind(config.grpc.grpc_addr)
             .await
-            .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
-        let admin_listener = TcpListener::bind(config.admin_addr)
+            .with_context(|| format!("cannot listen for gRPC on {}", config.grpc.grpc_addr))?;
+        let admin_listener = TcpListener::bind(config.admin.admin_addr)
             .await
-            .with_context(|| format!("cannot listen for admin HTTP on {}", config.admin_addr))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen for admin HTTP on {}",
+                    config.admin.admin_addr
+                )
+            })?;
         Ok(Self {
             config,
             grpc_listener,
@@ -142,72 +136,28 @@ impl Application {
         let grpc_addr = grpc_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
-        let redis_ca = match &config.redis_ca_file {
+        let redis_ca = match &config.redis.redis_ca_file {
             Some(path) => Some(std::fs::read(path).with_context(|| {
                 format!("cannot read SWITCHBOARD_REDIS_CA_FILE {}", path.display())
             })?),
             None => None,
         };
         let redis = RedisLink::new(
-            config.redis_url.expose_secret(),
+            config.redis.redis_url.expose_secret(),
             redis_ca,
             // connects, health checks and responses inside the client; every
             // use bounds its own wait far shorter
             Duration::from_millis(500),
         )
         .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {e}"))?;
-        let l2 = RedisTier::with_connection(
-            redis.clone(),
-            store.clone(),
-            RedisSettings {
-                ttl: config.redis_ttl,
-                negative_ttl: config.cache_negative_ttl,
-                timeout: config.redis_timeout,
-                // outlives any load: checkout, connect and query are bounded
-                tombstone_ttl: config.db_pool_wait
-                    + config.db_connect_timeout
-                    + config.db_query_timeout
-                    + Duration::from_secs(1),
-                key_prefix: config.redis_key_prefix.clone(),
-            },
-        );
-        let cache = RouteCache::new(
-            l2,
-            CacheSettings {
-                capacity: config.cache_capacity,
-                ttl: config.cache_ttl,
-                negative_ttl: config.cache_negative_ttl,
-                unconfirmed_ttl: config.cache_unconfirmed_ttl,
-                max_stale: config.cache_max_stale,
-            },
-        );
-        let admission = Admission::new(
-            redis,
-            AdmissionSettings {
-                mode: config.admission_mode,
-                on_redis_down: config.admission_on_redis_down,
-                limits: PlanLimits {
-                    starter: config.limit_starter,
-                    pro: config.limit_pro,
-                    enterprise: config.limit_enterprise,
-                },
-                max_call_duration: config.max_call_duration,
-                timeout: config.admission_timeout,
-                key_prefix: config.redis_key_prefix.clone(),
-            },
-        );
+        let l2 = RedisTier::with_connection(redis.clone(), store.clone(), config.redis_settings());
+        let cache = RouteCache::new(l2, config.cache_settings());
+        let admission = Admission::new(redis, config.admission_settings());
         // stopped only after the gRPC server has answered its last request
         let (recorder_stop_tx, recorder_stop_rx) = watch::channel(false);
         let (recorder, mut batcher) = Recorder::start(
             store.clone(),
-            RecorderSettings {
-                queue_capacity: config.recorder_queue,
-                batch_size: config.recorder_batch_size,
-                flush_interval: config.recorder_flush_interval,
-                write_timeout: config.recorder_write_timeout,
-                retry_interval: config.recorder_retry_interval,
-                spool_dir: config.spool_dir.clone(),
-            },
+            config.recorder_settings(),
             spool,
             recorder_stop_rx,
             config.shutdown_grace,
@@ -221,16 +171,9 @@ impl Application {
         // everything but health is behind the gateways' tokens
         let authenticate = config.tokens().map_err(anyhow::Error::msg)?.interceptor();
         let service = InterceptedService::new(
-            CallRouterServer::new(CallRouterService::new(
-                router,
-                Limits {
-                    request_timeout: config.request_timeout,
-                    max_in_flight: config.max_in_flight,
-                    max_queue_delay: config.max_queue_delay,
-                },
-            ))
-            .max_decoding_message_size(config.max_message_bytes)
-            .max_encoding_message_size(config.max_message_bytes),
+            CallRouterServer::new(CallRouterService::new(router, config.limits()))
+                .max_decoding_message_size(config.grpc.max_message_bytes)
+                .max_encoding_message_size(config.grpc.max_message_bytes),
             authenticate.clone(),
         );
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -255,8 +198,8 @@ impl Application {
             let stopped = stopped(stop_rx.clone());
             let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
             let tls = tls.clone();
-            let max_in_flight = config.max_in_flight;
-            let max_concurrent_streams = config.max_concurrent_streams;
+            let max_in_flight = config.grpc.max_in_flight;
+            let max_concurrent_streams = config.grpc.max_concurrent_streams;
             async move {
                 let mut server = Server::builder()
                     // bounded per connection (see the default's docs)
@@ -290,7 +233,11 @@ impl Application {
             }
         });
         let mut listener = invalidation::spawn(
-            config.database_direct_url.expose_secret().to_string(),
+            config
+                .database
+                .database_direct_url
+                .expose_secret()
+                .to_string(),
             cache.clone(),
             stop_rx.clone(),
         )
@@ -299,7 +246,7 @@ impl Application {
         tokio::spawn(warm_start(
             store.clone(),
             cache.clone(),
-            config.cache_warm_limit,
+            config.cache.cache_warm_limit,
             warm.clone(),
         ));
         let mut admin: JoinHandle<anyhow::Result<()>> = tokio::spawn({
@@ -374,7 +321,7 @@ impl Application {
 
 /// The server's TLS settings from the certificate, key and client CA
 /// files, read now so that a missing or unreadable file stops the start.
-fn tls_config(config: &ServeConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
+fn tls_config(config: &TlsConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
     let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
         return Ok(None);
     };
@@ -460,7 +407,11 @@ fn unexpected_stop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Resolver, E164};
+    use crate::{
+        domain::{Resolver, E164},
+        routing::CacheSettings,
+        store::{redis::RedisSettings, PoolSettings},
+    };
 
     /// A request's future is moved as it runs (into the RPC's box, into its
     /// timeout), so whatever it holds is copied with every request. The
