@@ -36,7 +36,6 @@ use std::{
 
 use common::{admin_get, bench_database, env};
 use criterion::{criterion_group, criterion_main, Criterion};
-use secrecy::SecretString;
 use switchboard::{
     config::ServeConfig,
     proto::{
@@ -85,16 +84,13 @@ impl Daemon {
             .prefix("switchboard-bench-spool-")
             .tempdir()
             .unwrap();
-        let mut config = ServeConfig::with_defaults(
-            SecretString::from(db.pooled_url),
-            SecretString::from(db.daemon_direct_url),
-            SecretString::from(env("REDIS_URL")),
-        );
-        config.redis_ca_file = common::redis_ca_file();
-        config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-        config.admin_addr = "127.0.0.1:0".parse().unwrap();
-        config.redis_key_prefix = db.name;
-        config.spool_dir = spool.path().to_path_buf();
+        let mut config =
+            ServeConfig::with_defaults(&db.pooled_url, &db.daemon_direct_url, &env("REDIS_URL"));
+        config.redis.redis_ca_file = common::redis_ca_file();
+        config.grpc.grpc_addr = "127.0.0.1:0".parse().unwrap();
+        config.admin.admin_addr = "127.0.0.1:0".parse().unwrap();
+        config.redis.redis_key_prefix = db.name;
+        config.spool.spool_dir = spool.path().to_path_buf();
         let shutdown_grace = config.shutdown_grace;
         let app = Application::build(config).await.expect("the daemon builds");
         let (grpc_addr, admin_addr) = (app.grpc_addr(), app.admin_addr());

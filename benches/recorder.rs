@@ -38,12 +38,11 @@ use std::{
 use common::{bench_database, env, BenchDatabase};
 use criterion::{criterion_group, criterion_main, Criterion};
 use metrics_exporter_prometheus::PrometheusHandle;
-use secrecy::SecretString;
 use switchboard::{
     config::ServeConfig,
     domain::{CallOpened, Event},
-    recorder::{dead_letter_path, Recorder, RecorderSettings, Spool, SpoolSettings},
-    store::{self, seed::DEMO_KNOWN_CALLER, PgStore, PoolSettings},
+    recorder::{dead_letter_path, Recorder, RecorderSettings, Spool},
+    store::{self, seed::DEMO_KNOWN_CALLER, PgStore},
     telemetry,
 };
 use tokio::{runtime::Runtime, sync::watch, task::JoinHandle};
@@ -110,38 +109,18 @@ impl Fixture {
             .prefix("switchboard-bench-spool-")
             .tempdir()
             .unwrap();
-        // the daemon's defaults, read where the daemon reads them
-        let defaults = ServeConfig::with_defaults(
-            SecretString::from(pooled.clone()),
-            SecretString::from(direct),
-            SecretString::from(env("REDIS_URL")),
-        );
-        let store = PgStore::new(
-            &pooled,
-            &PoolSettings {
-                max_size: defaults.db_pool_size,
-                wait_timeout: defaults.db_pool_wait,
-                connect_timeout: defaults.db_connect_timeout,
-                query_timeout: defaults.db_query_timeout,
-            },
-        )
-        .unwrap();
-        let opened = Spool::open(SpoolSettings {
-            dir: spool.path().to_path_buf(),
-            max_bytes: defaults.spool_max_bytes,
-            segment_bytes: defaults.spool_segment_bytes,
-        })
-        .expect("the spool opens");
+        // the daemon's defaults, read where the daemon reads them, with
+        // the bench's own spool
+        let mut defaults = ServeConfig::with_defaults(&pooled, &direct, &env("REDIS_URL"));
+        defaults.spool.spool_dir = spool.path().to_path_buf();
+        let store = PgStore::new(&pooled, &defaults.pool_settings()).unwrap();
+        let opened = Spool::open(defaults.spool_settings()).expect("the spool opens");
         let (stop, stopped) = watch::channel(false);
         let (recorder, batcher) = Recorder::start(
             store,
             RecorderSettings {
                 queue_capacity: QUEUE_CAPACITY,
-                batch_size: defaults.recorder_batch_size,
-                flush_interval: defaults.recorder_flush_interval,
-                write_timeout: defaults.recorder_write_timeout,
-                retry_interval: defaults.recorder_retry_interval,
-                spool_dir: spool.path().to_path_buf(),
+                ..defaults.recorder_settings()
             },
             opened,
             stopped,

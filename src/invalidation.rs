@@ -11,25 +11,28 @@
 //! connected is the cache's `is_confirmed`: while it is not, the cache
 //! trusts entries only briefly, and `/readyz` says so.
 //!
-//! The listener runs on a thread of its own ([`spawn`]): on a runtime busy
-//! with requests, a notification would wait behind them to be read, and
-//! then again for the eviction. What an eviction sets going in the tiers
-//! below (a Redis write) runs on the cache's runtime.
+//! The listener runs on an OS thread of its own ([`spawn`]): on a runtime
+//! busy with requests, a notification would wait behind them to be read,
+//! and then again for the eviction; and a session as long as the daemon's
+//! life has no place in the blocking pool, whose threads are lent for a
+//! while. What an eviction sets going in the tiers below (a Redis write)
+//! runs on the cache's runtime.
 
 use std::{
+    future::Future,
+    panic::AssertUnwindSafe,
+    pin::Pin,
     sync::{
         atomic::{AtomicI64, Ordering},
         Arc,
     },
+    task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::{
-    sync::{mpsc, watch},
-    task::JoinHandle,
-};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::{AsyncMessage, Client, Notification};
 use uuid::Uuid;
 
@@ -50,6 +53,8 @@ pub const APPLICATION_NAME: &str = "switchboard-listener";
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Name of the listener's thread (in `top -H`, debuggers and panics).
+pub const THREAD_NAME: &str = "switchboard-invalidation";
 
 /// What the listener remembers across sessions.
 struct Progress {
@@ -57,18 +62,56 @@ struct Progress {
     last_id: AtomicI64,
 }
 
-/// Starts [`run`] on a thread of its own, with a runtime of its own.
+/// Starts [`run`] on an OS thread of its own ([`THREAD_NAME`]), with a
+/// runtime of its own. The thread stops at `stop`; the returned
+/// [`ListenerThread`] resolves when it has ended.
 pub fn spawn<R: Resolver>(
     direct_url: String,
     cache: Arc<RouteCache<R>>,
     stop: watch::Receiver<bool>,
-) -> std::io::Result<JoinHandle<()>> {
+) -> std::io::Result<ListenerThread> {
+    on_own_thread(move || run(direct_url, cache, stop))
+}
+
+/// Runs the future `make` makes on a new thread, in a runtime of its own,
+/// and reports how the thread ended: a panic is caught and told.
+fn on_own_thread<F, Fut>(make: F) -> std::io::Result<ListenerThread>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    Ok(tokio::task::spawn_blocking(move || {
-        runtime.block_on(run(direct_url, cache, stop))
-    }))
+    let (ended, outcome) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(THREAD_NAME.into())
+        .spawn(move || {
+            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(make())));
+            let _ = ended.send(ran.map_err(|panic| {
+                let message = (panic.downcast_ref::<&str>().copied())
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("a panic without a message");
+                format!("thread {THREAD_NAME} panicked: {message}")
+            }));
+        })?;
+    Ok(ListenerThread { outcome })
+}
+
+/// The listener's thread, awaited: resolves once the thread has ended,
+/// with an error if it panicked.
+pub struct ListenerThread {
+    outcome: oneshot::Receiver<Result<(), String>>,
+}
+
+impl Future for ListenerThread {
+    type Output = Result<(), String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.outcome).poll(cx).map(|outcome| {
+            outcome.unwrap_or_else(|_| Err(format!("thread {THREAD_NAME} ended without a word")))
+        })
+    }
 }
 
 /// Runs the listener until `stop` is raised (or its sender dropped),
@@ -238,5 +281,31 @@ fn parse_change(entity: &str, key: &str) -> Option<Change> {
         "agent" => Uuid::parse_str(key).ok().map(Change::Agent),
         "organization" => Uuid::parse_str(key).ok().map(Change::Organization),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_thread_is_named_and_its_end_reported() {
+        let ended = on_own_thread(|| async {
+            assert_eq!(std::thread::current().name(), Some(THREAD_NAME));
+        })
+        .unwrap()
+        .await;
+        assert_eq!(ended, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_panic_on_the_thread_is_reported_with_its_message() {
+        let ended = on_own_thread(|| async { panic!("the listener broke") })
+            .unwrap()
+            .await;
+        assert_eq!(
+            ended,
+            Err(format!("thread {THREAD_NAME} panicked: the listener broke"))
+        );
     }
 }

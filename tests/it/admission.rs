@@ -40,7 +40,7 @@ async fn exactly_the_limit_is_admitted_out_of_200_concurrent_calls_on_two_replic
     let (stack, db_name) = acme_with_own_limit(7).await;
     let pooler = stack.pgbouncer_port;
     // the subject is exactness, not latency: no fail-open on a loaded machine
-    let patient = |c: &mut ServeConfig| c.admission_timeout = Duration::from_secs(2);
+    let patient = |c: &mut ServeConfig| c.admission.admission_timeout = Duration::from_secs(2);
     let first = spawn_app_on(stack, db_name, patient).await;
     let second = spawn_on_via(&first, pooler, patient).await;
     let results = join_all((0..200).map(|i| {
@@ -92,7 +92,7 @@ async fn exactly_the_limit_is_admitted_out_of_200_concurrent_calls_on_two_replic
 
 #[tokio::test]
 async fn end_call_releases_the_slot_idempotently() {
-    let mut app = spawn_seeded_app_with(|c| c.limit_starter = 2).await;
+    let mut app = spawn_seeded_app_with(|c| c.admission.limit_starter = 2).await;
     let a = app
         .client
         .route_call(route_request(ACME, "a"))
@@ -129,8 +129,8 @@ async fn end_call_releases_the_slot_idempotently() {
 #[tokio::test]
 async fn a_lease_without_end_call_expires_after_the_maximum_duration() {
     let mut app = spawn_seeded_app_with(|c| {
-        c.max_call_duration = Duration::from_secs(2);
-        c.limit_starter = 1;
+        c.admission.max_call_duration = Duration::from_secs(2);
+        c.admission.limit_starter = 1;
     })
     .await;
     app.client
@@ -158,8 +158,8 @@ async fn a_lease_without_end_call_expires_after_the_maximum_duration() {
 #[tokio::test]
 async fn shadow_mode_admits_everything_and_counts_what_it_would_refuse() {
     let mut app = spawn_seeded_app_with(|c| {
-        c.admission_mode = AdmissionMode::Shadow;
-        c.limit_starter = 1;
+        c.admission.admission_mode = AdmissionMode::Shadow;
+        c.admission.limit_starter = 1;
     })
     .await;
     let before = metric(
@@ -201,8 +201,8 @@ async fn with_redis_gone_the_policy_decides() {
         let mut redis = PrivateRedis::start().await;
         let url = redis.url();
         let mut app = spawn_seeded_app_with(|c| {
-            c.redis_url = url.into();
-            c.admission_on_redis_down = policy;
+            c.redis.redis_url = url.into();
+            c.admission.admission_on_redis_down = policy;
         })
         .await;
         app.client

@@ -710,9 +710,9 @@ async fn the_daemon_routes_adopted_numbers_and_knows_adopted_callers() {
     // Patient timeouts: this test is about what adoption produced, not about
     // latency on a busy machine.
     let mut app = spawn_app_on(stack, db, |config| {
-        config.db_connect_timeout = Duration::from_secs(5);
-        config.db_query_timeout = Duration::from_secs(5);
-        config.request_timeout = Duration::from_secs(10);
+        config.database.db_connect_timeout = Duration::from_secs(5);
+        config.database.db_query_timeout = Duration::from_secs(5);
+        config.grpc.request_timeout = Duration::from_secs(10);
     })
     .await;
 

@@ -147,9 +147,10 @@ async fn every_kind_of_change_reaches_two_replicas() {
 async fn a_change_committed_while_the_listener_is_down_is_replayed() {
     // Entries stay trusted for an hour while unconfirmed: only the replay
     // of the change log can bring the new value.
-    let app =
-        spawn_seeded_app_with(|config| config.cache_unconfirmed_ttl = Duration::from_secs(3600))
-            .await;
+    let app = spawn_seeded_app_with(|config| {
+        config.cache.cache_unconfirmed_ttl = Duration::from_secs(3600)
+    })
+    .await;
     let mut client = app.client.clone();
     let number = "+13125550100";
     assert_eq!(
@@ -211,14 +212,14 @@ async fn a_change_committed_while_the_listener_is_down_is_replayed() {
 #[tokio::test]
 async fn a_second_replica_is_served_from_redis() {
     // no warm start: the first lookup must go through L2 to PostgreSQL
-    let first = spawn_seeded_app_with(|config| config.cache_warm_limit = 0).await;
+    let first = spawn_seeded_app_with(|config| config.cache.cache_warm_limit = 0).await;
     let mut client = first.client.clone();
     lookup(&mut client, "+13125550100").await;
 
     let stack = crate::helpers::Stack::from_env();
     let mut bouncer = crate::helpers::PrivateBouncer::start(&stack).await;
     let second = crate::helpers::spawn_on_via(&first, bouncer.port, |config| {
-        config.cache_warm_limit = 0; // its L1 starts empty
+        config.cache.cache_warm_limit = 0; // its L1 starts empty
     })
     .await;
     bouncer.kill();
@@ -249,9 +250,9 @@ async fn calls_keep_routing_when_redis_dies() {
     let mut redis = crate::helpers::PrivateRedis::start().await;
     let url = redis.url();
     let app = spawn_seeded_app_with(move |config| {
-        config.redis_url = secrecy::SecretString::from(url);
-        config.cache_ttl = Duration::from_millis(1); // every lookup refreshes through L2
-        config.cache_warm_limit = 0;
+        config.redis.redis_url = secrecy::SecretString::from(url);
+        config.cache.cache_ttl = Duration::from_millis(1); // every lookup refreshes through L2
+        config.cache.cache_warm_limit = 0;
     })
     .await;
     let mut client = app.client.clone();
@@ -292,9 +293,9 @@ async fn stale_routes_are_served_during_an_outage_up_to_the_maximum_age() {
         let mut redis = crate::helpers::PrivateRedis::start().await;
         let redis_url = redis.url();
         let app = crate::helpers::spawn_seeded_app_via(bouncer.port, |config| {
-            config.redis_url = secrecy::SecretString::from(redis_url);
-            config.cache_ttl = Duration::from_millis(1); // every entry due a refresh
-            config.cache_max_stale = max_stale;
+            config.redis.redis_url = secrecy::SecretString::from(redis_url);
+            config.cache.cache_ttl = Duration::from_millis(1); // every entry due a refresh
+            config.cache.cache_max_stale = max_stale;
         })
         .await;
         let mut client = app.client.clone();
@@ -336,7 +337,7 @@ async fn warm_start_preloads_every_active_route_before_ready() {
     for (limit, preloaded) in [(100_000, true), (0, false)] {
         let mut bouncer = crate::helpers::PrivateBouncer::start(&stack).await;
         let app = crate::helpers::spawn_seeded_app_via(bouncer.port, |config| {
-            config.cache_warm_limit = limit;
+            config.cache.cache_warm_limit = limit;
         })
         .await; // returns once /readyz says ready
         bouncer.kill();

@@ -22,7 +22,7 @@ const GLOBEX: &str = "+13125550100";
 #[tokio::test]
 async fn gateway_retries_give_one_call_one_lease_and_one_row() {
     // one slot: a retry that took a second lease would be refused
-    let mut app = spawn_seeded_app_with(|c| c.limit_starter = 1).await;
+    let mut app = spawn_seeded_app_with(|c| c.admission.limit_starter = 1).await;
     let db = app.direct().await;
     let mut ids = HashSet::new();
     for _ in 0..3 {
@@ -96,8 +96,8 @@ async fn gateway_retries_give_one_call_one_lease_and_one_row() {
 async fn an_end_written_before_its_open_still_makes_one_correct_row() {
     // replica A holds its events for a minute; replica B writes at once
     let mut slow = spawn_seeded_app_with(|c| {
-        c.recorder_flush_interval = Duration::from_secs(60);
-        c.recorder_batch_size = 10_000;
+        c.recorder.recorder_flush_interval = Duration::from_secs(60);
+        c.recorder.recorder_batch_size = 10_000;
     })
     .await;
     let mut fast = spawn_on(&slow).await;
@@ -152,7 +152,7 @@ async fn an_end_written_before_its_open_still_makes_one_correct_row() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_thousand_events_land_exactly_once_in_batches() {
-    let app = spawn_seeded_app_with(|c| c.admission_mode = AdmissionMode::Off).await;
+    let app = spawn_seeded_app_with(|c| c.admission.admission_mode = AdmissionMode::Off).await;
     let db = app.direct().await;
     const CALLS: usize = 2_500; // × (open, end, two usage items) = 10,000 events
                                 // a gateway's worth of calls in flight at once
@@ -225,9 +225,9 @@ async fn calls_and_usage_during_a_database_outage_land_once_it_returns() {
     let stack = Stack::from_env();
     let mut bouncer = PrivateBouncer::start(&stack).await;
     let mut app = spawn_seeded_app_via(bouncer.port, |c| {
-        c.admission_mode = AdmissionMode::Off;
-        c.recorder_write_timeout = Duration::from_millis(500);
-        c.recorder_retry_interval = Duration::from_millis(200);
+        c.admission.admission_mode = AdmissionMode::Off;
+        c.recorder.recorder_write_timeout = Duration::from_millis(500);
+        c.recorder.recorder_retry_interval = Duration::from_millis(200);
     })
     .await;
     let db = app.direct().await;
@@ -304,10 +304,10 @@ async fn a_full_queue_refuses_calls_instead_of_growing() {
     let stack = Stack::from_env();
     let bouncer = PrivateBouncer::start(&stack).await;
     let app = spawn_seeded_app_via(bouncer.port, |c| {
-        c.admission_mode = AdmissionMode::Off;
-        c.recorder_queue = 4;
-        c.recorder_batch_size = 4;
-        c.recorder_write_timeout = Duration::from_secs(30);
+        c.admission.admission_mode = AdmissionMode::Off;
+        c.recorder.recorder_queue = 4;
+        c.recorder.recorder_batch_size = 4;
+        c.recorder.recorder_write_timeout = Duration::from_secs(30);
     })
     .await;
     let db = app.direct().await;
@@ -484,11 +484,11 @@ async fn a_full_spool_refuses_with_a_clear_status_and_loses_nothing() {
     let stack = Stack::from_env();
     let mut bouncer = PrivateBouncer::start(&stack).await;
     let mut app = spawn_seeded_app_via(bouncer.port, |c| {
-        c.admission_mode = AdmissionMode::Off;
-        c.spool_max_bytes = 4096;
-        c.spool_segment_bytes = 4096;
-        c.recorder_write_timeout = Duration::from_millis(500);
-        c.recorder_retry_interval = Duration::from_millis(100);
+        c.admission.admission_mode = AdmissionMode::Off;
+        c.spool.spool_max_bytes = 4096;
+        c.spool.spool_segment_bytes = 4096;
+        c.recorder.recorder_write_timeout = Duration::from_millis(500);
+        c.recorder.recorder_retry_interval = Duration::from_millis(100);
     })
     .await;
     let db = app.direct().await;

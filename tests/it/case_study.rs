@@ -353,9 +353,9 @@ async fn the_daemon_routes_every_adopted_number_to_its_organization_and_agent() 
     let CaseStudy { db, url, .. } = build(&stack).await;
     migrate(&url, ops_owns_the_rest(), false).await.unwrap();
     let mut app = spawn_app_on(stack, db, |config| {
-        config.db_connect_timeout = Duration::from_secs(5);
-        config.db_query_timeout = Duration::from_secs(5);
-        config.request_timeout = Duration::from_secs(10);
+        config.database.db_connect_timeout = Duration::from_secs(5);
+        config.database.db_query_timeout = Duration::from_secs(5);
+        config.grpc.request_timeout = Duration::from_secs(10);
     })
     .await;
 

@@ -23,10 +23,10 @@ const GLOBEX: &str = "+13125550100";
 /// Enough slots that only the leases held decide the count, and no
 /// fail-open on a loaded machine: the subject is exactness, not latency.
 fn exact_admission(c: &mut ServeConfig) {
-    c.admission_timeout = Duration::from_secs(2);
-    c.limit_starter = 10_000;
-    c.limit_pro = 10_000;
-    c.limit_enterprise = 10_000;
+    c.admission.admission_timeout = Duration::from_secs(2);
+    c.admission.limit_starter = 10_000;
+    c.admission.limit_pro = 10_000;
+    c.admission.limit_enterprise = 10_000;
 }
 
 /// Routes `calls` calls at once: their call ids. Routing never waits for
@@ -131,10 +131,10 @@ async fn a_refused_end_call_keeps_its_slot_and_nothing_refused_lands_later() {
     let mut bouncer = PrivateBouncer::start(&stack).await;
     let mut app = spawn_seeded_app_via(bouncer.port, |c| {
         exact_admission(c);
-        c.spool_max_bytes = 8192;
-        c.spool_segment_bytes = 8192;
-        c.recorder_write_timeout = Duration::from_millis(500);
-        c.recorder_retry_interval = Duration::from_millis(100);
+        c.spool.spool_max_bytes = 8192;
+        c.spool.spool_segment_bytes = 8192;
+        c.recorder.recorder_write_timeout = Duration::from_millis(500);
+        c.recorder.recorder_retry_interval = Duration::from_millis(100);
     })
     .await;
     let db = app.direct().await;
@@ -271,13 +271,13 @@ async fn a_full_spool_drains_at_batch_speed_once_the_database_returns() {
     let stack = Stack::from_env();
     let mut bouncer = PrivateBouncer::start(&stack).await;
     let app = spawn_seeded_app_via(bouncer.port, |c| {
-        c.admission_mode = AdmissionMode::Off;
+        c.admission.admission_mode = AdmissionMode::Off;
         // one segment: room comes back only once all of it is replayed
-        c.spool_max_bytes = 64 * 1024;
-        c.spool_segment_bytes = 64 * 1024;
-        c.recorder_batch_size = BATCH;
-        c.recorder_write_timeout = Duration::from_millis(500);
-        c.recorder_retry_interval = RETRY;
+        c.spool.spool_max_bytes = 64 * 1024;
+        c.spool.spool_segment_bytes = 64 * 1024;
+        c.recorder.recorder_batch_size = BATCH;
+        c.recorder.recorder_write_timeout = Duration::from_millis(500);
+        c.recorder.recorder_retry_interval = RETRY;
     })
     .await;
     let db = app.direct().await;
@@ -346,7 +346,7 @@ async fn durable_rpcs_answer_within_their_deadline(fault: Fault) {
     let mut bouncer = PrivateBouncer::start(&stack).await;
     // the defaults that matter: a 2 s write timeout, a 1 s request cap
     let app = spawn_seeded_app_via(bouncer.port, |c| {
-        c.admission_mode = AdmissionMode::Off;
+        c.admission.admission_mode = AdmissionMode::Off;
     })
     .await;
     let db = app.direct().await;

@@ -48,8 +48,8 @@ async fn explain(
 
 /// Nothing preloaded, and "no such number" kept long enough to be seen.
 fn cold(config: &mut ServeConfig) {
-    config.cache_warm_limit = 0;
-    config.cache_negative_ttl = Duration::from_secs(60);
+    config.cache.cache_warm_limit = 0;
+    config.cache.cache_negative_ttl = Duration::from_secs(60);
 }
 
 /// Live leases of Acme Dental, counted in Redis directly.
@@ -249,7 +249,7 @@ async fn a_cache_tier_turned_off_is_skipped() {
     // L1 off (capacity 0): a lookup fills L2, and from then on L2 answers
     let l1_off = spawn_seeded_app_with(|c| {
         cold(c);
-        c.cache_capacity = 0;
+        c.cache.cache_capacity = 0;
     })
     .await;
     lookup(&l1_off.client, ACME).await;
@@ -272,8 +272,8 @@ async fn a_cache_tier_turned_off_is_skipped() {
     // PostgreSQL answers every lookup
     let both_off = spawn_on_via(&l1_off, Stack::from_env().pgbouncer_port, |c| {
         cold(c);
-        c.cache_capacity = 0;
-        c.redis_ttl = Duration::ZERO;
+        c.cache.cache_capacity = 0;
+        c.redis.redis_ttl = Duration::ZERO;
     })
     .await;
     for _ in 0..2 {
@@ -345,7 +345,7 @@ async fn the_answering_tier_is_reported_and_explaining_fills_no_cache() {
 
 #[tokio::test]
 async fn the_limit_the_live_calls_and_a_refusal_at_the_limit_are_foreseen() {
-    let mut app = spawn_seeded_app_with(|c| c.limit_starter = 2).await;
+    let mut app = spawn_seeded_app_with(|c| c.admission.limit_starter = 2).await;
     let admission = explain(&app.client, ACME, "", "").await.admission.unwrap();
     assert_eq!(admission.mode, "enforce");
     assert_eq!(admission.on_redis_down, "admit");
@@ -436,8 +436,8 @@ async fn an_organizations_own_limit_is_named_as_its_source() {
 #[tokio::test]
 async fn shadow_mode_is_explained_as_admitting_over_the_limit() {
     let mut app = spawn_seeded_app_with(|c| {
-        c.admission_mode = AdmissionMode::Shadow;
-        c.limit_starter = 1;
+        c.admission.admission_mode = AdmissionMode::Shadow;
+        c.admission.limit_starter = 1;
     })
     .await;
     app.client
@@ -457,8 +457,8 @@ async fn with_redis_gone_the_count_is_unknown_and_the_policy_decides() {
     let mut redis = PrivateRedis::start().await;
     let url = redis.url();
     let app = spawn_seeded_app_with(|c| {
-        c.redis_url = url.into();
-        c.admission_on_redis_down = RedisDownPolicy::Reject;
+        c.redis.redis_url = url.into();
+        c.admission.admission_on_redis_down = RedisDownPolicy::Reject;
     })
     .await;
     let before = explain(&app.client, ACME, "", "").await.admission.unwrap();

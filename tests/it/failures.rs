@@ -126,8 +126,8 @@ async fn dead_pooler_serves_cached_routes_answers_unavailable_for_others_then_re
     let mut bouncer = PrivateBouncer::start(&stack).await;
     let port = bouncer.port;
     let mut app = spawn_seeded_app_via(port, |config| {
-        config.db_query_timeout = Duration::from_millis(250);
-        config.cache_warm_limit = 0; // keep UNCACHED uncached
+        config.database.db_query_timeout = Duration::from_millis(250);
+        config.cache.cache_warm_limit = 0; // keep UNCACHED uncached
     })
     .await;
     let deadline = Duration::from_millis(500);
@@ -180,8 +180,8 @@ async fn hung_database_answers_unavailable_before_the_client_deadline() {
     // A query timeout longer than the client's deadline: the request
     // deadline alone must bound the wait.
     let mut app = spawn_seeded_app_via(port, |config| {
-        config.db_query_timeout = Duration::from_secs(5);
-        config.cache_warm_limit = 0; // keep UNCACHED uncached
+        config.database.db_query_timeout = Duration::from_secs(5);
+        config.cache.cache_warm_limit = 0; // keep UNCACHED uncached
     })
     .await;
     app.client
@@ -295,9 +295,10 @@ async fn garbage_and_mutated_messages_get_a_status_and_the_daemon_carries_on() {
     use prost::Message;
 
     // mutated requests that still parse open calls: no limit to run into
-    let mut app =
-        spawn_seeded_app_with(|c| c.admission_mode = switchboard::admission::AdmissionMode::Off)
-            .await;
+    let mut app = spawn_seeded_app_with(|c| {
+        c.admission.admission_mode = switchboard::admission::AdmissionMode::Off
+    })
+    .await;
     let valid = route_request("+14155550100", "gw-fuzz", "").encode_to_vec();
     let mut runner = TestRunner::deterministic();
     let garbage = vec(any::<u8>(), 0..512);

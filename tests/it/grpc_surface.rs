@@ -155,8 +155,8 @@ async fn a_connection_carries_a_bounded_number_of_streams() {
         "{advertised:?}"
     );
     let tight = crate::helpers::spawn_seeded_app_with(|c| {
-        c.max_in_flight = 64;
-        c.max_concurrent_streams = 100;
+        c.grpc.max_in_flight = 64;
+        c.grpc.max_concurrent_streams = 100;
     })
     .await;
     assert!(server_settings(tight.grpc_addr)
@@ -165,11 +165,11 @@ async fn a_connection_carries_a_bounded_number_of_streams() {
     // below the in-flight limit, requests would wait in the client instead
     // of being refused at once
     let mut config = switchboard::config::ServeConfig::with_defaults(
-        "postgres://x@127.0.0.1/db".to_string().into(),
-        "postgres://x@127.0.0.1/db".to_string().into(),
-        "redis://127.0.0.1/".to_string().into(),
+        "postgres://x@127.0.0.1/db",
+        "postgres://x@127.0.0.1/db",
+        "redis://127.0.0.1/",
     );
-    config.max_concurrent_streams = 10;
+    config.grpc.max_concurrent_streams = 10;
     let error = config.validate().unwrap_err();
     assert!(
         error.contains("SWITCHBOARD_MAX_CONCURRENT_STREAMS"),

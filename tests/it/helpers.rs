@@ -281,33 +281,33 @@ pub async fn spawn_on_via(
 /// stack's Redis, both listeners on port 0.
 fn config_for(stack: &Stack, db_name: &str, pooler_port: u16) -> ServeConfig {
     let mut config = ServeConfig::with_defaults(
-        SecretString::from(stack.pooled_url(pooler_port, db_name)),
-        SecretString::from(stack.daemon_direct_url(db_name)),
-        SecretString::from(stack.redis_url.clone()),
+        &stack.pooled_url(pooler_port, db_name),
+        &stack.daemon_direct_url(db_name),
+        &stack.redis_url,
     );
-    config.redis_ca_file = stack.ca_file.clone();
-    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-    config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    config.redis.redis_ca_file = stack.ca_file.clone();
+    config.grpc.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.admin.admin_addr = "127.0.0.1:0".parse().unwrap();
     // A debug build running every test at once on two cores queues bursts
     // far longer than a release build ever does: only the tests about
     // shedding by queue delay set it (tests/it/overload.rs).
-    config.max_queue_delay = Duration::from_secs(10);
+    config.grpc.max_queue_delay = Duration::from_secs(10);
     config
 }
 
 async fn start(stack: Stack, db_name: String, mut config: ServeConfig) -> TestApp {
     // every test database is its own deployment, with its own Redis keys
-    config.redis_key_prefix = db_name.clone();
+    config.redis.redis_key_prefix = db_name.clone();
     // and every daemon its own spool, unless the test chose one
-    let spool = (config.spool_dir == std::path::Path::new(DEFAULT_SPOOL_DIR)).then(|| {
+    let spool = (config.spool.spool_dir == std::path::Path::new(DEFAULT_SPOOL_DIR)).then(|| {
         let dir = tempfile::Builder::new()
             .prefix("switchboard-spool-")
             .tempdir()
             .expect("temporary spool directory");
-        config.spool_dir = dir.path().to_path_buf();
+        config.spool.spool_dir = dir.path().to_path_buf();
         dir
     });
-    let spool_dir = config.spool_dir.clone();
+    let spool_dir = config.spool.spool_dir.clone();
     let app = Application::build(config)
         .await
         .expect("application builds");

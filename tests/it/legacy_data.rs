@@ -103,16 +103,12 @@ async fn readiness_carries_postgresql_s_own_message_and_sqlstate() {
     let url = stack
         .direct_url(&db_name)
         .replace("postgres@", "no_such_role@");
-    let mut config = ServeConfig::with_defaults(
-        url.clone().into(),
-        url.into(),
-        stack.redis_url.clone().into(),
-    );
-    config.redis_ca_file = stack.ca_file.clone();
-    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-    config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    let mut config = ServeConfig::with_defaults(&url, &url, &stack.redis_url);
+    config.redis.redis_ca_file = stack.ca_file.clone();
+    config.grpc.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.admin.admin_addr = "127.0.0.1:0".parse().unwrap();
     let spool = tempfile::tempdir().unwrap();
-    config.spool_dir = spool.path().to_path_buf();
+    config.spool.spool_dir = spool.path().to_path_buf();
     let app = Application::build(config).await.expect("starts, not ready");
     let admin = app.admin_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -23,10 +23,10 @@ async fn excess_requests_are_shed_at_once_while_admitted_ones_wait() {
     let stack = Stack::from_env();
     let bouncer = PrivateBouncer::start(&stack).await;
     let app = spawn_seeded_app_via(bouncer.port, |c| {
-        c.max_in_flight = ADMITTED;
+        c.grpc.max_in_flight = ADMITTED;
         // the admitted requests wait for the database as long as it takes
-        c.db_query_timeout = Duration::from_secs(30);
-        c.request_timeout = Duration::from_secs(30);
+        c.database.db_query_timeout = Duration::from_secs(30);
+        c.grpc.request_timeout = Duration::from_secs(30);
     })
     .await;
     // every request needs the (paused) database: unknown numbers, all different
@@ -93,7 +93,7 @@ async fn excess_requests_are_shed_at_once_while_admitted_ones_wait() {
 async fn requests_that_waited_too_long_for_their_handler_are_shed() {
     // every request waits a little between arriving and its handler: with a
     // limit of one nanosecond, each is over it
-    let app = spawn_seeded_app_with(|c| c.max_queue_delay = Duration::from_nanos(1)).await;
+    let app = spawn_seeded_app_with(|c| c.grpc.max_queue_delay = Duration::from_nanos(1)).await;
     let mut client = app.client.clone();
     for _ in 0..3 {
         let status = client

@@ -35,8 +35,8 @@ async fn many_concurrent_resolutions_through_pgbouncer_all_succeed() {
     // Patient pool checkout: this test is about the pooler's rules, not
     // about shedding load (which a short checkout wait does on purpose).
     let app = spawn_seeded_app_with(|config| {
-        config.db_pool_wait = Duration::from_secs(10);
-        config.cache_warm_limit = 0; // every number misses L1 once
+        config.database.db_pool_wait = Duration::from_secs(10);
+        config.cache.cache_warm_limit = 0; // every number misses L1 once
     })
     .await;
     let numbers = [

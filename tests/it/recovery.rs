@@ -91,12 +91,12 @@ async fn admitted(app: &TestApp, id: &str) -> bool {
 async fn fail_closed_on(redis: &PrivateRedis) -> TestApp {
     let url = redis.url();
     spawn_seeded_app_with(|c| {
-        c.redis_url = url.into();
-        c.admission_on_redis_down = RedisDownPolicy::Reject;
+        c.redis.redis_url = url.into();
+        c.admission.admission_on_redis_down = RedisDownPolicy::Reject;
         // the subject is reconnecting, not a loaded machine's slow answer
-        c.admission_timeout = Duration::from_millis(250);
+        c.admission.admission_timeout = Duration::from_millis(250);
         // nor the limit: Acme's calls are never refused for it here
-        c.limit_starter = 100_000;
+        c.admission.limit_starter = 100_000;
     })
     .await
 }
@@ -223,11 +223,11 @@ async fn every_concurrent_lookup_of_a_cached_number_is_served_while_postgres_is_
         ..pg.stack()
     };
     let app = spawn_app_on(stack, db_name, |c| {
-        c.cache_warm_limit = 0; // keep UNCACHED uncached
-                                // with the invalidation feed down, every lookup rereads first
-        c.cache_unconfirmed_ttl = Duration::from_millis(1);
+        c.cache.cache_warm_limit = 0; // keep UNCACHED uncached
+                                      // with the invalidation feed down, every lookup rereads first
+        c.cache.cache_unconfirmed_ttl = Duration::from_millis(1);
         // from PostgreSQL itself: no copy in Redis to fall back on
-        c.redis_ttl = Duration::ZERO;
+        c.redis.redis_ttl = Duration::ZERO;
     })
     .await;
     let mut client = app.client.clone();

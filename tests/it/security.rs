@@ -42,7 +42,7 @@ fn lookup(token: Option<&str>) -> Request<LookupNumberRequest> {
 #[tokio::test]
 async fn tokens_are_required_rotatable_and_health_stays_open() {
     let mut app = spawn_seeded_app_with(|c| {
-        c.api_tokens = Some(SecretString::from(format!("{OLD_TOKEN},{NEW_TOKEN}")));
+        c.auth.api_tokens = Some(SecretString::from(format!("{OLD_TOKEN},{NEW_TOKEN}")));
     })
     .await;
     let missing = app.client.lookup_number(lookup(None)).await.unwrap_err();
@@ -96,13 +96,13 @@ async fn an_open_port_needs_tokens_and_tokens_need_tls_unless_explicitly_waived(
     let stack = Stack::from_env();
     let config = |addr: &str, allow: bool| {
         let mut config = ServeConfig::with_defaults(
-            SecretString::from(stack.pooled_url(stack.pgbouncer_port, "postgres")),
-            SecretString::from(stack.daemon_direct_url("postgres")),
-            SecretString::from(stack.redis_url.clone()),
+            &stack.pooled_url(stack.pgbouncer_port, "postgres"),
+            &stack.daemon_direct_url("postgres"),
+            &stack.redis_url,
         );
-        config.grpc_addr = addr.parse().unwrap();
-        config.admin_addr = "127.0.0.1:0".parse().unwrap();
-        config.allow_unauthenticated = allow;
+        config.grpc.grpc_addr = addr.parse().unwrap();
+        config.admin.admin_addr = "127.0.0.1:0".parse().unwrap();
+        config.auth.allow_unauthenticated = allow;
         config
     };
     let error = Application::build(config("0.0.0.0:0", false))
@@ -117,19 +117,19 @@ async fn an_open_port_needs_tokens_and_tokens_need_tls_unless_explicitly_waived(
     assert!(config("127.0.0.1:0", false).validate().is_ok());
     // tokens on an open port: only with TLS, here or in front
     let mut with_tokens = config("0.0.0.0:0", false);
-    with_tokens.api_tokens = Some(SecretString::from(NEW_TOKEN.to_string()));
+    with_tokens.auth.api_tokens = Some(SecretString::from(NEW_TOKEN.to_string()));
     let error = with_tokens.validate().unwrap_err();
     assert!(error.contains("in clear"), "{error}");
-    with_tokens.tls_cert = Some("/etc/switchboard/cert.pem".into());
-    with_tokens.tls_key = Some("/etc/switchboard/key.pem".into());
+    with_tokens.tls.tls_cert = Some("/etc/switchboard/cert.pem".into());
+    with_tokens.tls.tls_key = Some("/etc/switchboard/key.pem".into());
     assert!(with_tokens.validate().is_ok());
-    with_tokens.tls_cert = None;
-    with_tokens.tls_key = None;
-    with_tokens.tls_terminated_upstream = true;
+    with_tokens.tls.tls_cert = None;
+    with_tokens.tls.tls_key = None;
+    with_tokens.tls.tls_terminated_upstream = true;
     assert!(with_tokens.validate().is_ok());
     // and on loopback, as the demo runs
     let mut local = config("127.0.0.1:0", false);
-    local.api_tokens = Some(SecretString::from(NEW_TOKEN.to_string()));
+    local.auth.api_tokens = Some(SecretString::from(NEW_TOKEN.to_string()));
     assert!(local.validate().is_ok());
 }
 
@@ -209,8 +209,8 @@ async fn tls_and_mutual_tls_handshakes() {
 
     // TLS: any client that trusts the CA
     let app = spawn_seeded_app_with(|c| {
-        c.tls_cert = Some(cert.clone());
-        c.tls_key = Some(key.clone());
+        c.tls.tls_cert = Some(cert.clone());
+        c.tls.tls_key = Some(key.clone());
     })
     .await;
     let mut client = tls_client(app.grpc_addr, &ca.cert_pem, None)
@@ -231,9 +231,9 @@ async fn tls_and_mutual_tls_handshakes() {
 
     // mutual TLS: only clients with a certificate from the client CA
     let app = spawn_seeded_app_with(|c| {
-        c.tls_cert = Some(cert.clone());
-        c.tls_key = Some(key.clone());
-        c.tls_client_ca = Some(client_ca.clone());
+        c.tls.tls_cert = Some(cert.clone());
+        c.tls.tls_key = Some(key.clone());
+        c.tls.tls_client_ca = Some(client_ca.clone());
     })
     .await;
     let mut client = tls_client(app.grpc_addr, &ca.cert_pem, Some(&gateway))
@@ -254,15 +254,15 @@ async fn an_unusable_certificate_stops_the_start_with_the_setting_named() {
     let dir = tempfile::tempdir().unwrap();
     let stack = Stack::from_env();
     let mut config = ServeConfig::with_defaults(
-        SecretString::from(stack.pooled_url(stack.pgbouncer_port, "postgres")),
-        SecretString::from(stack.daemon_direct_url("postgres")),
-        SecretString::from(stack.redis_url.clone()),
+        &stack.pooled_url(stack.pgbouncer_port, "postgres"),
+        &stack.daemon_direct_url("postgres"),
+        &stack.redis_url,
     );
-    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-    config.admin_addr = "127.0.0.1:0".parse().unwrap();
-    config.spool_dir = dir.path().join("spool");
-    config.tls_cert = Some(write(&dir, "cert.pem", "not a certificate"));
-    config.tls_key = Some(dir.path().join("missing.key"));
+    config.grpc.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.admin.admin_addr = "127.0.0.1:0".parse().unwrap();
+    config.spool.spool_dir = dir.path().join("spool");
+    config.tls.tls_cert = Some(write(&dir, "cert.pem", "not a certificate"));
+    config.tls.tls_key = Some(dir.path().join("missing.key"));
     let error = Application::build(config).await.err().expect("refused");
     assert!(
         format!("{error:#}").contains("SWITCHBOARD_TLS_KEY"),
@@ -279,9 +279,9 @@ async fn the_cli_client_brings_its_token_over_tls() {
     let key = write(&dir, "server.key", &server.1);
     let ca_path = write(&dir, "ca.pem", &ca.cert_pem);
     let app = spawn_seeded_app_with(|c| {
-        c.tls_cert = Some(cert);
-        c.tls_key = Some(key);
-        c.api_tokens = Some(SecretString::from(NEW_TOKEN.to_string()));
+        c.tls.tls_cert = Some(cert);
+        c.tls.tls_key = Some(key);
+        c.auth.api_tokens = Some(SecretString::from(NEW_TOKEN.to_string()));
     })
     .await;
     let addr = format!("https://{}", app.grpc_addr);

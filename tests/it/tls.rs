@@ -221,8 +221,8 @@ async fn the_route_cache_admission_and_tombstones_work_over_redis_tls() {
     // nothing preloaded: lookups go through L2, and fill it; and no call
     // admitted without Redis, so an admitted call proves it is reached
     let cold = |c: &mut switchboard::config::ServeConfig| {
-        c.cache_warm_limit = 0;
-        c.admission_on_redis_down = switchboard::admission::RedisDownPolicy::Reject;
+        c.cache.cache_warm_limit = 0;
+        c.admission.admission_on_redis_down = switchboard::admission::RedisDownPolicy::Reject;
     };
     let pooler = stack.pgbouncer_port;
     let app = spawn_app_on(stack, db_name, cold).await;
@@ -322,8 +322,8 @@ async fn redis_with_a_certificate_from_another_ca_is_not_used() {
     let dir = tempfile::tempdir().unwrap();
     let other = unrelated_ca(dir.path());
     let mut app = spawn_seeded_app_with(|c| {
-        c.redis_ca_file = Some(other.into());
-        c.admission_on_redis_down = switchboard::admission::RedisDownPolicy::Reject;
+        c.redis.redis_ca_file = Some(other.into());
+        c.admission.admission_on_redis_down = switchboard::admission::RedisDownPolicy::Reject;
     })
     .await;
     let status = app

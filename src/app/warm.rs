@@ -1,0 +1,55 @@
+//! Warm start: the route cache filled before the daemon reports ready.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use super::AppResolver;
+use crate::store::PgStore;
+
+/// Warm start's progress, reported by `/readyz`.
+#[derive(Debug, Default)]
+pub struct WarmStart {
+    finished: AtomicBool,
+}
+
+impl WarmStart {
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+}
+
+/// Preloads every active route into L1 when there are at most `limit`.
+/// Waits for the invalidation listener first, so no change can fall between
+/// the preload and the feed that keeps it fresh. Finishes (and lets the
+/// daemon report ready) whatever happens: a failed preload means a cold
+/// start, not an unready daemon. A panic is a bug, not a cold start: the
+/// run supervises this task and stops the daemon with an error.
+pub(super) async fn warm_start(
+    store: PgStore,
+    cache: AppResolver,
+    limit: usize,
+    warm: Arc<WarmStart>,
+) {
+    if limit > 0 {
+        while !cache.is_confirmed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match store.active_routes(limit).await {
+            Ok(Some(routes)) => {
+                let loaded = cache.preload(routes).await;
+                tracing::info!(routes = loaded, "warm start: routes preloaded");
+            }
+            Ok(None) => tracing::info!(
+                limit,
+                "warm start skipped: more active numbers than the limit"
+            ),
+            Err(error) => tracing::warn!(%error, "warm start failed; starting cold"),
+        }
+    }
+    warm.finished.store(true, Ordering::Release);
+}
