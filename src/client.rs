@@ -25,8 +25,18 @@ pub enum Reply {
     Refused(Value),
 }
 
-/// Makes one call. An error means the daemon was not reached.
-pub async fn run(args: &ClientArgs) -> anyhow::Result<Reply> {
+/// A client of the daemon at `args.addr`: TLS when asked for, the token on
+/// every request.
+async fn connect(
+    args: &ClientArgs,
+) -> anyhow::Result<
+    CallRouterClient<
+        tonic::service::interceptor::InterceptedService<
+            Channel,
+            impl FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + use<>,
+        >,
+    >,
+> {
     let mut endpoint = Channel::from_shared(args.addr.clone())
         .with_context(|| format!("{} is not a valid address", args.addr))?;
     if args.addr.starts_with("https://") || args.ca_cert.is_some() {
@@ -46,14 +56,22 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<Reply> {
         .map(|token| format!("Bearer {}", token.expose_secret()).parse())
         .transpose()
         .context("the token is not a valid header value")?;
-    let mut client = CallRouterClient::with_interceptor(channel, move |mut request: Request<()>| {
-        if let Some(value) = &authorization {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    });
+    Ok(CallRouterClient::with_interceptor(
+        channel,
+        move |mut request: Request<()>| {
+            if let Some(value) = &authorization {
+                request
+                    .metadata_mut()
+                    .insert("authorization", value.clone());
+            }
+            Ok(request)
+        },
+    ))
+}
+
+/// Makes one call. An error means the daemon was not reached.
+pub async fn run(args: &ClientArgs) -> anyhow::Result<Reply> {
+    let mut client = connect(args).await?;
     let answer = match &args.call {
         ClientCall::RouteCall {
             called,
@@ -70,16 +88,7 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<Reply> {
                 default_region: region.clone(),
             })
             .await
-            .map(|r| {
-                let r = r.into_inner();
-                json!({
-                    "call_id": r.call_id,
-                    "route": r.route.as_ref().map(route_json),
-                    "customer": r.customer.map(|c| json!({
-                        "id": c.id, "phone": c.phone, "name": c.name, "email": c.email,
-                    })),
-                })
-            }),
+            .map(|r| routed_json(r.into_inner())),
         ClientCall::Lookup { number, region } => client
             .lookup_number(proto::LookupNumberRequest {
                 number: number.clone(),
@@ -134,12 +143,26 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<Reply> {
     };
     Ok(match answer {
         Ok(answer) => Reply::Answered(answer),
-        Err(status) => Reply::Refused(json!({
-            "code": format!("{:?}", status.code()),
-            "message": status.message(),
-            "reason": status.metadata().get(REASON_KEY).and_then(|v| v.to_str().ok()),
-            "retryable": matches!(status.code(), Code::Unavailable),
+        Err(status) => Reply::Refused(refusal_json(&status)),
+    })
+}
+
+fn routed_json(routed: proto::RouteCallResponse) -> Value {
+    json!({
+        "call_id": routed.call_id,
+        "route": routed.route.as_ref().map(route_json),
+        "customer": routed.customer.map(|c| json!({
+            "id": c.id, "phone": c.phone, "name": c.name, "email": c.email,
         })),
+    })
+}
+
+fn refusal_json(status: &tonic::Status) -> Value {
+    json!({
+        "code": format!("{:?}", status.code()),
+        "message": status.message(),
+        "reason": status.metadata().get(REASON_KEY).and_then(|v| v.to_str().ok()),
+        "retryable": matches!(status.code(), Code::Unavailable),
     })
 }
 

@@ -33,81 +33,47 @@ pub(crate) struct Answer {
 pub(crate) fn answer(error: &RouteError) -> Answer {
     let mut limit = None;
     let (code, reason, message) = match error {
-            RouteError::InvalidArgument { field, .. } => {
-                (Code::InvalidArgument, field.reason(), error.to_string())
-            }
-            RouteError::NotProvisioned(_) => {
-                (Code::NotFound, "number_not_found", error.to_string())
-            }
-            RouteError::Inactive { what, .. } => {
-                (Code::FailedPrecondition, what.as_str(), error.to_string())
-            }
-            // Not logged here, where it would be a line per request: the
-            // store and the Redis commands log the outage
-            // (telemetry::outage); the answers are counted by code.
-            RouteError::Unavailable(ResolveError::Timeout(_) | ResolveError::Unavailable(_)) => (
-                Code::Unavailable,
-                "database_unavailable",
-                "routing data is temporarily unavailable; retry".to_string(),
-            ),
-            RouteError::Unavailable(cause @ ResolveError::Corrupt(_)) => {
-                tracing::error!(error = %cause, "routing data could not be read");
-                (Code::Internal, "internal", "internal error".to_string())
-            }
-            RouteError::OverLimit {
-                limit: at,
-                active,
-            } => {
-                limit = Some((*at, *active));
-                (
-                    Code::ResourceExhausted,
-                    "concurrency_limit",
-                    error.to_string(),
-                )
-            }
-            RouteError::Overloaded => (
-                Code::Unavailable,
-                "overloaded",
-                format!("{error}; retry, preferably on another replica"),
-            ),
-            RouteError::Deadline => (Code::Unavailable, "deadline", format!("{error}; retry")),
-            RouteError::AdmissionUnavailable => (
-                Code::Unavailable,
-                "admission_unavailable",
+        RouteError::InvalidArgument { field, .. } => {
+            (Code::InvalidArgument, field.reason(), error.to_string())
+        }
+        RouteError::NotProvisioned(_) => (Code::NotFound, "number_not_found", error.to_string()),
+        RouteError::Inactive { what, .. } => {
+            (Code::FailedPrecondition, what.as_str(), error.to_string())
+        }
+        // Not logged here, where it would be a line per request: the
+        // store and the Redis commands log the outage
+        // (telemetry::outage); the answers are counted by code.
+        RouteError::Unavailable(ResolveError::Timeout(_) | ResolveError::Unavailable(_)) => (
+            Code::Unavailable,
+            "database_unavailable",
+            "routing data is temporarily unavailable; retry".to_string(),
+        ),
+        RouteError::Unavailable(cause @ ResolveError::Corrupt(_)) => {
+            tracing::error!(error = %cause, "routing data could not be read");
+            (Code::Internal, "internal", "internal error".to_string())
+        }
+        RouteError::OverLimit { limit: at, active } => {
+            limit = Some((*at, *active));
+            (
+                Code::ResourceExhausted,
+                "concurrency_limit",
                 error.to_string(),
-            ),
-            RouteError::UnknownCall(_) => (Code::NotFound, "call_not_found", error.to_string()),
-            RouteError::Record(record) => match record {
-                RecordError::QueueFull => (
-                    Code::ResourceExhausted,
-                    "recorder_queue_full",
-                    "too many calls are waiting to be recorded; retry shortly".to_string(),
-                ),
-                RecordError::SpoolFull(_) => (
-                    Code::ResourceExhausted,
-                    "spool_full",
-                    "the database is unreachable and the local spool is full: nothing was recorded; retry later"
-                        .to_string(),
-                ),
-                // logged by the recorder as the spool's outage
-                RecordError::SpoolFailed(_) => (
-                    Code::Unavailable,
-                    "recorder_unavailable",
-                    "the database is unreachable and the local spool cannot be written: nothing was recorded; retry later"
-                        .to_string(),
-                ),
-                RecordError::Expired => (
-                    Code::Unavailable,
-                    "deadline",
-                    format!("{record}; nothing was recorded, retry"),
-                ),
-                RecordError::Closed => (
-                    Code::Unavailable,
-                    "shutting_down",
-                    "this replica is shutting down; retry on another".to_string(),
-                ),
-            },
-        };
+            )
+        }
+        RouteError::Overloaded => (
+            Code::Unavailable,
+            "overloaded",
+            format!("{error}; retry, preferably on another replica"),
+        ),
+        RouteError::Deadline => (Code::Unavailable, "deadline", format!("{error}; retry")),
+        RouteError::AdmissionUnavailable => (
+            Code::Unavailable,
+            "admission_unavailable",
+            error.to_string(),
+        ),
+        RouteError::UnknownCall(_) => (Code::NotFound, "call_not_found", error.to_string()),
+        RouteError::Record(record) => record_answer(record),
+    };
     Answer {
         code,
         reason,
@@ -127,6 +93,40 @@ impl From<RouteError> for Status {
             trailers.insert(ACTIVE_CALLS_KEY, MetadataValue::from(active));
         }
         status
+    }
+}
+
+/// How a refusal by the recorder is answered.
+fn record_answer(record: &RecordError) -> (Code, &'static str, String) {
+    match record {
+            RecordError::QueueFull => (
+                Code::ResourceExhausted,
+                "recorder_queue_full",
+                "too many calls are waiting to be recorded; retry shortly".to_string(),
+            ),
+            RecordError::SpoolFull(_) => (
+                Code::ResourceExhausted,
+                "spool_full",
+                "the database is unreachable and the local spool is full: nothing was recorded; retry later"
+                    .to_string(),
+            ),
+            // logged by the recorder as the spool's outage
+            RecordError::SpoolFailed(_) => (
+                Code::Unavailable,
+                "recorder_unavailable",
+                "the database is unreachable and the local spool cannot be written: nothing was recorded; retry later"
+                    .to_string(),
+            ),
+            RecordError::Expired => (
+                Code::Unavailable,
+                "deadline",
+                format!("{record}; nothing was recorded, retry"),
+            ),
+            RecordError::Closed => (
+                Code::Unavailable,
+                "shutting_down",
+                "this replica is shutting down; retry on another".to_string(),
+            ),
     }
 }
 

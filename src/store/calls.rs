@@ -117,6 +117,49 @@ impl CallRow {
     }
 }
 
+/// One row per call, the first of each event kind winning (an end written
+/// twice keeps the first outcome), and each usage event once.
+fn merge(events: &[Event]) -> (HashMap<Uuid, CallRow>, HashMap<Uuid, &Usage>) {
+    let mut calls: HashMap<Uuid, CallRow> = HashMap::new();
+    let mut usage: HashMap<Uuid, &Usage> = HashMap::new();
+    for event in events {
+        let row = calls.entry(event.call_id()).or_insert_with(|| CallRow {
+            org_id: event.org_id(),
+            ..CallRow::default()
+        });
+        match event {
+            Event::CallOpened(e) if row.started_at.is_none() => {
+                row.gateway_call_id = Some(e.gateway_call_id.clone());
+                row.called_number = Some(e.called_number.clone());
+                row.caller_number.clone_from(&e.caller_number);
+                row.agent_id = Some(e.agent_id);
+                row.customer_id = e.customer_id;
+                row.started_at = Some(e.started_at);
+            }
+            Event::CallEnded(e) if row.ended_at.is_none() => {
+                row.end_reason = Some(e.reason);
+                row.ended_at = Some(e.ended_at);
+                row.answered_at = e.answered_at;
+            }
+            Event::Usage(e) => {
+                usage.entry(e.id).or_insert(e);
+            }
+            _ => {}
+        }
+    }
+    (calls, usage)
+}
+
+/// Refused (the data itself) or unavailable (worth retrying).
+fn write_error(failure: Failure, timeout: Duration) -> WriteError {
+    match failure {
+        Failure::Pool(e) => WriteError::Unavailable(e.to_string()),
+        Failure::Timeout => WriteError::Unavailable(format!("no answer within {timeout:?}")),
+        Failure::Query(e) if refused(&e) => WriteError::Refused(describe(&e)),
+        Failure::Query(e) => WriteError::Unavailable(describe(&e)),
+    }
+}
+
 impl PgStore {
     /// Writes a batch of events in one statement within `timeout`. Safe to
     /// repeat with any overlap of events already written.
@@ -125,33 +168,7 @@ impl PgStore {
         events: &[Event],
         timeout: Duration,
     ) -> Result<(), WriteError> {
-        let mut calls: HashMap<Uuid, CallRow> = HashMap::new();
-        let mut usage: HashMap<Uuid, &Usage> = HashMap::new();
-        for event in events {
-            let row = calls.entry(event.call_id()).or_insert_with(|| CallRow {
-                org_id: event.org_id(),
-                ..CallRow::default()
-            });
-            match event {
-                Event::CallOpened(e) if row.started_at.is_none() => {
-                    row.gateway_call_id = Some(e.gateway_call_id.clone());
-                    row.called_number = Some(e.called_number.clone());
-                    row.caller_number.clone_from(&e.caller_number);
-                    row.agent_id = Some(e.agent_id);
-                    row.customer_id = e.customer_id;
-                    row.started_at = Some(e.started_at);
-                }
-                Event::CallEnded(e) if row.ended_at.is_none() => {
-                    row.end_reason = Some(e.reason);
-                    row.ended_at = Some(e.ended_at);
-                    row.answered_at = e.answered_at;
-                }
-                Event::Usage(e) => {
-                    usage.entry(e.id).or_insert(e);
-                }
-                _ => {}
-            }
-        }
+        let (calls, usage) = merge(events);
 
         let mut ids = Vec::with_capacity(calls.len());
         let mut org_ids = Vec::with_capacity(calls.len());
@@ -221,12 +238,7 @@ impl PgStore {
         )
         .await
         .map(drop)
-        .map_err(|failure| match failure {
-            Failure::Pool(e) => WriteError::Unavailable(e.to_string()),
-            Failure::Timeout => WriteError::Unavailable(format!("no answer within {timeout:?}")),
-            Failure::Query(e) if refused(&e) => WriteError::Refused(describe(&e)),
-            Failure::Query(e) => WriteError::Unavailable(describe(&e)),
-        })
+        .map_err(|failure| write_error(failure, timeout))
     }
 
     /// The organization of a recorded call, if the call is recorded.

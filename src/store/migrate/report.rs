@@ -364,14 +364,20 @@ impl fmt::Display for Report {
         if self.changed_nothing() {
             return writeln!(f, "nothing to do: the schema is up to date");
         }
+        self.fmt_schema(f)?;
+        self.fmt_data(f)
+    }
+}
+
+impl Report {
+    /// Migrations, tables, columns, constraints and functions.
+    fn fmt_schema(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verb = if self.dry_run { "to apply" } else { "applied" };
-        let list = |items: &mut dyn Iterator<Item = String>| items.collect::<Vec<_>>().join(", ");
         writeln!(
             f,
             "migrations {verb}: {}",
             list(
-                &mut self
-                    .applied
+                self.applied
                     .iter()
                     .map(|m| format!("V{} {}", m.version, m.name))
             )
@@ -399,6 +405,11 @@ impl fmt::Display for Report {
         for function in &self.functions_dropped {
             writeln!(f, "function dropped: {function}")?;
         }
+        Ok(())
+    }
+
+    /// Rows, numbers, phones, memberships, owners and issues.
+    fn fmt_data(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (table, before, after) in &self.rows {
             writeln!(f, "rows in {table}: {before} -> {after}")?;
         }
@@ -419,8 +430,7 @@ impl fmt::Display for Report {
                 "none".to_string()
             } else {
                 list(
-                    &mut self
-                        .memberships_created
+                    self.memberships_created
                         .iter()
                         .map(|(role, n)| format!("{n} {role}")),
                 )
@@ -449,4 +459,8 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+fn list(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join(", ")
 }
