@@ -69,9 +69,9 @@ const CALLED: &str = "+14155550100";
 /// them.
 fn call_opened() -> Vec<Event> {
     vec![Event::CallOpened(CallOpened {
-        call_id: CALL_ID,
-        org_id: ORG_ID,
-        agent_id: AGENT_ID,
+        call_id: switchboard::domain::CallId(CALL_ID),
+        org_id: switchboard::domain::OrgId(ORG_ID),
+        agent_id: switchboard::domain::AgentId(AGENT_ID),
         customer_id: Some(CUSTOMER_ID),
         gateway_call_id: GATEWAY_CALL_ID.to_string(),
         called_number: CALLED.to_string(),

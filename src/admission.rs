@@ -30,10 +30,9 @@
 use std::time::{Duration, Instant};
 
 use redis::{aio::MultiplexedConnection, AsyncCommands, Script};
-use uuid::Uuid;
 
 use crate::{
-    domain::{Organization, PlanTier},
+    domain::{CallId, OrgId, Organization, PlanTier},
     store::redis_link::{CommandError, RedisLink},
     telemetry::series::{AdmissionOutcome, ReleaseOutcome},
 };
@@ -254,7 +253,7 @@ impl Admission {
     /// Decides whether `call_id` may go ahead for `org`, taking its lease.
     /// Never fails: an unreachable Redis is decided by the policy, logged
     /// and counted.
-    pub async fn admit(&self, org: &Organization, call_id: Uuid) -> Decision {
+    pub async fn admit(&self, org: &Organization, call_id: CallId) -> Decision {
         let started = Instant::now();
         let decision = match self.settings.mode {
             AdmissionMode::Off => Decision::Unlimited,
@@ -285,8 +284,8 @@ impl Admission {
 
     async fn take_lease(
         &self,
-        org_id: Uuid,
-        call_id: Uuid,
+        org_id: OrgId,
+        call_id: CallId,
         limit: u32,
         mode: AdmissionMode,
     ) -> Result<Decision, AdmissionError> {
@@ -365,7 +364,7 @@ impl Admission {
 
     /// Releases the call's lease. Idempotent: releasing a released or
     /// expired lease does nothing.
-    pub async fn release(&self, org_id: Uuid, call_id: Uuid) -> Result<(), AdmissionError> {
+    pub async fn release(&self, org_id: OrgId, call_id: CallId) -> Result<(), AdmissionError> {
         if self.settings.mode == AdmissionMode::Off {
             return Ok(());
         }
@@ -384,7 +383,7 @@ impl Admission {
     }
 
     /// The organization a call was admitted for, as remembered at admission.
-    pub async fn call_org(&self, call_id: Uuid) -> Result<Option<Uuid>, AdmissionError> {
+    pub async fn call_org(&self, call_id: CallId) -> Result<Option<OrgId>, AdmissionError> {
         let key = self.call_key(call_id);
         let org: Option<String> = self
             .command(|mut c| async move { c.get(key).await })
@@ -403,11 +402,11 @@ impl Admission {
         Ok(self.connection.run(self.settings.timeout, run).await?)
     }
 
-    fn lease_key(&self, org_id: Uuid) -> String {
+    fn lease_key(&self, org_id: OrgId) -> String {
         format!("{}:{LAYOUT}:leases:{org_id}", self.settings.key_prefix)
     }
 
-    fn call_key(&self, call_id: Uuid) -> String {
+    fn call_key(&self, call_id: CallId) -> String {
         format!("{}:{LAYOUT}:call:{call_id}", self.settings.key_prefix)
     }
 }
@@ -418,7 +417,7 @@ mod tests {
 
     fn org(plan_tier: &str, concurrency_limit: Option<i32>) -> Organization {
         Organization {
-            id: Uuid::nil(),
+            id: OrgId::default(),
             slug: "acme".into(),
             name: "Acme".into(),
             plan_tier: plan_tier.parse().unwrap(),

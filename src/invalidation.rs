@@ -34,10 +34,9 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::{AsyncMessage, Client, Notification};
-use uuid::Uuid;
 
 use crate::{
-    domain::{Change, Resolver, E164},
+    domain::Resolver,
     routing::RouteCache,
     store::{describe, routing_changes, PgTarget},
     telemetry::outage::LISTENER,
@@ -56,10 +55,29 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Name of the listener's thread (in `top -H`, debuggers and panics).
 pub const THREAD_NAME: &str = "switchboard-invalidation";
 
-/// What the listener remembers across sessions.
+/// What the listener remembers across sessions: the highest change id
+/// applied, none before the first session.
 struct Progress {
-    /// Highest change id applied; -1 before the first session.
     last_id: AtomicI64,
+}
+
+/// `Progress::last_id` before anything was seen (ids start at 1).
+const NOTHING_SEEN: i64 = i64::MIN;
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            last_id: AtomicI64::new(NOTHING_SEEN),
+        }
+    }
+
+    fn last_seen(&self) -> Option<i64> {
+        Some(self.last_id.load(Ordering::Acquire)).filter(|id| *id != NOTHING_SEEN)
+    }
+
+    fn saw(&self, id: i64) {
+        self.last_id.fetch_max(id, Ordering::AcqRel);
+    }
 }
 
 /// Starts [`run`] on an OS thread of its own ([`THREAD_NAME`]), with a
@@ -121,9 +139,7 @@ async fn run<R: Resolver>(
     cache: Arc<RouteCache<R>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let status = Progress {
-        last_id: AtomicI64::new(-1),
-    };
+    let status = Progress::new();
     let mut backoff = RECONNECT_MIN;
     loop {
         tokio::select! {
@@ -212,16 +228,16 @@ async fn replay<R: Resolver>(
     cache: &RouteCache<R>,
     status: &Progress,
 ) -> Result<(), String> {
-    let last = status.last_id.load(Ordering::Acquire);
+    let last = status.last_seen();
     let log = routing_changes::since(client, last, REPLAY_OVERLAP)
         .await
         .map_err(|e| format!("replay: {e}"))?;
-    let gap_unprovable = last < 0
-        || match log.oldest_id {
-            Some(oldest) => oldest > last + 1,
-            // an empty log after we saw changes: it was pruned
-            None => last > 0,
-        };
+    let gap_unprovable = match (last, log.oldest_id) {
+        (None, _) => true,
+        (Some(last), Some(oldest)) => oldest > last + 1,
+        // an empty log after we saw changes: it was pruned
+        (Some(last), None) => last > 0,
+    };
     if gap_unprovable {
         // First session, or the log no longer reaches back to what we saw:
         // the gap cannot be proven closed.
@@ -229,16 +245,14 @@ async fn replay<R: Resolver>(
         tracing::info!("route cache flushed: change log gap cannot be proven closed");
     }
     let mut applied = 0usize;
-    for change in &log.changes {
-        if let Some(parsed) = parse_change(&change.entity, &change.key) {
-            cache.apply(&parsed).await;
+    for logged in &log.changes {
+        if let Some(change) = &logged.change {
+            cache.apply(change).await;
             applied += 1;
         }
-        status.last_id.fetch_max(change.id, Ordering::AcqRel);
+        status.saw(logged.id);
     }
-    status
-        .last_id
-        .fetch_max(log.newest_id.unwrap_or(0), Ordering::AcqRel);
+    status.saw(log.newest_id.unwrap_or(0));
     metrics::counter!("switchboard_invalidations_replayed_total").increment(applied as u64);
     Ok(())
 }
@@ -256,14 +270,14 @@ async fn apply_notification<R: Resolver>(
     let change = payload["entity"]
         .as_str()
         .zip(payload["key"].as_str())
-        .and_then(|(entity, key)| parse_change(entity, key));
+        .and_then(|(entity, key)| routing_changes::parse(entity, key));
     let Some(change) = change else {
         tracing::warn!("ignoring a routing change notification naming nothing known");
         return;
     };
     cache.apply(&change).await;
     if let Some(id) = payload["id"].as_i64() {
-        status.last_id.fetch_max(id, Ordering::AcqRel);
+        status.saw(id);
     }
     metrics::counter!("switchboard_invalidations_applied_total").increment(1);
     if let Some(at) = payload["at"].as_f64() {
@@ -272,15 +286,6 @@ async fn apply_notification<R: Resolver>(
             .unwrap_or_default()
             .as_secs_f64();
         metrics::histogram!("switchboard_invalidation_lag_seconds").record((now - at).max(0.0));
-    }
-}
-
-fn parse_change(entity: &str, key: &str) -> Option<Change> {
-    match entity {
-        "number" => E164::from_canonical(key).ok().map(Change::Number),
-        "agent" => Uuid::parse_str(key).ok().map(Change::Agent),
-        "organization" => Uuid::parse_str(key).ok().map(Change::Organization),
-        _ => None,
     }
 }
 

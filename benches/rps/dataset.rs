@@ -42,7 +42,7 @@ pub fn bench_route(i: usize, organizations: usize) -> Route {
         number: E164::from_canonical(&bench_number(i)).expect("canonical"),
         number_active: true,
         organization: Arc::new(Organization {
-            id: bench_org_id(g),
+            id: switchboard::domain::OrgId(bench_org_id(g)),
             slug: format!("bench-{g}"),
             name: format!("Bench organization {g}"),
             plan_tier: switchboard::domain::PlanTier::Enterprise,
@@ -51,7 +51,7 @@ pub fn bench_route(i: usize, organizations: usize) -> Route {
             is_active: true,
         }),
         agent: Arc::new(Agent {
-            id: bench_agent_id(g),
+            id: switchboard::domain::AgentId(bench_agent_id(g)),
             name: format!("Agent {g}"),
             voice_id: "aura-asteria-en".into(),
             llm_config: object(BENCH_LLM_CONFIG),

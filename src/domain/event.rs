@@ -10,6 +10,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::{AgentId, CallId, OrgId};
+
 /// One thing that happened to a call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
@@ -23,7 +25,7 @@ pub enum Event {
 
 impl Event {
     /// The call the event belongs to.
-    pub fn call_id(&self) -> Uuid {
+    pub fn call_id(&self) -> CallId {
         match self {
             Event::CallOpened(e) => e.call_id,
             Event::CallEnded(e) => e.call_id,
@@ -32,7 +34,7 @@ impl Event {
     }
 
     /// The organization the event belongs to.
-    pub fn org_id(&self) -> Uuid {
+    pub fn org_id(&self) -> OrgId {
         match self {
             Event::CallOpened(e) => e.org_id,
             Event::CallEnded(e) => e.org_id,
@@ -43,9 +45,9 @@ impl Event {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallOpened {
-    pub call_id: Uuid,
-    pub org_id: Uuid,
-    pub agent_id: Uuid,
+    pub call_id: CallId,
+    pub org_id: OrgId,
+    pub agent_id: AgentId,
     /// The caller, when they are a known customer.
     pub customer_id: Option<Uuid>,
     pub gateway_call_id: String,
@@ -58,8 +60,8 @@ pub struct CallOpened {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallEnded {
-    pub call_id: Uuid,
-    pub org_id: Uuid,
+    pub call_id: CallId,
+    pub org_id: OrgId,
     pub reason: EndReason,
     pub answered_at: Option<SystemTime>,
     pub ended_at: SystemTime,
@@ -69,8 +71,8 @@ pub struct CallEnded {
 pub struct Usage {
     /// Derived from the call, the gateway's idempotency key and the metric.
     pub id: Uuid,
-    pub org_id: Uuid,
-    pub call_id: Uuid,
+    pub org_id: OrgId,
+    pub call_id: CallId,
     pub metric: Metric,
     pub quantity: f64,
     pub occurred_at: SystemTime,
@@ -171,8 +173,8 @@ mod tests {
     #[test]
     fn events_round_trip_through_the_record_format() {
         let event = Event::CallEnded(CallEnded {
-            call_id: Uuid::from_u128(7),
-            org_id: Uuid::from_u128(8),
+            call_id: crate::domain::CallId(Uuid::from_u128(7)),
+            org_id: crate::domain::OrgId(Uuid::from_u128(8)),
             reason: EndReason::Busy,
             answered_at: None,
             ended_at: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),

@@ -11,10 +11,12 @@
 
 mod e164;
 pub mod event;
+mod ids;
 mod resolver;
 mod route;
 
 pub use e164::{Method, Normalization, NumberError, Region, E164, MAX_INPUT_BYTES};
 pub use event::{CallEnded, CallOpened, EndReason, Event, Metric, Usage};
+pub use ids::{AgentId, CallId, OrgId};
 pub use resolver::{Change, Directory, Peeked, Resolver, Tier};
 pub use route::{Agent, Customer, Inactive, Organization, PlanTier, ResolveError, Route};

@@ -4,16 +4,14 @@
 
 use std::{future::Future, sync::Arc};
 
-use uuid::Uuid;
-
-use super::{Agent, Customer, Organization, ResolveError, Route, E164};
+use super::{Agent, AgentId, CallId, Customer, OrgId, Organization, ResolveError, Route, E164};
 
 /// One change from the routing change log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Number(E164),
-    Agent(Uuid),
-    Organization(Uuid),
+    Agent(AgentId),
+    Organization(OrgId),
 }
 
 /// The tier that answers a lookup.
@@ -61,13 +59,13 @@ pub trait Resolver: Send + Sync + 'static {
     /// the part of routes that a change to it evicted.
     fn resolve_agent(
         &self,
-        id: Uuid,
+        id: AgentId,
     ) -> impl Future<Output = Result<Option<Arc<Agent>>, ResolveError>> + Send;
 
     /// One organization by id, likewise.
     fn resolve_organization(
         &self,
-        id: Uuid,
+        id: OrgId,
     ) -> impl Future<Output = Result<Option<Arc<Organization>>, ResolveError>> + Send;
 
     /// Forgets what `change` affects, in this tier and the ones below it.
@@ -108,14 +106,14 @@ impl<R: Resolver> Resolver for Arc<R> {
 
     fn resolve_agent(
         &self,
-        id: Uuid,
+        id: AgentId,
     ) -> impl Future<Output = Result<Option<Arc<Agent>>, ResolveError>> + Send {
         (**self).resolve_agent(id)
     }
 
     fn resolve_organization(
         &self,
-        id: Uuid,
+        id: OrgId,
     ) -> impl Future<Output = Result<Option<Arc<Organization>>, ResolveError>> + Send {
         (**self).resolve_organization(id)
     }
@@ -135,7 +133,7 @@ pub trait Directory: Send + Sync + 'static {
     /// The customer of `org_id` whose phone is `phone`, if any.
     fn find_customer(
         &self,
-        org_id: Uuid,
+        org_id: OrgId,
         phone: &E164,
     ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send;
 
@@ -143,15 +141,15 @@ pub trait Directory: Send + Sync + 'static {
     /// this id.
     fn call_org(
         &self,
-        call_id: Uuid,
-    ) -> impl Future<Output = Result<Option<Uuid>, ResolveError>> + Send;
+        call_id: CallId,
+    ) -> impl Future<Output = Result<Option<OrgId>, ResolveError>> + Send;
 }
 
 /// A shared directory looks up like the one it shares.
 impl<D: Directory> Directory for Arc<D> {
     fn find_customer(
         &self,
-        org_id: Uuid,
+        org_id: OrgId,
         phone: &E164,
     ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send {
         (**self).find_customer(org_id, phone)
@@ -159,8 +157,8 @@ impl<D: Directory> Directory for Arc<D> {
 
     fn call_org(
         &self,
-        call_id: Uuid,
-    ) -> impl Future<Output = Result<Option<Uuid>, ResolveError>> + Send {
+        call_id: CallId,
+    ) -> impl Future<Output = Result<Option<OrgId>, ResolveError>> + Send {
         (**self).call_org(call_id)
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::E164;
+use super::{AgentId, OrgId, E164};
 
 /// Where calls to one number go, with everything the gateway needs to start
 /// the agent.
@@ -64,7 +64,7 @@ impl PlanTier {
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Organization {
-    pub id: Uuid,
+    pub id: OrgId,
     /// URL-safe unique name.
     pub slug: String,
     pub name: String,
@@ -82,7 +82,7 @@ pub struct Organization {
 /// An AI phone agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Agent {
-    pub id: Uuid,
+    pub id: AgentId,
     pub name: String,
     /// Text-to-speech voice identifier.
     pub voice_id: String,

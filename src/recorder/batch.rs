@@ -134,8 +134,8 @@ mod tests {
     fn usage(n: u128) -> Event {
         Event::Usage(Usage {
             id: Uuid::from_u128(n),
-            org_id: Uuid::from_u128(1),
-            call_id: Uuid::from_u128(2),
+            org_id: crate::domain::OrgId(Uuid::from_u128(1)),
+            call_id: crate::domain::CallId(Uuid::from_u128(2)),
             metric: Metric::ALL[0],
             quantity: 1.0,
             occurred_at: SystemTime::UNIX_EPOCH,

@@ -33,8 +33,8 @@ use uuid::Uuid;
 use crate::{
     admission::{Admission, Decision},
     domain::{
-        CallEnded, CallOpened, Customer, Directory, EndReason, Event, Inactive, Metric,
-        NumberError, Region, ResolveError, Resolver, Route, Usage, E164, MAX_INPUT_BYTES,
+        CallEnded, CallId, CallOpened, Customer, Directory, EndReason, Event, Inactive, Metric,
+        NumberError, OrgId, Region, ResolveError, Resolver, Route, Usage, E164, MAX_INPUT_BYTES,
     },
     recorder::{RecordError, Recorder},
     store::PgStore,
@@ -88,7 +88,7 @@ pub enum RouteError {
     Deadline,
     /// No call has this id (in Redis nor in the database).
     #[error("call {0} is not known")]
-    UnknownCall(Uuid),
+    UnknownCall(CallId),
     /// The recorder did not take (or could not make durable) the events.
     #[error(transparent)]
     Record(#[from] RecordError),
@@ -196,7 +196,7 @@ pub struct UsageRequest {
 #[derive(Debug, Clone)]
 pub struct RoutedCall {
     /// The id of the call's record, derived from the gateway's call id.
-    pub call_id: Uuid,
+    pub call_id: CallId,
     pub route: Route,
     /// The caller, when they are a known customer of the route's org.
     pub customer: Option<Customer>,
@@ -213,7 +213,7 @@ pub struct Router<R, D = PgStore> {
     recorder: Recorder,
     /// Call → organization for calls routed here, so that their `EndCall`
     /// and usage need not ask Redis.
-    recent_calls: moka::future::Cache<Uuid, Uuid>,
+    recent_calls: moka::future::Cache<CallId, OrgId>,
 }
 
 impl<R: Resolver, D: Directory> Router<R, D> {
@@ -265,7 +265,10 @@ impl<R: Resolver, D: Directory> Router<R, D> {
         // room for the record first: a call that cannot be recorded must
         // not take a slot
         let permit = self.recorder.reserve()?;
-        let call_id = Uuid::new_v5(&CALL_ID_NAMESPACE, request.gateway_call_id.as_bytes());
+        let call_id = CallId(Uuid::new_v5(
+            &CALL_ID_NAMESPACE,
+            request.gateway_call_id.as_bytes(),
+        ));
         let org = &route.organization;
         let (decision, customer) = tokio::join!(
             self.admission.admit(org, call_id),
@@ -398,7 +401,7 @@ impl<R: Resolver, D: Directory> Router<R, D> {
 
     /// The organization of a call: remembered here, else as admission
     /// remembered it in Redis, else as recorded in the database.
-    async fn call_org(&self, call_id: Uuid) -> Result<Uuid, RouteError> {
+    async fn call_org(&self, call_id: CallId) -> Result<OrgId, RouteError> {
         if let Some(org_id) = self.recent_calls.get(&call_id).await {
             return Ok(org_id);
         }
@@ -476,6 +479,7 @@ fn validate_key(field: Field, key: &str, max_bytes: usize) -> Result<(), RouteEr
     Ok(())
 }
 
-fn parse_call_id(raw: &str) -> Result<Uuid, RouteError> {
-    Uuid::try_parse(raw).map_err(|_| RouteError::invalid(Field::CallId, "is not a UUID"))
+fn parse_call_id(raw: &str) -> Result<CallId, RouteError> {
+    raw.parse()
+        .map_err(|_| RouteError::invalid(Field::CallId, "is not a UUID"))
 }

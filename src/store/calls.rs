@@ -24,7 +24,7 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::postgres::{describe, transient, Failure, PgStore};
-use crate::domain::{EndReason, Event, ResolveError, Usage};
+use crate::domain::{AgentId, CallId, EndReason, Event, OrgId, ResolveError, Usage};
 use crate::telemetry::series::Query;
 
 const WRITE_EVENTS_SQL: &str = "
@@ -93,11 +93,11 @@ pub enum WriteError {
 /// Everything the batch says about one call.
 #[derive(Default)]
 struct CallRow {
-    org_id: Uuid,
+    org_id: OrgId,
     gateway_call_id: Option<String>,
     called_number: Option<String>,
     caller_number: Option<String>,
-    agent_id: Option<Uuid>,
+    agent_id: Option<AgentId>,
     customer_id: Option<Uuid>,
     started_at: Option<SystemTime>,
     answered_at: Option<SystemTime>,
@@ -119,8 +119,8 @@ impl CallRow {
 
 /// One row per call, the first of each event kind winning (an end written
 /// twice keeps the first outcome), and each usage event once.
-fn merge(events: &[Event]) -> (HashMap<Uuid, CallRow>, HashMap<Uuid, &Usage>) {
-    let mut calls: HashMap<Uuid, CallRow> = HashMap::new();
+fn merge(events: &[Event]) -> (HashMap<CallId, CallRow>, HashMap<Uuid, &Usage>) {
+    let mut calls: HashMap<CallId, CallRow> = HashMap::new();
     let mut usage: HashMap<Uuid, &Usage> = HashMap::new();
     for event in events {
         let row = calls.entry(event.call_id()).or_insert_with(|| CallRow {
@@ -183,12 +183,12 @@ impl PgStore {
         let mut ended = Vec::with_capacity(calls.len());
         let mut reasons = Vec::with_capacity(calls.len());
         for (id, row) in &calls {
-            ids.push(*id);
-            org_ids.push(row.org_id);
+            ids.push(id.uuid());
+            org_ids.push(row.org_id.uuid());
             gateway_call_ids.push(row.gateway_call_id.as_deref());
             called_numbers.push(row.called_number.as_deref());
             caller_numbers.push(row.caller_number.as_deref());
-            agent_ids.push(row.agent_id);
+            agent_ids.push(row.agent_id.map(AgentId::uuid));
             customer_ids.push(row.customer_id);
             statuses.push(row.status());
             started.push(row.started_at);
@@ -204,8 +204,8 @@ impl PgStore {
         let mut occurred = Vec::with_capacity(usage.len());
         for u in usage.values() {
             usage_ids.push(u.id);
-            usage_orgs.push(u.org_id);
-            usage_calls.push(u.call_id);
+            usage_orgs.push(u.org_id.uuid());
+            usage_calls.push(u.call_id.uuid());
             metrics.push(u.metric.as_str());
             quantities.push(u.quantity);
             occurred.push(u.occurred_at);
@@ -242,13 +242,18 @@ impl PgStore {
     }
 
     /// The organization of a recorded call, if the call is recorded.
-    pub async fn find_call_org(&self, call_id: Uuid) -> Result<Option<Uuid>, ResolveError> {
+    pub async fn find_call_org(&self, call_id: CallId) -> Result<Option<OrgId>, ResolveError> {
         let rows = self
-            .query_typed(Query::CallOrg, CALL_ORG_SQL, &[(&call_id, Type::UUID)])
+            .query_typed(
+                Query::CallOrg,
+                CALL_ORG_SQL,
+                &[(&call_id.uuid(), Type::UUID)],
+            )
             .await?;
         rows.first()
             .map(|row| {
                 row.try_get(0)
+                    .map(OrgId)
                     .map_err(|e| ResolveError::Corrupt(format!("calls.org_id: {e}")))
             })
             .transpose()

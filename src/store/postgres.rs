@@ -23,11 +23,11 @@ use deadpool_postgres::{
 };
 use serde_json::{Map, Value};
 use tokio_postgres::{types::Type, Row};
-use uuid::Uuid;
 
 use super::PgTarget;
 use crate::domain::{
-    Agent, Customer, Directory, Organization, ResolveError, Resolver, Route, E164,
+    Agent, AgentId, CallId, Customer, Directory, OrgId, Organization, ResolveError, Resolver,
+    Route, E164,
 };
 use crate::telemetry::{outage::POSTGRES, series::Query};
 
@@ -343,9 +343,13 @@ impl Resolver for PgStore {
         rows.first().map(route_from_row).transpose()
     }
 
-    async fn resolve_agent(&self, id: Uuid) -> Result<Option<Arc<Agent>>, ResolveError> {
+    async fn resolve_agent(&self, id: AgentId) -> Result<Option<Arc<Agent>>, ResolveError> {
         let rows = self
-            .query_typed(Query::ResolveAgent, RESOLVE_AGENT_SQL, &[(&id, Type::UUID)])
+            .query_typed(
+                Query::ResolveAgent,
+                RESOLVE_AGENT_SQL,
+                &[(&id.uuid(), Type::UUID)],
+            )
             .await?;
         rows.first()
             .map(|row| agent_from_row(row).map(Arc::new))
@@ -354,13 +358,13 @@ impl Resolver for PgStore {
 
     async fn resolve_organization(
         &self,
-        id: Uuid,
+        id: OrgId,
     ) -> Result<Option<Arc<Organization>>, ResolveError> {
         let rows = self
             .query_typed(
                 Query::ResolveOrganization,
                 RESOLVE_ORGANIZATION_SQL,
-                &[(&id, Type::UUID)],
+                &[(&id.uuid(), Type::UUID)],
             )
             .await?;
         rows.first()
@@ -372,20 +376,20 @@ impl Resolver for PgStore {
 impl Directory for PgStore {
     async fn find_customer(
         &self,
-        org_id: Uuid,
+        org_id: OrgId,
         phone: &E164,
     ) -> Result<Option<Customer>, ResolveError> {
         let rows = self
             .query_typed(
                 Query::FindCustomer,
                 FIND_CUSTOMER_SQL,
-                &[(&org_id, Type::UUID), (&phone.as_str(), Type::TEXT)],
+                &[(&org_id.uuid(), Type::UUID), (&phone.as_str(), Type::TEXT)],
             )
             .await?;
         rows.first().map(customer_from_row).transpose()
     }
 
-    async fn call_org(&self, call_id: Uuid) -> Result<Option<Uuid>, ResolveError> {
+    async fn call_org(&self, call_id: CallId) -> Result<Option<OrgId>, ResolveError> {
         self.find_call_org(call_id).await
     }
 }
@@ -426,7 +430,7 @@ fn route_from_row(row: &Row) -> Result<Route, ResolveError> {
 fn organization_from_row(row: &Row) -> Result<Organization, ResolveError> {
     let plan_tier: &str = get(row, "org_plan_tier")?;
     Ok(Organization {
-        id: get(row, "org_id")?,
+        id: OrgId(get(row, "org_id")?),
         slug: get(row, "org_slug")?,
         name: get(row, "org_name")?,
         plan_tier: plan_tier.parse().map_err(|_| {
@@ -442,7 +446,7 @@ fn organization_from_row(row: &Row) -> Result<Organization, ResolveError> {
 
 fn agent_from_row(row: &Row) -> Result<Agent, ResolveError> {
     Ok(Agent {
-        id: get(row, "agent_id")?,
+        id: AgentId(get(row, "agent_id")?),
         name: get(row, "agent_name")?,
         voice_id: get(row, "agent_voice_id")?,
         llm_config: json_object(get(row, "agent_llm_config")?, "agents.llm_config")?,

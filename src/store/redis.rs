@@ -27,11 +27,10 @@ use std::{
 
 use redis::{aio::MultiplexedConnection, AsyncCommands, Script, SetExpiry, SetOptions};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::redis_link::{CommandError, RedisLink};
 use crate::domain::{
-    Agent, Change, Organization, Peeked, ResolveError, Resolver, Route, Tier, E164,
+    Agent, AgentId, Change, OrgId, Organization, Peeked, ResolveError, Resolver, Route, Tier, E164,
 };
 use crate::telemetry::series::RedisFallback;
 
@@ -84,8 +83,8 @@ pub struct RedisSettings {
 enum Binding {
     Bound {
         number_active: bool,
-        org_id: Uuid,
-        agent_id: Uuid,
+        org_id: OrgId,
+        agent_id: AgentId,
     },
     Absent,
 }
@@ -381,14 +380,14 @@ impl<R: Resolver> Resolver for RedisTier<R> {
         Ok(route)
     }
 
-    async fn resolve_agent(&self, id: Uuid) -> Result<Option<Arc<Agent>>, ResolveError> {
+    async fn resolve_agent(&self, id: AgentId) -> Result<Option<Arc<Agent>>, ResolveError> {
         self.part(self.settings.agent_key(id), self.inner.resolve_agent(id))
             .await
     }
 
     async fn resolve_organization(
         &self,
-        id: Uuid,
+        id: OrgId,
     ) -> Result<Option<Arc<Organization>>, ResolveError> {
         self.part(
             self.settings.org_key(id),
@@ -451,11 +450,11 @@ impl RedisSettings {
         format!("{}:{LAYOUT}", self.key_prefix)
     }
 
-    fn agent_key(&self, id: Uuid) -> String {
+    fn agent_key(&self, id: AgentId) -> String {
         format!("{}:a:{id}", self.parts_prefix())
     }
 
-    fn org_key(&self, id: Uuid) -> String {
+    fn org_key(&self, id: OrgId) -> String {
         format!("{}:o:{id}", self.parts_prefix())
     }
 }
@@ -485,8 +484,8 @@ mod tests {
     fn bindings_round_trip_and_anything_else_is_a_miss() {
         let bound = Binding::Bound {
             number_active: false,
-            org_id: Uuid::from_u128(1),
-            agent_id: Uuid::from_u128(2),
+            org_id: OrgId(uuid::Uuid::from_u128(1)),
+            agent_id: AgentId(uuid::Uuid::from_u128(2)),
         };
         assert_eq!(Binding::decode(&bound.encode()), Some(bound));
         assert_eq!(

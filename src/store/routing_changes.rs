@@ -5,14 +5,26 @@ use std::time::Duration;
 
 use tokio_postgres::{types::Type, Client};
 
+use crate::domain::{Change, E164};
+
 /// One logged change.
 #[derive(Debug, Clone)]
 pub struct LoggedChange {
     pub id: i64,
-    /// `number`, `agent` or `organization`.
-    pub entity: String,
-    /// The E.164 number or the agent's / organization's id.
-    pub key: String,
+    /// What changed; `None` when the row names nothing this version knows
+    /// (an entity added later, a malformed key).
+    pub change: Option<Change>,
+}
+
+/// The change a log row or a notification names: its `entity` (`number`,
+/// `agent` or `organization`) and `key` (the E.164 number or the id).
+pub fn parse(entity: &str, key: &str) -> Option<Change> {
+    match entity {
+        "number" => E164::from_canonical(key).ok().map(Change::Number),
+        "agent" => key.parse().ok().map(Change::Agent),
+        "organization" => key.parse().ok().map(Change::Organization),
+        _ => None,
+    }
 }
 
 /// What a replay found.
@@ -39,11 +51,11 @@ const SINCE_SQL: &str = "
                         - make_interval(secs => $2)
      order by id";
 
-/// Reads the log's bounds and, when `last_id` is not negative, the changes
-/// after it.
+/// Reads the log's bounds and, after a first session (`last_id` seen), the
+/// changes after it.
 pub async fn since(
     client: &Client,
-    last_id: i64,
+    last_id: Option<i64>,
     overlap: Duration,
 ) -> Result<ChangeLog, tokio_postgres::Error> {
     let bounds = client.query_typed(BOUNDS_SQL, &[]).await?;
@@ -51,10 +63,9 @@ pub async fn since(
         .first()
         .map(|row| (row.get(0), row.get(1)))
         .unwrap_or_default();
-    let changes = if last_id < 0 {
-        Vec::new()
-    } else {
-        client
+    let changes = match last_id {
+        None => Vec::new(),
+        Some(last_id) => client
             .query_typed(
                 SINCE_SQL,
                 &[
@@ -66,10 +77,9 @@ pub async fn since(
             .iter()
             .map(|row| LoggedChange {
                 id: row.get(0),
-                entity: row.get(1),
-                key: row.get(2),
+                change: parse(row.get(1), row.get(2)),
             })
-            .collect()
+            .collect(),
     };
     Ok(ChangeLog {
         changes,

@@ -69,8 +69,8 @@ mod tests {
         let cache = cache_over(Some("Reception"), None, settings());
         let changes = [
             Change::Number(number()),
-            Change::Agent(Uuid::from_u128(2)),
-            Change::Organization(Uuid::from_u128(1)),
+            Change::Agent(crate::domain::AgentId(Uuid::from_u128(2))),
+            Change::Organization(crate::domain::OrgId(Uuid::from_u128(1))),
         ];
         for (i, change) in changes.iter().enumerate() {
             cache.resolve(&number()).await.unwrap();

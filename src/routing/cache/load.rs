@@ -7,14 +7,13 @@
 use std::{future::Future, sync::Arc, time::Instant};
 
 use moka::future::Cache;
-use uuid::Uuid;
 
 use super::{
     settle::{parts_of, read_stripes, stripe, Kind, Snapshot},
     storage::{Binding, Entry, Lookup},
     RouteCache,
 };
-use crate::domain::{Agent, Organization, ResolveError, Resolver, Route, E164};
+use crate::domain::{Agent, AgentId, OrgId, Organization, ResolveError, Resolver, Route, E164};
 
 /// Why a coalesced reload of one agent or organization did not produce a
 /// value to cache.
@@ -45,30 +44,34 @@ pub(super) trait Part: Send + Sync + Sized + 'static {
     /// The kind of key its id is, for its stripe.
     const KIND: Kind;
 
+    /// Its id.
+    type Id: Copy + Eq + std::hash::Hash + Send + Sync + 'static;
+
     /// Where L1 keeps it.
-    fn kept<R>(cache: &RouteCache<R>) -> &Cache<Uuid, Entry<Arc<Self>>>;
+    fn kept<R>(cache: &RouteCache<R>) -> &Cache<Self::Id, Entry<Arc<Self>>>;
 
     /// It, read from `tier`.
     fn read(
         tier: &impl Resolver,
-        id: Uuid,
+        id: Self::Id,
     ) -> impl Future<Output = Result<Option<Arc<Self>>, ResolveError>> + Send;
 }
 
 /// Implements [`Part`] for `$part`, kept in `RouteCache::$kept` and read
 /// with `Resolver::$read`.
 macro_rules! part {
-    ($part:ty, $kind:expr, $kept:ident, $read:ident) => {
+    ($part:ty, $id:ty, $kind:expr, $kept:ident, $read:ident) => {
         impl Part for $part {
             const KIND: Kind = $kind;
+            type Id = $id;
 
-            fn kept<R>(cache: &RouteCache<R>) -> &Cache<Uuid, Entry<Arc<Self>>> {
+            fn kept<R>(cache: &RouteCache<R>) -> &Cache<$id, Entry<Arc<Self>>> {
                 &cache.$kept
             }
 
             fn read(
                 tier: &impl Resolver,
-                id: Uuid,
+                id: $id,
             ) -> impl Future<Output = Result<Option<Arc<Self>>, ResolveError>> + Send {
                 tier.$read(id)
             }
@@ -76,9 +79,10 @@ macro_rules! part {
     };
 }
 
-part!(Agent, Kind::Agent, agents, resolve_agent);
+part!(Agent, AgentId, Kind::Agent, agents, resolve_agent);
 part!(
     Organization,
+    OrgId,
     Kind::Organization,
     organizations,
     resolve_organization
@@ -170,7 +174,7 @@ impl<R: Resolver> RouteCache<R> {
     /// [`Self::part`]), or from the tier below with L1 off.
     pub(super) async fn resolve_part<T: Part>(
         &self,
-        id: Uuid,
+        id: T::Id,
     ) -> Result<Option<Arc<T>>, ResolveError> {
         if !self.enabled() {
             return T::read(&self.inner, id).await;
@@ -190,14 +194,18 @@ impl<R: Resolver> RouteCache<R> {
     /// cached unless an invalidation ran meanwhile (as in [`Self::load`]);
     /// from the `source` while a change to it settles or if one raced the
     /// load (as in [`Self::read_below`]).
-    async fn part<T: Send + Sync + 'static>(
+    async fn part<K, T>(
         &self,
         kind: Kind,
-        cache: &Cache<Uuid, Entry<Arc<T>>>,
-        id: Uuid,
+        cache: &Cache<K, Entry<Arc<T>>>,
+        id: K,
         below: impl Future<Output = Result<Option<Arc<T>>, ResolveError>>,
         source: impl Future<Output = Result<Option<Arc<T>>, ResolveError>>,
-    ) -> Result<Option<Arc<T>>, ResolveError> {
+    ) -> Result<Option<Arc<T>>, ResolveError>
+    where
+        K: Copy + Eq + std::hash::Hash + Send + Sync + 'static,
+        T: Send + Sync + 'static,
+    {
         if let Some(entry) = cache.get(&id).await {
             if self.fresh(&entry, Instant::now()) {
                 return Ok(Some(entry.value));
@@ -287,7 +295,9 @@ mod tests {
         for r in cache.inner().routes.lock().unwrap().iter_mut() {
             *r = route(r.number.as_str(), "Front desk");
         }
-        cache.apply(&Change::Agent(Uuid::from_u128(2))).await;
+        cache
+            .apply(&Change::Agent(crate::domain::AgentId(Uuid::from_u128(2))))
+            .await;
         settled(&cache).await;
         for _ in 0..2 {
             for n in &numbers {
@@ -304,7 +314,11 @@ mod tests {
 
         // a part that is gone: the binding is outdated, the route reloads
         cache.inner().routes.lock().unwrap().clear();
-        cache.apply(&Change::Organization(Uuid::from_u128(1))).await;
+        cache
+            .apply(&Change::Organization(crate::domain::OrgId(
+                Uuid::from_u128(1),
+            )))
+            .await;
         settled(&cache).await;
         assert!(cache.resolve(&numbers[0]).await.unwrap().is_none());
         assert_eq!(cache.inner().reads(), 3);

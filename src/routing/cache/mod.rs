@@ -68,9 +68,10 @@ use std::{
 
 use moka::future::Cache;
 use tokio::{runtime::Handle, sync::Semaphore};
-use uuid::Uuid;
 
-use crate::domain::{Agent, Organization, Peeked, ResolveError, Resolver, Route, E164};
+use crate::domain::{
+    Agent, AgentId, OrgId, Organization, Peeked, ResolveError, Resolver, Route, E164,
+};
 
 use self::{
     refresh::BACKGROUND_REFRESHES,
@@ -101,8 +102,8 @@ pub struct RouteCache<R> {
     inner: R,
     settings: CacheSettings,
     numbers: Cache<E164, Entry<Option<Binding>>>,
-    agents: Cache<Uuid, Entry<Arc<Agent>>>,
-    organizations: Cache<Uuid, Entry<Arc<Organization>>>,
+    agents: Cache<AgentId, Entry<Arc<Agent>>>,
+    organizations: Cache<OrgId, Entry<Arc<Organization>>>,
     /// Bumped by every eviction (for warm start and stale-if-error, which
     /// only ask whether anything changed).
     generation: AtomicU64,
@@ -286,14 +287,14 @@ impl<R: Resolver> Resolver for RouteCache<R> {
     /// [`RouteCache::complete`] uses for a binding whose part was evicted).
     fn resolve_agent(
         &self,
-        id: Uuid,
+        id: AgentId,
     ) -> impl Future<Output = Result<Option<Arc<Agent>>, ResolveError>> + Send {
         self.resolve_part(id)
     }
 
     fn resolve_organization(
         &self,
-        id: Uuid,
+        id: OrgId,
     ) -> impl Future<Output = Result<Option<Arc<Organization>>, ResolveError>> + Send {
         self.resolve_part(id)
     }

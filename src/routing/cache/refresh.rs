@@ -182,7 +182,9 @@ mod tests {
         cache.resolve(&number()).await.unwrap(); // starts the refresh
         cache.inner().entered.notified().await; // which has read "Reception"
         rename(&cache, "Front desk");
-        cache.apply(&Change::Agent(Uuid::from_u128(2))).await;
+        cache
+            .apply(&Change::Agent(crate::domain::AgentId(Uuid::from_u128(2))))
+            .await;
         gate.notify_one();
         cache.refreshes_done().await;
         assert_eq!(reread(&cache, &gate).await, "Front desk");

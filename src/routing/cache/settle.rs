@@ -12,10 +12,8 @@ use std::{
     sync::{atomic::Ordering, Arc},
 };
 
-use uuid::Uuid;
-
 use super::RouteCache;
-use crate::domain::{Resolver, Route, E164};
+use crate::domain::{AgentId, OrgId, Resolver, Route, E164};
 
 /// Generation counters, one per stripe of keys; see the module docs.
 pub(super) const STRIPES: usize = 64;
@@ -41,7 +39,7 @@ pub(super) fn stripe(kind: Kind, key: &impl Hash) -> usize {
 
 /// The stripes of what a read of `number` touched (its agent and
 /// organization, when found): a change to any of them makes it stale.
-pub(super) fn read_stripes(number: &E164, parts: Option<(Uuid, Uuid)>) -> Vec<usize> {
+pub(super) fn read_stripes(number: &E164, parts: Option<(AgentId, OrgId)>) -> Vec<usize> {
     let mut stripes = vec![stripe(Kind::Number, number)];
     if let Some((agent_id, org_id)) = parts {
         stripes.push(stripe(Kind::Agent, &agent_id));
@@ -51,7 +49,7 @@ pub(super) fn read_stripes(number: &E164, parts: Option<(Uuid, Uuid)>) -> Vec<us
 }
 
 /// A route's agent and organization ids.
-pub(super) fn parts_of(route: Option<&Route>) -> Option<(Uuid, Uuid)> {
+pub(super) fn parts_of(route: Option<&Route>) -> Option<(AgentId, OrgId)> {
     route.map(|r| (r.agent.id, r.organization.id))
 }
 
@@ -110,7 +108,7 @@ impl<R: Resolver> RouteCache<R> {
     pub(super) async fn undo_if_raced(
         &self,
         number: &E164,
-        parts: Option<(Uuid, Uuid)>,
+        parts: Option<(AgentId, OrgId)>,
         started_at: &Snapshot,
     ) -> bool {
         if !self.changed_since(started_at, &read_stripes(number, parts)) {
@@ -194,7 +192,10 @@ mod tests {
             Ok(route)
         }
 
-        async fn resolve_agent(&self, id: Uuid) -> Result<Option<Arc<Agent>>, ResolveError> {
+        async fn resolve_agent(
+            &self,
+            id: crate::domain::AgentId,
+        ) -> Result<Option<Arc<Agent>>, ResolveError> {
             match self.kept(|r| (r.agent.id == id).then(|| r.agent.clone())) {
                 Some(agent) => Ok(Some(agent)),
                 None => self.table.resolve_agent(id).await,
@@ -203,7 +204,7 @@ mod tests {
 
         async fn resolve_organization(
             &self,
-            id: Uuid,
+            id: crate::domain::OrgId,
         ) -> Result<Option<Arc<Organization>>, ResolveError> {
             match self.kept(|r| (r.organization.id == id).then(|| r.organization.clone())) {
                 Some(org) => Ok(Some(org)),
@@ -245,7 +246,7 @@ mod tests {
         cache.inner().table.routes.lock().unwrap()[0] = route("+14155550100", "Front desk");
         tokio::time::timeout(
             Duration::from_secs(5),
-            cache.apply(&Change::Agent(Uuid::from_u128(2))),
+            cache.apply(&Change::Agent(crate::domain::AgentId(Uuid::from_u128(2)))),
         )
         .await
         .expect("applying a change does not wait for the tiers below");
@@ -303,11 +304,14 @@ mod tests {
         let cache = cache_over(Some("Reception"), Some(gate.clone()), settings());
         let ours = [
             stripe(Kind::Number, &number()),
-            stripe(Kind::Agent, &Uuid::from_u128(2)),
-            stripe(Kind::Organization, &Uuid::from_u128(1)),
+            stripe(Kind::Agent, &crate::domain::AgentId(Uuid::from_u128(2))),
+            stripe(
+                Kind::Organization,
+                &crate::domain::OrgId(Uuid::from_u128(1)),
+            ),
         ];
         let other = (3..)
-            .map(Uuid::from_u128)
+            .map(|n| crate::domain::AgentId(Uuid::from_u128(n)))
             .find(|id| !ours.contains(&stripe(Kind::Agent, id)))
             .unwrap();
 
@@ -330,7 +334,9 @@ mod tests {
         let slow = resolve_in_task(&cache);
         cache.inner().entered.notified().await; // the load has read "Old"
         cache.inner().routes.lock().unwrap()[0] = route("+14155550100", "New");
-        cache.apply(&Change::Agent(Uuid::from_u128(2))).await;
+        cache
+            .apply(&Change::Agent(crate::domain::AgentId(Uuid::from_u128(2))))
+            .await;
         gate.notify_one(); // the slow load finishes after the eviction
 
         // the racing request itself rereads the source, and is answered

@@ -12,17 +12,16 @@ use std::{
 };
 
 use moka::{future::Cache, Expiry};
-use uuid::Uuid;
 
 use super::{CacheSettings, RouteCache};
-use crate::domain::{Resolver, Route, E164};
+use crate::domain::{AgentId, OrgId, Resolver, Route, E164};
 
 /// A number's binding: what the number points at.
 #[derive(Debug, Clone)]
 pub(super) struct Binding {
     pub(super) number_active: bool,
-    pub(super) org_id: Uuid,
-    pub(super) agent_id: Uuid,
+    pub(super) org_id: OrgId,
+    pub(super) agent_id: AgentId,
 }
 
 impl Binding {
@@ -123,9 +122,11 @@ pub(super) fn numbers(settings: &CacheSettings) -> Cache<E164, Entry<Option<Bind
 }
 
 /// Agents or organizations, kept (for stale-if-error) up to the maximum age.
-pub(super) fn parts<T: Send + Sync + 'static>(
-    settings: &CacheSettings,
-) -> Cache<Uuid, Entry<Arc<T>>> {
+pub(super) fn parts<K, T>(settings: &CacheSettings) -> Cache<K, Entry<Arc<T>>>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    T: Send + Sync + 'static,
+{
     Cache::builder()
         .max_capacity(settings.capacity)
         .time_to_live(settings.max_stale.max(settings.ttl))

@@ -57,13 +57,16 @@ impl Resolver for Table {
         Ok(found)
     }
 
-    async fn resolve_agent(&self, id: Uuid) -> Result<Option<Arc<Agent>>, ResolveError> {
+    async fn resolve_agent(
+        &self,
+        id: crate::domain::AgentId,
+    ) -> Result<Option<Arc<Agent>>, ResolveError> {
         Ok(self.part(|r| (r.agent.id == id).then(|| r.agent.clone())))
     }
 
     async fn resolve_organization(
         &self,
-        id: Uuid,
+        id: crate::domain::OrgId,
     ) -> Result<Option<Arc<Organization>>, ResolveError> {
         Ok(self.part(|r| (r.organization.id == id).then(|| r.organization.clone())))
     }
@@ -88,7 +91,7 @@ pub(super) fn route(number: &str, agent_name: &str) -> Route {
         number: E164::from_canonical(number).unwrap(),
         number_active: true,
         organization: Arc::new(Organization {
-            id: Uuid::from_u128(1),
+            id: crate::domain::OrgId(Uuid::from_u128(1)),
             slug: "acme".into(),
             name: "Acme".into(),
             plan_tier: crate::domain::PlanTier::Pro,
@@ -97,7 +100,7 @@ pub(super) fn route(number: &str, agent_name: &str) -> Route {
             is_active: true,
         }),
         agent: Arc::new(Agent {
-            id: Uuid::from_u128(2),
+            id: crate::domain::AgentId(Uuid::from_u128(2)),
             name: agent_name.into(),
             voice_id: "v".into(),
             llm_config: Default::default(),
