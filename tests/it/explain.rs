@@ -250,6 +250,9 @@ async fn a_cache_tier_turned_off_is_skipped() {
     let l1_off = spawn_seeded_app_with(|c| {
         cold(c);
         c.cache.cache_capacity = 0;
+        // about which tier answers, not how fast: a loaded machine must not
+        // turn an L2 read into a timeout that falls through to L3
+        c.redis.redis_timeout = Duration::from_secs(2);
     })
     .await;
     lookup(&l1_off.client, ACME).await;
