@@ -52,9 +52,8 @@ pub enum LogFormat {
 
 /// Installs the global log subscriber, with `log_filter` in `tracing`
 /// syntax. Call once, from `main`.
-pub fn init_logging(format: LogFormat, log_filter: &str) -> Result<(), String> {
-    let mut filter = EnvFilter::try_new(log_filter)
-        .map_err(|e| format!("SWITCHBOARD_LOG is not a valid filter: {e}"))?;
+pub fn init_logging(format: LogFormat, log_filter: &str) -> Result<(), LoggingError> {
+    let mut filter = EnvFilter::try_new(log_filter)?;
     if !log_filter.contains("deadpool") {
         filter = filter.add_directive(DEADPOOL_LOGS.parse().expect("a valid directive"));
     }
@@ -67,7 +66,16 @@ pub fn init_logging(format: LogFormat, log_filter: &str) -> Result<(), String> {
             .with_current_span(true)
             .try_init(),
     };
-    result.map_err(|e| format!("cannot install the log subscriber: {e}"))
+    result.map_err(LoggingError::Install)
+}
+
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    #[error("SWITCHBOARD_LOG is not a valid filter: {0}")]
+    Filter(#[from] tracing_subscriber::filter::ParseError),
+    #[error("cannot install the log subscriber: {0}")]
+    Install(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The process-wide metrics recorder, installed on first use. Several

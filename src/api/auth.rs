@@ -34,20 +34,27 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
+/// A token too short to be a secret, by its position (the token itself is
+/// never shown).
+#[derive(Debug, thiserror::Error)]
+#[error("SWITCHBOARD_API_TOKENS: token {position} is shorter than {MIN_TOKEN_LEN} characters")]
+pub struct ShortToken {
+    pub position: usize,
+}
+
 impl Tokens {
     /// Parses `SWITCHBOARD_API_TOKENS`: tokens separated by commas (spaces
     /// around them ignored). Refuses short tokens, naming only their position.
-    pub fn parse(raw: &SecretString) -> Result<Self, String> {
+    pub fn parse(raw: &SecretString) -> Result<Self, ShortToken> {
         let mut digests = Vec::new();
         for (position, token) in raw.expose_secret().split(',').map(str::trim).enumerate() {
             if token.is_empty() {
                 continue;
             }
             if token.len() < MIN_TOKEN_LEN {
-                return Err(format!(
-                    "SWITCHBOARD_API_TOKENS: token {} is shorter than {MIN_TOKEN_LEN} characters",
-                    position + 1
-                ));
+                return Err(ShortToken {
+                    position: position + 1,
+                });
             }
             digests.push(digest(token));
         }
@@ -133,7 +140,8 @@ mod tests {
         let error = Tokens::parse(&SecretString::from(
             "a-long-enough-token-1,tiny".to_string(),
         ))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("token 2"), "{error}");
         assert!(!error.contains("tiny"), "{error}");
         assert!(tokens("").is_empty());

@@ -39,7 +39,7 @@ impl GrpcServer {
         router: Arc<Router<AppResolver>>,
         tls: Option<ServerTlsConfig>,
     ) -> anyhow::Result<Self> {
-        let authenticate = config.tokens().map_err(anyhow::Error::msg)?.interceptor();
+        let authenticate = config.tokens()?.interceptor();
         let max_message_bytes = config.grpc.max_message_bytes;
         let service = CallRouterServer::new(CallRouterService::new(router, config.limits()))
             .max_decoding_message_size(max_message_bytes)

@@ -22,8 +22,7 @@ pub(super) async fn connect_store(config: &ServeConfig) -> anyhow::Result<PgStor
     let store = PgStore::new(
         database.database_url.expose_secret(),
         &config.pool_settings(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     for (setting, url) in [
         ("DATABASE_URL", &database.database_url),
         ("DATABASE_DIRECT_URL", &database.database_direct_url),
@@ -55,9 +54,7 @@ pub(super) async fn open_spool(settings: SpoolSettings) -> anyhow::Result<Spool>
 /// because a proxy in front is said to terminate it (refused otherwise, by
 /// validation).
 pub(super) fn warn_if_tokens_in_clear(config: &ServeConfig) -> anyhow::Result<()> {
-    if config.tls.tls_terminated_upstream
-        && config.tokens_in_clear(&config.tokens().map_err(anyhow::Error::msg)?)
-    {
+    if config.tls.tls_terminated_upstream && config.tokens_in_clear(&config.tokens()?) {
         tracing::warn!(
             grpc_addr = %config.grpc.grpc_addr,
             "serving bearer tokens without TLS on a non-loopback address: whatever is in \

@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use super::{defaults::*, duration, secret};
 use crate::{
     admission::{AdmissionMode, RedisDownPolicy},
-    api::auth::Tokens,
+    api::auth::{ShortToken, Tokens},
 };
 
 #[derive(Debug, Clone, Args)]
@@ -288,7 +288,7 @@ impl ServeConfig {
     }
 
     /// The gateways' tokens (none when unset).
-    pub fn tokens(&self) -> Result<Tokens, String> {
+    pub fn tokens(&self) -> Result<Tokens, ShortToken> {
         match &self.auth.api_tokens {
             Some(raw) => Tokens::parse(raw),
             None => Tokens::parse(&SecretString::from(String::new())),

@@ -90,7 +90,7 @@ impl ServeConfig {
     /// network in clear.
     fn validate_exposure(&self) -> Result<(), String> {
         let grpc = &self.grpc;
-        let tokens = self.tokens()?;
+        let tokens = self.tokens().map_err(|e| e.to_string())?;
         if tokens.is_empty()
             && !grpc.grpc_addr.ip().is_loopback()
             && !self.auth.allow_unauthenticated

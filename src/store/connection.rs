@@ -139,6 +139,15 @@ impl PgTarget {
     }
 }
 
+/// Why a connection's TLS cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsCheckError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("sslmode={mode} cannot work: {error}")]
+    CannotWork { mode: &'static str, error: String },
+}
+
 /// Tries one connection to `connection_string` within `timeout`, and fails
 /// only if its TLS cannot work (see [`is_tls_failure`]). A server that does
 /// not answer is an outage, which the daemon starts through (reporting not
@@ -146,8 +155,8 @@ impl PgTarget {
 pub async fn check_tls(
     connection_string: &str,
     timeout: std::time::Duration,
-) -> Result<(), String> {
-    let mut target = PgTarget::parse(connection_string).map_err(|e| e.to_string())?;
+) -> Result<(), TlsCheckError> {
+    let mut target = PgTarget::parse(connection_string)?;
     if target.mode == SslMode::Disable {
         return Ok(());
     }
@@ -158,10 +167,10 @@ pub async fn check_tls(
             let reason = std::error::Error::source(&error)
                 .map(|cause| format!(": {cause}"))
                 .unwrap_or_default();
-            Err(format!(
-                "sslmode={} cannot work: {error}{reason}",
-                target.mode.as_str()
-            ))
+            Err(TlsCheckError::CannotWork {
+                mode: target.mode.as_str(),
+                error: format!("{error}{reason}"),
+            })
         }
         _ => Ok(()),
     }

@@ -132,13 +132,22 @@ const FIND_CUSTOMER_SQL: &str = "
       from public.customers c
      where c.org_id = $1 and c.phone = $2";
 
+/// Why the pool could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolSetupError {
+    #[error("DATABASE_URL {0}")]
+    Url(#[from] super::connection::TargetError),
+    #[error("cannot build the database pool: {0}")]
+    Pool(#[from] deadpool_postgres::BuildError),
+}
+
 impl PgStore {
     /// Builds the pool. Connections are opened lazily, so this succeeds while
     /// the database is down; `ping` says whether it answers.
-    pub fn new(database_url: &str, settings: &PoolSettings) -> Result<Self, String> {
+    pub fn new(database_url: &str, settings: &PoolSettings) -> Result<Self, PoolSetupError> {
         let PgTarget {
             mut config, tls, ..
-        } = PgTarget::parse(database_url).map_err(|e| format!("DATABASE_URL {e}"))?;
+        } = PgTarget::parse(database_url)?;
         config.connect_timeout(settings.connect_timeout);
         if config.get_application_name().is_none() {
             config.application_name("switchboard");
@@ -158,8 +167,7 @@ impl PgStore {
             .create_timeout(Some(settings.connect_timeout))
             .recycle_timeout(Some(settings.connect_timeout))
             .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| format!("cannot build the database pool: {e}"))?;
+            .build()?;
         Ok(Self {
             pool,
             query_timeout: settings.query_timeout,

@@ -38,6 +38,15 @@ enum LoadError {
     Raced(Option<Route>),
 }
 
+/// What the tier below answered, and whether L1 may keep it.
+pub(super) enum Below {
+    /// The answer (a route, or "not provisioned"), safe to keep.
+    Keep(Option<Route>),
+    /// A change to what it names is settling or ran meanwhile: the answer
+    /// must come from the source and not be kept.
+    Settling,
+}
+
 /// A part of a route cached apart from its number's binding, and reloaded
 /// alone: an agent or an organization.
 pub(super) trait Part: Send + Sync + Sized + 'static {
@@ -98,9 +107,9 @@ impl<R: Resolver> RouteCache<R> {
             .numbers
             .try_get_with_by_ref(number, async {
                 match self.read_below(number, &started_at).await {
-                    Ok(Some(route)) => Ok(self.keep_parts(route.as_ref()).await),
+                    Ok(Below::Keep(route)) => Ok(self.keep_parts(route.as_ref()).await),
                     // answered from the source, not kept
-                    Ok(None) => match self.inner.source().resolve(number).await {
+                    Ok(Below::Settling) => match self.inner.source().resolve(number).await {
                         Ok(route) => Err(LoadError::Raced(route)),
                         Err(error) => Err(LoadError::Source(error)),
                     },
@@ -126,15 +135,15 @@ impl<R: Resolver> RouteCache<R> {
                 Lookup::Stale(route, _) => Ok(Some(route)),
                 Lookup::Miss | Lookup::Partial(_) => {
                     match self.read_below(number, &self.snapshot()).await? {
-                        Some(route) => Ok(route),
-                        None => self.inner.source().resolve(number).await,
+                        Below::Keep(route) => Ok(route),
+                        Below::Settling => self.inner.source().resolve(number).await,
                     }
                 }
             },
         }
     }
 
-    /// `number`'s route from the tier below, for L1 to keep; `None` where a
+    /// `number`'s route from the tier below, for L1 to keep, unless a
     /// change to anything it names is settling, or ran since `started_at`:
     /// the tier below may have answered with the copy the change replaces.
     /// An answer then comes from the source, and is not kept.
@@ -142,13 +151,17 @@ impl<R: Resolver> RouteCache<R> {
         &self,
         number: &E164,
         started_at: &Snapshot,
-    ) -> Result<Option<Option<Route>>, ResolveError> {
+    ) -> Result<Below, ResolveError> {
         if self.unsettled(started_at, &read_stripes(number, None)) {
-            return Ok(None);
+            return Ok(Below::Settling);
         }
         let route = self.inner.resolve(number).await?;
         let stripes = read_stripes(number, parts_of(route.as_ref()));
-        Ok((!self.unsettled(started_at, &stripes)).then_some(route))
+        Ok(if self.unsettled(started_at, &stripes) {
+            Below::Settling
+        } else {
+            Below::Keep(route)
+        })
     }
 
     /// The route of a current binding whose agent or organization a change

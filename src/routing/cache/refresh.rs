@@ -8,6 +8,7 @@ use std::{
 };
 
 use super::{
+    load::Below,
     settle::{parts_of, Snapshot},
     stats::refreshed,
     RouteCache,
@@ -58,8 +59,8 @@ impl<R: Resolver> RouteCache<R> {
         let started_at = self.snapshot();
         let generation = self.generation.load(Ordering::Acquire);
         match self.read_below(number, &started_at).await {
-            Ok(None) => "raced",
-            Ok(Some(route)) => {
+            Ok(Below::Settling) => "raced",
+            Ok(Below::Keep(route)) => {
                 if self.keep_reread(number, route.as_ref(), &started_at).await {
                     "raced"
                 } else {

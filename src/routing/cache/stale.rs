@@ -10,6 +10,7 @@ use std::{
 };
 
 use super::{
+    load::Below,
     stats,
     storage::{Binding, Entry},
     RouteCache,
@@ -60,13 +61,13 @@ impl<R: Resolver> RouteCache<R> {
             .rereads
             .try_get_with_by_ref(number, async {
                 match self.read_below(number, &started_at).await? {
-                    Some(read) => {
+                    Below::Keep(read) => {
                         self.keep_reread(number, read.as_ref(), &started_at).await;
                         Ok(read)
                     }
                     // a change to what it names is settling: the source's
                     // answer, not kept (as in `load`)
-                    None => self.inner.source().resolve(number).await,
+                    Below::Settling => self.inner.source().resolve(number).await,
                 }
             })
             .await;
