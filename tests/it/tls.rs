@@ -223,6 +223,10 @@ async fn the_route_cache_admission_and_tombstones_work_over_redis_tls() {
     let cold = |c: &mut switchboard::config::ServeConfig| {
         c.cache.cache_warm_limit = 0;
         c.admission.admission_on_redis_down = switchboard::admission::RedisDownPolicy::Reject;
+        // about TLS working, not about speed: on a loaded machine a TLS
+        // exchange may take longer than the default Redis timeout, and a
+        // route is filled into L2 only once
+        c.redis.redis_timeout = Duration::from_secs(2);
     };
     let pooler = stack.pgbouncer_port;
     let app = spawn_app_on(stack, db_name, cold).await;
