@@ -4,7 +4,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::REMEMBERED_RESETS;
+/// Cancelled streams each connection remembers: the open loop's default
+/// `--max-outstanding`.
+pub const REMEMBERED_RESETS: usize = 20_000;
 
 #[derive(Parser)]
 #[command(about = "Switchboard load generator and baselines (see benches/rps/main.rs)")]

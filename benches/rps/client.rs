@@ -11,11 +11,8 @@ use tonic::{
     Request, Response, Status,
 };
 
+use crate::cli::REMEMBERED_RESETS;
 use crate::dataset::bench_number;
-
-/// Cancelled streams each connection remembers: the open loop's default
-/// `--max-outstanding`.
-pub const REMEMBERED_RESETS: usize = 20_000;
 
 pub async fn connect(
     target: &str,

@@ -144,21 +144,3 @@ pub trait Directory: Send + Sync + 'static {
         call_id: CallId,
     ) -> impl Future<Output = Result<Option<OrgId>, ResolveError>> + Send;
 }
-
-/// A shared directory looks up like the one it shares.
-impl<D: Directory> Directory for Arc<D> {
-    fn find_customer(
-        &self,
-        org_id: OrgId,
-        phone: &E164,
-    ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send {
-        (**self).find_customer(org_id, phone)
-    }
-
-    fn call_org(
-        &self,
-        call_id: CallId,
-    ) -> impl Future<Output = Result<Option<OrgId>, ResolveError>> + Send {
-        (**self).call_org(call_id)
-    }
-}

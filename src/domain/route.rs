@@ -41,7 +41,17 @@ impl Route {
 }
 
 /// An organization's plan, as the schema's `plan_tier` enum has it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::EnumString)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum PlanTier {
@@ -53,11 +63,7 @@ pub enum PlanTier {
 impl PlanTier {
     /// The name stored and sent to gateways (`starter`, `pro`, `enterprise`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            PlanTier::Starter => "starter",
-            PlanTier::Pro => "pro",
-            PlanTier::Enterprise => "enterprise",
-        }
+        self.into()
     }
 }
 
@@ -134,5 +140,22 @@ impl Inactive {
             Inactive::Agent => "agent_inactive",
             Inactive::Organization => "organization_inactive",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PlanTier;
+
+    #[test]
+    fn a_plan_tier_reads_back_its_stored_name() {
+        for tier in [PlanTier::Starter, PlanTier::Pro, PlanTier::Enterprise] {
+            assert_eq!(tier.as_str().parse::<PlanTier>().unwrap(), tier);
+            assert_eq!(
+                serde_json::to_string(&tier).unwrap(),
+                format!("\"{}\"", tier.as_str())
+            );
+        }
+        assert_eq!(PlanTier::Enterprise.as_str(), "enterprise");
     }
 }

@@ -33,7 +33,7 @@ impl AsyncTransaction for InTransaction<'_, '_> {
 
 impl AsyncQuery<Vec<Migration>> for InTransaction<'_, '_> {
     async fn query<'q>(&'q mut self, query: &'q str) -> Result<Vec<Migration>, Self::Error> {
-        let rows = self.0.query(query, &[]).await?;
+        let rows = self.0.query_typed(query, &[]).await?;
         Ok(rows
             .iter()
             .map(|row| {

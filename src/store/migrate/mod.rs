@@ -13,7 +13,7 @@ mod report;
 
 use refinery::Target;
 use secrecy::{ExposeSecret, SecretString};
-use tokio_postgres::{types::Type, Client, Transaction};
+use tokio_postgres::{types::Type, Client, Row, Transaction};
 
 use in_transaction::InTransaction;
 pub use report::{Issue, Report};
@@ -265,11 +265,21 @@ async fn set_adoption_settings(tx: &Transaction<'_>, adopt: &Adoption) -> Result
     Ok(())
 }
 
+/// The one row of a statement that always answers one (an aggregate, a
+/// `select` of constants). `migrate` runs on the direct connection, but like
+/// the rest of the store it sends only unnamed statements: nothing here
+/// breaks if an operator points it at a pooler.
+async fn one_row(tx: &Transaction<'_>, sql: &str) -> Result<Row, tokio_postgres::Error> {
+    let mut rows = tx.query_typed(sql, &[]).await?;
+    // an aggregate without GROUP BY answers exactly one row
+    Ok(rows.swap_remove(0))
+}
+
 /// What the database holds, read before anything runs.
 async fn detect_shape(tx: &Transaction<'_>) -> Result<Shape, MigrateError> {
-    let row = tx
-        .query_one(
-            "select
+    let row = one_row(
+        tx,
+        "select
                exists (select 1 from pg_attribute
                         where attrelid = to_regclass('public.profiles') and attname = 'org_id'
                           and not attisdropped),
@@ -277,29 +287,28 @@ async fn detect_shape(tx: &Transaction<'_>) -> Result<Shape, MigrateError> {
                to_regclass('switchboard.schema_history') is not null,
                coalesce(to_regclass('public.agents'), to_regclass('public.customers'),
                         to_regclass('public.calls')) is not null",
-            &[],
-        )
-        .await?;
+    )
+    .await?;
     let (profiles_with_org, adoptions, history, application_tables): (bool, bool, bool, bool) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
     // (tables that may not exist are read in statements of their own: a
     // statement naming a missing table fails as a whole)
     let adopted = adoptions
-        && tx
-            .query_opt(
+        && !tx
+            .query_typed(
                 "select 1 from switchboard.adoptions where shape = 'multi_tenant'",
                 &[],
             )
             .await?
-            .is_some();
+            .is_empty();
     let tenancy_applied = history
-        && tx
-            .query_opt(
+        && !tx
+            .query_typed(
                 "select 1 from switchboard.schema_history where version = $1",
-                &[&TENANCY_VERSION],
+                &[(&TENANCY_VERSION, Type::INT4)],
             )
             .await?
-            .is_some();
+            .is_empty();
     Ok(if profiles_with_org && !adopted {
         Shape::MultiTenant
     } else if tenancy_applied {

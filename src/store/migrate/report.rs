@@ -7,7 +7,9 @@ use std::{
     fmt,
 };
 
-use tokio_postgres::Transaction;
+use tokio_postgres::{types::Type, Transaction};
+
+use super::one_row;
 use uuid::Uuid;
 
 use super::{Applied, Shape};
@@ -66,21 +68,19 @@ impl Snapshot {
         {
             tx.batch_execute(KEEP_PHONES_SQL).await?;
         }
-        let issues_exist: bool = tx
-            .query_one(
-                "select to_regclass('switchboard.adoption_issues') is not null",
-                &[],
+        let issues_exist: bool = one_row(
+            tx,
+            "select to_regclass('switchboard.adoption_issues') is not null",
+        )
+        .await?
+        .get(0);
+        if issues_exist {
+            snapshot.last_issue = one_row(
+                tx,
+                "select coalesce(max(id), 0) from switchboard.adoption_issues",
             )
             .await?
             .get(0);
-        if issues_exist {
-            snapshot.last_issue = tx
-                .query_one(
-                    "select coalesce(max(id), 0) from switchboard.adoption_issues",
-                    &[],
-                )
-                .await?
-                .get(0);
         }
         Ok(snapshot)
     }
@@ -88,17 +88,17 @@ impl Snapshot {
     /// The schema only: tables, columns, constraints and functions.
     async fn take_schema(tx: &Transaction<'_>) -> Result<Self, tokio_postgres::Error> {
         let mut columns: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for row in tx.query(COLUMNS_SQL, &[]).await? {
+        for row in tx.query_typed(COLUMNS_SQL, &[]).await? {
             columns.entry(row.get(0)).or_default().insert(row.get(1));
         }
         let constraints = tx
-            .query(CONSTRAINTS_SQL, &[])
+            .query_typed(CONSTRAINTS_SQL, &[])
             .await?
             .iter()
             .map(|row| ((row.get(0), row.get(1)), row.get(2)))
             .collect();
         let functions = tx
-            .query(FUNCTIONS_SQL, &[])
+            .query_typed(FUNCTIONS_SQL, &[])
             .await?
             .iter()
             .map(|row| row.get(0))
@@ -118,8 +118,7 @@ async fn count_rows(
 ) -> Result<BTreeMap<String, i64>, tokio_postgres::Error> {
     let mut rows = BTreeMap::new();
     for table in COUNTED.iter().filter(|t| columns.contains_key(**t)) {
-        let count: i64 = tx
-            .query_one(&format!("select count(*) from public.{table}"), &[])
+        let count: i64 = one_row(tx, &format!("select count(*) from public.{table}"))
             .await?
             .get(0);
         rows.insert(table.to_string(), count);
@@ -249,15 +248,11 @@ impl Report {
         tx: &Transaction<'_>,
         before: &Snapshot,
     ) -> Result<(), tokio_postgres::Error> {
-        let numbers = tx
-            .query_one(
-                "select count(*),
+        let numbers = one_row(tx, "select count(*),
                         count(*) filter (where (to_jsonb(a) ->> 'phone_number') is distinct from p.number)
                    from public.phone_numbers p
                    join public.agents a on a.id = p.agent_id
-                  where p.created_at = now()",
-                &[],
-            )
+                  where p.created_at = now()")
             .await?;
         self.numbers_routed = numbers.get(0);
         self.numbers_rewritten = numbers.get(1);
@@ -266,18 +261,17 @@ impl Report {
             .get("customers")
             .is_some_and(|c| c.contains("phone"))
         {
-            self.customer_phones_rewritten = tx
-                .query_one(
-                    "select count(*) from public.customers c
+            self.customer_phones_rewritten = one_row(
+                tx,
+                "select count(*) from public.customers c
                        join pg_temp.adoption_phones_before b on b.id = c.id
                       where c.phone is distinct from b.phone",
-                    &[],
-                )
-                .await?
-                .get(0);
+            )
+            .await?
+            .get(0);
         }
         self.memberships_created = tx
-            .query(
+            .query_typed(
                 "select role::text, count(*) from public.memberships
                   where created_at = now() group by role",
                 &[],
@@ -287,7 +281,7 @@ impl Report {
             .map(|row| (row.get(0), row.get(1)))
             .collect();
         self.owners = tx
-            .query(
+            .query_typed(
                 "select o.slug, coalesce(u.email, u.id::text)
                    from public.memberships m
                    join public.organizations o on o.id = m.org_id
@@ -302,10 +296,10 @@ impl Report {
             .collect();
         self.ownerless = ownerless(tx).await?;
         self.issues = tx
-            .query(
+            .query_typed(
                 "select table_name, row_id, issue from switchboard.adoption_issues
                   where id > $1 order by table_name, row_id nulls first, issue",
-                &[&before.last_issue],
+                &[(&before.last_issue, Type::INT8)],
             )
             .await?
             .iter()
@@ -338,7 +332,7 @@ impl Report {
 /// Slugs of live organizations without an owner.
 pub(super) async fn ownerless(tx: &Transaction<'_>) -> Result<Vec<String>, tokio_postgres::Error> {
     Ok(tx
-        .query(
+        .query_typed(
             "select o.slug from public.organizations o
               where o.deleted_at is null
                 and not exists (select 1 from public.memberships m
