@@ -49,7 +49,8 @@ const CALL_ORG_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// Returns `{code, active}`: code 0 = refused (at the limit), 1 = admitted,
 /// 2 = the call already holds a lease (a retry), 3 = over the limit but
 /// admitted (shadow mode); `active` counts live leases including this call's.
-const TAKE_LEASE: &str = r"
+/// Public for the benchmarks, which run it alone as the floor of `RouteCall`.
+pub const TAKE_LEASE: &str = r"
 local now = redis.call('TIME')
 now = now[1] * 1000 + math.floor(now[2] / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)

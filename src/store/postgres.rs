@@ -127,7 +127,9 @@ const RESOLVE_ORGANIZATION_SQL: &str = concat!(
 /// Every active route, for warm start; `$1` caps the rows read.
 const ACTIVE_ROUTES_SQL: &str = concat!(route_select!(), "\n     where p.is_active\n     limit $1");
 
-const FIND_CUSTOMER_SQL: &str = "
+/// A caller's customer record in one organization. Public for the
+/// benchmarks, whose per-call baseline runs it through the pooler.
+pub const FIND_CUSTOMER_SQL: &str = "
     select c.id, c.phone, c.name, c.email
       from public.customers c
      where c.org_id = $1 and c.phone = $2";
