@@ -73,7 +73,7 @@ impl From<Explanation> for ExplainRouteResponse {
                 .as_ref()
                 .map(|caller| proto::CallerExplanation {
                     number: Some(number(caller)),
-                    customer: explanation.customer.as_ref().map(proto::Customer::from),
+                    customer: explanation.customer.as_deref().map(proto::Customer::from),
                 }),
             admission: explanation.admission.as_ref().map(admission),
         }

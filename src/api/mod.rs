@@ -199,7 +199,7 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
                 Ok(RouteCallResponse {
                     call_id: routed.call_id.to_string(),
                     route: Some(proto::Route::from(&routed.route)),
-                    customer: routed.customer.as_ref().map(proto::Customer::from),
+                    customer: routed.customer.as_deref().map(proto::Customer::from),
                 })
             }
             .instrument(span),

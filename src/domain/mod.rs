@@ -4,8 +4,8 @@
 //! * [`E164`]: a phone number, parsed once at the edge;
 //! * [`Route`], [`Organization`], [`Agent`], [`Customer`]: what a number
 //!   resolves to, and [`ResolveError`] when it cannot be read;
-//! * [`Resolver`] (routes, through the cache tiers) and [`Directory`]
-//!   (customers and calls, from PostgreSQL), with [`Change`] for what the
+//! * [`Resolver`] (routes and callers, through the cache tiers) and
+//!   [`Directory`] (calls, from PostgreSQL), with [`Change`] for what the
 //!   change log invalidates and [`Peeked`] for a look that changes nothing;
 //! * [`event`]: the call and usage events the recorder writes.
 

@@ -1,5 +1,5 @@
-//! Where routes come from ([`Resolver`]: the PostgreSQL store and the cache
-//! tiers in front of it) and where customers and calls are looked up
+//! Where routes and callers come from ([`Resolver`]: the PostgreSQL store
+//! and the cache tiers in front of it) and where calls are looked up
 //! ([`Directory`]: the PostgreSQL store alone).
 
 use std::{future::Future, sync::Arc};
@@ -12,6 +12,9 @@ pub enum Change {
     Number(E164),
     Agent(AgentId),
     Organization(OrgId),
+    /// A customer row of this organization with this phone was added,
+    /// changed or removed: what the caller lookup answers for them.
+    Customer(OrgId, E164),
 }
 
 /// The tier that answers a lookup.
@@ -38,8 +41,9 @@ pub struct Peeked {
     pub stale: bool,
 }
 
-/// Where routes come from. Implemented by the PostgreSQL store and by the
-/// cache tiers in front of it; the [`Router`] does not know which it has.
+/// Where routes and callers come from. Implemented by the PostgreSQL store
+/// and by the cache tiers in front of it; the [`Router`] does not know
+/// which it has.
 pub trait Resolver: Send + Sync + 'static {
     /// The tier at the bottom: the source of truth itself (PostgreSQL).
     type Source: Resolver;
@@ -67,6 +71,26 @@ pub trait Resolver: Send + Sync + 'static {
         &self,
         id: OrgId,
     ) -> impl Future<Output = Result<Option<Arc<Organization>>, ResolveError>> + Send;
+
+    /// The customer of `org_id` whose phone is `phone`, `Ok(None)` when the
+    /// caller is not one (cached like a route: a caller is asked about on
+    /// every call, a stranger included).
+    fn resolve_caller(
+        &self,
+        org_id: OrgId,
+        phone: &E164,
+    ) -> impl Future<Output = Result<Option<Arc<Customer>>, ResolveError>> + Send;
+
+    /// What `resolve_caller` would answer now, changing nothing (as
+    /// [`Resolver::peek`] for routes). A resolver that keeps nothing
+    /// answers as `resolve_caller` does.
+    fn peek_caller(
+        &self,
+        org_id: OrgId,
+        phone: &E164,
+    ) -> impl Future<Output = Result<Option<Arc<Customer>>, ResolveError>> + Send {
+        self.resolve_caller(org_id, phone)
+    }
 
     /// Forgets what `change` affects, in this tier and the ones below it.
     /// Tiers that keep nothing need not implement it.
@@ -118,6 +142,22 @@ impl<R: Resolver> Resolver for Arc<R> {
         (**self).resolve_organization(id)
     }
 
+    fn resolve_caller(
+        &self,
+        org_id: OrgId,
+        phone: &E164,
+    ) -> impl Future<Output = Result<Option<Arc<Customer>>, ResolveError>> + Send {
+        (**self).resolve_caller(org_id, phone)
+    }
+
+    fn peek_caller(
+        &self,
+        org_id: OrgId,
+        phone: &E164,
+    ) -> impl Future<Output = Result<Option<Arc<Customer>>, ResolveError>> + Send {
+        (**self).peek_caller(org_id, phone)
+    }
+
     fn invalidate(&self, change: &Change) -> impl Future<Output = ()> + Send {
         (**self).invalidate(change)
     }
@@ -127,16 +167,10 @@ impl<R: Resolver> Resolver for Arc<R> {
     }
 }
 
-/// Customers and calls: read from the source of truth on every ask, by the
-/// PostgreSQL store only (no cache tier keeps them).
+/// Calls: read from the source of truth, by the PostgreSQL store only, for
+/// the rare `EndCall` or usage report of a call this replica did not route
+/// and Redis does not remember.
 pub trait Directory: Send + Sync + 'static {
-    /// The customer of `org_id` whose phone is `phone`, if any.
-    fn find_customer(
-        &self,
-        org_id: OrgId,
-        phone: &E164,
-    ) -> impl Future<Output = Result<Option<Customer>, ResolveError>> + Send;
-
     /// The organization of a recorded call, `Ok(None)` when no call has
     /// this id.
     fn call_org(

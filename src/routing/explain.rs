@@ -18,6 +18,8 @@
 //! so the API layer names it through the one status mapping and the reason
 //! is exactly the one a gateway would see.
 
+use std::sync::Arc;
+
 use super::{Field, RouteError, Router};
 use crate::{
     admission::Preview,
@@ -48,7 +50,7 @@ pub struct Explanation {
     /// up.
     pub lookup: Option<Peeked>,
     /// The caller, when they are a known customer of the route's org.
-    pub customer: Option<Customer>,
+    pub customer: Option<Arc<Customer>>,
     /// The organization's limit and admission's decision for a new call;
     /// `None` when the number is not provisioned.
     pub admission: Option<Preview>,
@@ -127,7 +129,7 @@ impl<R: Resolver, D: Directory> Router<R, D> {
                 .and_then(|caller| caller.result.as_ref().ok());
             let (preview, customer) = tokio::join!(
                 self.admission.preview(&route.organization),
-                self.identify_caller(route, caller),
+                self.peek_caller(route, caller),
             );
             // RouteCall admits only an active route: its refusal comes first
             if explanation.refusal.is_none() {

@@ -26,7 +26,10 @@
 mod cache;
 mod explain;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
 
 use uuid::Uuid;
 
@@ -199,7 +202,7 @@ pub struct RoutedCall {
     pub call_id: CallId,
     pub route: Route,
     /// The caller, when they are a known customer of the route's org.
-    pub customer: Option<Customer>,
+    pub customer: Option<Arc<Customer>>,
 }
 
 /// Answers the gateway: routes calls, ends them, meters them. The
@@ -437,21 +440,28 @@ impl<R: Resolver, D: Directory> Router<R, D> {
     /// Caller identification is enrichment: a withheld or unparseable caller
     /// id, or a failed lookup, routes the call without a customer rather
     /// than failing it.
-    async fn identify_caller(&self, route: &Route, caller: Option<&E164>) -> Option<Customer> {
-        match self
-            .directory
-            .find_customer(route.organization.id, caller?)
-            .await
-        {
-            Ok(customer) => customer,
-            // counted, not logged: the store logs the outage behind it
-            Err(_) => {
-                metrics::counter!("switchboard_routing_customer_lookup_failures_total")
-                    .increment(1);
-                None
-            }
-        }
+    async fn identify_caller(&self, route: &Route, caller: Option<&E164>) -> Option<Arc<Customer>> {
+        let caller = caller?;
+        let org_id = route.organization.id;
+        caller_or_none(self.resolver.resolve_caller(org_id, caller).await)
     }
+
+    /// What `identify_caller` would answer now, changing nothing (for
+    /// explain).
+    async fn peek_caller(&self, route: &Route, caller: Option<&E164>) -> Option<Arc<Customer>> {
+        let caller = caller?;
+        let org_id = route.organization.id;
+        caller_or_none(self.resolver.peek_caller(org_id, caller).await)
+    }
+}
+
+/// A caller lookup's answer, a failure counted and taken as "no customer"
+/// (the store logs the outage behind it).
+fn caller_or_none(lookup: Result<Option<Arc<Customer>>, ResolveError>) -> Option<Arc<Customer>> {
+    lookup.unwrap_or_else(|_| {
+        metrics::counter!("switchboard_routing_customer_lookup_failures_total").increment(1);
+        None
+    })
 }
 
 fn validate_gateway_call_id(id: &str) -> Result<(), RouteError> {

@@ -381,14 +381,12 @@ impl Resolver for PgStore {
             .map(|row| organization_from_row(row).map(Arc::new))
             .transpose()
     }
-}
 
-impl Directory for PgStore {
-    async fn find_customer(
+    async fn resolve_caller(
         &self,
         org_id: OrgId,
         phone: &E164,
-    ) -> Result<Option<Customer>, ResolveError> {
+    ) -> Result<Option<Arc<Customer>>, ResolveError> {
         let rows = self
             .query_typed(
                 Query::FindCustomer,
@@ -396,9 +394,13 @@ impl Directory for PgStore {
                 &[(&org_id.uuid(), Type::UUID), (&phone.as_str(), Type::TEXT)],
             )
             .await?;
-        rows.first().map(customer_from_row).transpose()
+        rows.first()
+            .map(|row| customer_from_row(row).map(Arc::new))
+            .transpose()
     }
+}
 
+impl Directory for PgStore {
     async fn call_org(&self, call_id: CallId) -> Result<Option<OrgId>, ResolveError> {
         self.find_call_org(call_id).await
     }

@@ -17,13 +17,45 @@ pub struct LoggedChange {
 }
 
 /// The change a log row or a notification names: its `entity` (`number`,
-/// `agent` or `organization`) and `key` (the E.164 number or the id).
+/// `agent`, `organization` or `customer`) and `key` (the E.164 number, the
+/// id, or for a customer `<org id>:<phone>`).
 pub fn parse(entity: &str, key: &str) -> Option<Change> {
     match entity {
         "number" => E164::from_canonical(key).ok().map(Change::Number),
         "agent" => key.parse().ok().map(Change::Agent),
         "organization" => key.parse().ok().map(Change::Organization),
+        "customer" => {
+            let (org_id, phone) = key.split_once(':')?;
+            let phone = E164::from_canonical(phone).ok()?;
+            Some(Change::Customer(org_id.parse().ok()?, phone))
+        }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customer_keys_name_the_organization_and_the_phone() {
+        let org = "6f1c1a36-58a4-4f1e-9a51-0c0f3b7d2e11";
+        assert_eq!(
+            parse("customer", &format!("{org}:+14155550199")),
+            Some(Change::Customer(
+                org.parse().unwrap(),
+                E164::from_canonical("+14155550199").unwrap()
+            ))
+        );
+        for key in [
+            "+14155550199".to_string(),
+            format!("{org}:4155550199"),
+            format!("{org}+14155550199"),
+            "not-a-uuid:+14155550199".to_string(),
+        ] {
+            assert_eq!(parse("customer", &key), None, "{key}");
+        }
+        assert_eq!(parse("invoice", org), None);
     }
 }
 

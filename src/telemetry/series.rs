@@ -309,13 +309,37 @@ pub const FAMILIES: &[Family] = &[
     family(
         "switchboard_cache_background_refreshes_total",
         Counter,
-        "Routes past their TTL reread behind an answer from L1, by result (kept, raced, failed, busy).",
+        "Routes and callers past their TTL reread behind an answer from L1, by result (kept, raced, failed, busy).",
         &[("result", RefreshResult::VARIANTS)],
     ),
     family(
         "switchboard_cache_flushes_total",
         Counter,
         "Whole-cache flushes after changes may have been missed.",
+        &[],
+    ),
+    family(
+        "switchboard_caller_cache_hits_total",
+        Counter,
+        "Caller lookups (is the caller a customer of the organization?) answered by a cache tier (l1 in process, l2 Redis, l3 PostgreSQL).",
+        &[("tier", HitTier::VARIANTS)],
+    ),
+    family(
+        "switchboard_caller_cache_misses_total",
+        Counter,
+        "Caller lookups a cache tier could not answer.",
+        &[("tier", MissTier::VARIANTS)],
+    ),
+    family(
+        "switchboard_caller_cache_lookup_seconds",
+        Histogram,
+        "Time of a caller lookup, by the tier that answered it.",
+        &[("tier", HitTier::VARIANTS)],
+    ),
+    family(
+        "switchboard_caller_cache_stale_served_total",
+        Counter,
+        "Stale cached callers served because customers could not be read.",
         &[],
     ),
     family(
@@ -327,7 +351,7 @@ pub const FAMILIES: &[Family] = &[
     family(
         "switchboard_invalidations_received_total",
         Counter,
-        "Route change notifications received.",
+        "Change notifications received (routes and customers).",
         &[],
     ),
     family(

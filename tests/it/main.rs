@@ -10,6 +10,7 @@ mod admin;
 mod admission;
 mod adoption;
 mod cache;
+mod callers;
 mod calls;
 mod case_study;
 mod cli;

@@ -26,6 +26,7 @@ impl<R: Resolver> RouteCache<R> {
             Change::Number(number) => stripe(Kind::Number, number),
             Change::Agent(id) => stripe(Kind::Agent, id),
             Change::Organization(id) => stripe(Kind::Organization, id),
+            Change::Customer(org_id, phone) => stripe(Kind::Caller, &(*org_id, phone.clone())),
         };
         let Some(cache) = self.me.upgrade() else {
             return; // being dropped: nothing left to keep fresh
@@ -35,6 +36,7 @@ impl<R: Resolver> RouteCache<R> {
             Change::Number(number) => self.numbers.invalidate(number).await,
             Change::Agent(id) => self.agents.invalidate(id).await,
             Change::Organization(id) => self.organizations.invalidate(id).await,
+            Change::Customer(org_id, phone) => self.forget_caller(*org_id, phone).await,
         }
         let change = change.clone();
         self.spawn(async move {
@@ -52,6 +54,7 @@ impl<R: Resolver> RouteCache<R> {
         self.numbers.invalidate_all();
         self.agents.invalidate_all();
         self.organizations.invalidate_all();
+        self.callers.invalidate_all();
         metrics::counter!("switchboard_cache_flushes_total").increment(1);
     }
 }
@@ -89,6 +92,7 @@ mod tests {
                 Change::Number(_) => assert_eq!((agent, org), (&name, &name)),
                 Change::Agent(_) => assert_eq!(agent, &name),
                 Change::Organization(_) => assert_eq!(org, &name),
+                Change::Customer(..) => unreachable!("not among the changes"),
             }
         }
     }

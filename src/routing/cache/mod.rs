@@ -39,6 +39,8 @@
 //! * `invalidate`: applying changes, and flushing;
 //! * `refresh`: refreshes behind answers, bounded;
 //! * `stale`: stale-if-error, and the coalesced rereads of stale routes;
+//! * `callers`: callers (customer or stranger) of an organization, kept
+//!   like numbers;
 //! * `preload`: warm start;
 //! * `peek`: what `resolve` would answer, for explain;
 //! * `stats`: metrics.
@@ -46,6 +48,7 @@
 //! [`BACKGROUND_REFRESHES`]: refresh::BACKGROUND_REFRESHES
 //! [`STRIPES`]: settle::STRIPES
 
+mod callers;
 mod invalidate;
 mod load;
 mod peek;
@@ -70,10 +73,11 @@ use moka::future::Cache;
 use tokio::{runtime::Handle, sync::Semaphore};
 
 use crate::domain::{
-    Agent, AgentId, OrgId, Organization, Peeked, ResolveError, Resolver, Route, E164,
+    Agent, AgentId, Customer, OrgId, Organization, Peeked, ResolveError, Resolver, Route, E164,
 };
 
 use self::{
+    callers::{Caller, CallerKey},
     refresh::BACKGROUND_REFRESHES,
     settle::STRIPES,
     storage::{Binding, Entry, Lookup},
@@ -104,6 +108,10 @@ pub struct RouteCache<R> {
     numbers: Cache<E164, Entry<Option<Binding>>>,
     agents: Cache<AgentId, Entry<Arc<Agent>>>,
     organizations: Cache<OrgId, Entry<Arc<Organization>>>,
+    /// Callers of each organization: the customer, or a stranger.
+    callers: Cache<CallerKey, Entry<Caller>>,
+    /// Reads of callers in flight, shared by the requests waiting for them.
+    caller_reads: Cache<CallerKey, Caller>,
     /// Bumped by every eviction (for warm start and stale-if-error, which
     /// only ask whether anything changed).
     generation: AtomicU64,
@@ -119,6 +127,8 @@ pub struct RouteCache<R> {
     /// name costs more than recording into it).
     l1_hits: metrics::Counter,
     l1_lookup_seconds: metrics::Histogram,
+    caller_l1_hits: metrics::Counter,
+    caller_l1_lookup_seconds: metrics::Histogram,
     /// This cache, for the tasks it spawns.
     me: Weak<Self>,
     /// The runtime the cache was made on, where those tasks run whichever
@@ -145,12 +155,16 @@ impl<R: Resolver> RouteCache<R> {
         let numbers = storage::numbers(&settings);
         let agents = storage::parts(&settings);
         let organizations = storage::parts(&settings);
+        let callers = callers::callers(&settings);
+        let caller_reads = callers::caller_reads(&settings);
         Arc::new_cyclic(|me| Self {
             inner,
             settings,
             numbers,
             agents,
             organizations,
+            callers,
+            caller_reads,
             generation: AtomicU64::new(0),
             stripes: std::array::from_fn(|_| AtomicU64::new(0)),
             settling: std::array::from_fn(|_| AtomicU32::new(0)),
@@ -159,6 +173,8 @@ impl<R: Resolver> RouteCache<R> {
             confirmed: AtomicBool::new(false),
             l1_hits: metrics::counter!("switchboard_cache_hits_total", "tier" => "l1"),
             l1_lookup_seconds: metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "l1"),
+            caller_l1_hits: metrics::counter!("switchboard_caller_cache_hits_total", "tier" => "l1"),
+            caller_l1_lookup_seconds: metrics::histogram!("switchboard_caller_cache_lookup_seconds", "tier" => "l1"),
             me: me.clone(),
             runtime: Handle::try_current().ok(),
             refreshes: Arc::new(Semaphore::new(BACKGROUND_REFRESHES)),
@@ -297,6 +313,25 @@ impl<R: Resolver> Resolver for RouteCache<R> {
         id: OrgId,
     ) -> impl Future<Output = Result<Option<Arc<Organization>>, ResolveError>> + Send {
         self.resolve_part(id)
+    }
+
+    async fn resolve_caller(
+        &self,
+        org_id: OrgId,
+        phone: &E164,
+    ) -> Result<Option<Arc<Customer>>, ResolveError> {
+        if !self.enabled() {
+            return Box::pin(self.inner.resolve_caller(org_id, phone)).await;
+        }
+        self.caller(org_id, phone).await
+    }
+
+    fn peek_caller(
+        &self,
+        org_id: OrgId,
+        phone: &E164,
+    ) -> impl Future<Output = Result<Option<Arc<Customer>>, ResolveError>> + Send {
+        self.peek_cached_caller(org_id, phone)
     }
 
     /// L1's answer when `resolve` would serve it (fresh, or stale while a

@@ -21,13 +21,14 @@ pub(super) const STRIPES: usize = 64;
 /// The stripes' counters when a load started.
 pub(super) type Snapshot = [u64; STRIPES];
 
-/// Which kind of key a stripe index is for (numbers, agents and
-/// organizations hash apart).
+/// Which kind of key a stripe index is for (numbers, agents,
+/// organizations and callers hash apart).
 #[derive(Hash)]
 pub(super) enum Kind {
     Number,
     Agent,
     Organization,
+    Caller,
 }
 
 /// The stripe of a key of `kind`.
@@ -210,6 +211,14 @@ mod tests {
                 Some(org) => Ok(Some(org)),
                 None => self.table.resolve_organization(id).await,
             }
+        }
+
+        async fn resolve_caller(
+            &self,
+            org_id: crate::domain::OrgId,
+            phone: &E164,
+        ) -> Result<Option<Arc<crate::domain::Customer>>, ResolveError> {
+            self.table.resolve_caller(org_id, phone).await
         }
 
         async fn invalidate(&self, _: &Change) {

@@ -38,3 +38,8 @@ pub(super) fn refreshed(result: &'static str) {
 pub(super) fn count_stale() {
     metrics::counter!("switchboard_cache_stale_served_total").increment(1);
 }
+
+/// Counts a stale caller served (as [`count_stale`] for routes).
+pub(super) fn count_stale_caller() {
+    metrics::counter!("switchboard_caller_cache_stale_served_total").increment(1);
+}

@@ -12,7 +12,7 @@ use tokio::{sync::Notify, task::JoinHandle};
 use uuid::Uuid;
 
 use super::{CacheSettings, RouteCache};
-use crate::domain::{Agent, Organization, ResolveError};
+use crate::domain::{Agent, Customer, OrgId, Organization, ResolveError};
 
 /// The domain's names that the tests use besides the doubles.
 pub(super) use crate::domain::{Change, Resolver, Route, Tier, E164};
@@ -23,6 +23,10 @@ pub(super) use crate::domain::{Change, Resolver, Route, Tier, E164};
 pub(super) struct Table {
     pub(super) routes: Mutex<Vec<Route>>,
     pub(super) reads: AtomicUsize,
+    /// Customers, by organization.
+    pub(super) customers: Mutex<Vec<(OrgId, Customer)>>,
+    /// Callers read so far.
+    pub(super) caller_reads: AtomicUsize,
     /// Reads of one agent or organization.
     pub(super) part_reads: AtomicUsize,
     /// When set, reads fail as if the database were down.
@@ -69,6 +73,25 @@ impl Resolver for Table {
         id: crate::domain::OrgId,
     ) -> Result<Option<Arc<Organization>>, ResolveError> {
         Ok(self.part(|r| (r.organization.id == id).then(|| r.organization.clone())))
+    }
+
+    async fn resolve_caller(
+        &self,
+        org_id: OrgId,
+        phone: &E164,
+    ) -> Result<Option<Arc<Customer>>, ResolveError> {
+        self.caller_reads.fetch_add(1, Ordering::SeqCst);
+        let found = (self.customers.lock().unwrap().iter())
+            .find(|(org, c)| *org == org_id && &c.phone == phone)
+            .map(|(_, c)| Arc::new(c.clone()));
+        self.entered.notify_one();
+        if let Some(gate) = &self.gate {
+            gate.notified().await;
+        }
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ResolveError::Unavailable("connection refused".into()));
+        }
+        Ok(found)
     }
 }
 
