@@ -9,10 +9,10 @@
 //!   in L1 (warm start preloads it; `ExplainRoute` confirms the tier before
 //!   and after measuring).
 //! * `grpc/route_call_l1_hit`: `RouteCall` for that number from a known
-//!   customer. The route comes from L1, but the call is admitted in Redis
-//!   (the lease script) while the caller is looked up in PostgreSQL
-//!   through PgBouncer (customers are not cached), and its call-opened
-//!   event is queued for the recorder. Every iteration uses the same
+//!   customer. The route and the caller come from L1, the call is admitted
+//!   in Redis (the lease script, the one round trip a warm `RouteCall`
+//!   makes), and its call-opened event is queued for the recorder. Every
+//!   iteration uses the same
 //!   gateway call id, so after the first call each one is the idempotent
 //!   retry path: the same call id, holding the same single lease, so the
 //!   plan's concurrency limit is never reached however long the run.
@@ -201,7 +201,8 @@ async fn assert_served_from_l1(client: &mut CallRouterClient<Channel>, when: &st
 }
 
 /// Fails if a measured RouteCall took a degraded path that still answers
-/// OK: admitted without Redis, or routed without its customer.
+/// OK (admitted without Redis, routed without its customer), or read its
+/// caller from anywhere but L1 after the first call.
 async fn assert_nothing_degraded(daemon: &Daemon) {
     for (series, expected) in [
         // the first RouteCall took the lease; every other one was its retry
@@ -214,6 +215,8 @@ async fn assert_nothing_degraded(daemon: &Daemon) {
             0.0,
         ),
         ("switchboard_routing_customer_lookup_failures_total", 0.0),
+        (r#"switchboard_caller_cache_hits_total{tier="l3"}"#, 1.0),
+        (r#"switchboard_caller_cache_hits_total{tier="l2"}"#, 0.0),
     ] {
         assert_eq!(daemon.metric(series).await, expected, "{series}");
     }
