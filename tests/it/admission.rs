@@ -9,30 +9,12 @@ use switchboard::admission::{AdmissionMode, RedisDownPolicy};
 use tonic::Code;
 
 use crate::helpers::{
-    count, create_database, end_request, eventually, metric, reason, route_request, spawn_app_on,
-    spawn_on_via, spawn_seeded_app_with, trailer, PrivateRedis, Stack,
+    acme_with_own_limit, count, end_request, eventually, metric, reason, route_request,
+    spawn_app_on, spawn_on_via, spawn_seeded_app_with, trailer, PrivateRedis,
 };
-use switchboard::{config::ServeConfig, store};
+use switchboard::config::ServeConfig;
 
 const ACME: &str = "+14155550100";
-
-/// A seeded database where Acme Dental has its own limit, before any
-/// daemon reads it.
-async fn acme_with_own_limit(limit: i32) -> (Stack, String) {
-    let stack = Stack::from_env();
-    let db_name = create_database(&stack).await;
-    let mut db = store::connect_direct(&stack.direct_url(&db_name))
-        .await
-        .unwrap();
-    store::seed::demo(&mut db).await.unwrap();
-    db.execute(
-        "update public.organizations set concurrency_limit = $1 where slug = 'acme-dental'",
-        &[&limit],
-    )
-    .await
-    .unwrap();
-    (stack, db_name)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exactly_the_limit_is_admitted_out_of_200_concurrent_calls_on_two_replicas() {

@@ -5,11 +5,11 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use futures::future::join_all;
-use switchboard::{admission::AdmissionMode, config::ServeConfig, proto::RouteCallRequest, store};
+use switchboard::{admission::AdmissionMode, config::ServeConfig, proto::RouteCallRequest};
 use tonic::Request;
 
 use crate::helpers::{
-    create_database, end_request, eventually, http_get, metric, spawn_on_via, spawn_seeded_app,
+    acme_with_own_limit, end_request, eventually, http_get, metric, spawn_on_via, spawn_seeded_app,
     spawn_seeded_app_via, spawn_seeded_app_with, usage_request, DaemonProcess, PrivateBouncer,
     Stack, TestApp,
 };
@@ -62,19 +62,8 @@ async fn reads(admin_addr: SocketAddr) -> BTreeMap<String, f64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_warm_route_call_asks_postgres_nothing() {
-    let stack = Stack::from_env();
-    let db_name = create_database(&stack).await;
-    let mut db = store::connect_direct(&stack.direct_url(&db_name))
-        .await
-        .unwrap();
-    store::seed::demo(&mut db).await.unwrap();
     // room for every call (none is ended)
-    db.execute(
-        "update public.organizations set concurrency_limit = 1000 where slug = 'acme-dental'",
-        &[],
-    )
-    .await
-    .unwrap();
+    let (stack, db_name) = acme_with_own_limit(1000).await;
     let spool = tempfile::tempdir().unwrap();
     // a process of its own: its metrics count only its own statements
     let daemon =

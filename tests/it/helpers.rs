@@ -180,6 +180,24 @@ pub async fn create_database(stack: &Stack) -> String {
     name
 }
 
+/// A seeded database where Acme Dental has its own limit, before any
+/// daemon reads it.
+pub async fn acme_with_own_limit(limit: i32) -> (Stack, String) {
+    let stack = Stack::from_env();
+    let db_name = create_database(&stack).await;
+    let mut db = store::connect_direct(&stack.direct_url(&db_name))
+        .await
+        .unwrap();
+    store::seed::demo(&mut db).await.unwrap();
+    db.execute(
+        "update public.organizations set concurrency_limit = $1 where slug = 'acme-dental'",
+        &[&limit],
+    )
+    .await
+    .unwrap();
+    (stack, db_name)
+}
+
 /// A running daemon and what a test needs to talk to it.
 pub struct TestApp {
     pub grpc_addr: SocketAddr,

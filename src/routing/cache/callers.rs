@@ -216,6 +216,11 @@ mod tests {
         }
     }
 
+    fn add_customer(cache: &RouteCache<Table>, name: &str) {
+        let mut customers = cache.inner().customers.lock().unwrap();
+        customers.push((org(), customer(name)));
+    }
+
     fn caller_reads(cache: &RouteCache<Table>) -> usize {
         cache.inner().caller_reads.load(Ordering::SeqCst)
     }
@@ -233,12 +238,7 @@ mod tests {
     #[tokio::test]
     async fn customers_and_strangers_are_read_once() {
         let cache = cache_over(None, None, settings());
-        cache
-            .inner()
-            .customers
-            .lock()
-            .unwrap()
-            .push((org(), customer("Ada")));
+        add_customer(&cache, "Ada");
         let stranger = E164::from_canonical("+14155550142").unwrap();
         for _ in 0..3 {
             let found = cache.resolve_caller(org(), &caller()).await.unwrap();
@@ -303,12 +303,7 @@ mod tests {
         let cache = cache_over(None, Some(gate.clone()), settings());
         let slow = caller_in_task(&cache);
         cache.inner().entered.notified().await; // it read "a stranger"
-        cache
-            .inner()
-            .customers
-            .lock()
-            .unwrap()
-            .push((org(), customer("Ada")));
+        add_customer(&cache, "Ada");
         cache.apply(&Change::Customer(org(), caller())).await;
         gate.notify_one();
         assert_eq!(slow.await.unwrap(), None, "answered with what it read");
@@ -324,12 +319,7 @@ mod tests {
     #[tokio::test]
     async fn a_stale_caller_is_served_when_the_source_is_down() {
         let cache = cache_over(None, None, distrustful());
-        cache
-            .inner()
-            .customers
-            .lock()
-            .unwrap()
-            .push((org(), customer("Ada")));
+        add_customer(&cache, "Ada");
         cache.resolve_caller(org(), &caller()).await.unwrap();
         cache.set_confirmed(false);
         cache.inner().down.store(true, Ordering::SeqCst);
@@ -347,12 +337,7 @@ mod tests {
     async fn a_caller_past_its_ttl_is_answered_and_reread_behind() {
         let cache = cache_over(None, None, due_at_once());
         cache.resolve_caller(org(), &caller()).await.unwrap();
-        cache
-            .inner()
-            .customers
-            .lock()
-            .unwrap()
-            .push((org(), customer("Ada")));
+        add_customer(&cache, "Ada");
         let found = cache.resolve_caller(org(), &caller()).await.unwrap();
         assert!(found.is_none(), "answered from L1 at once");
         cache.refreshes_done().await;

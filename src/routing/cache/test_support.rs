@@ -51,14 +51,7 @@ impl Resolver for Table {
             .iter()
             .find(|r| &r.number == number)
             .cloned();
-        self.entered.notify_one();
-        if let Some(gate) = &self.gate {
-            gate.notified().await;
-        }
-        if self.down.load(Ordering::SeqCst) {
-            return Err(ResolveError::Unavailable("connection refused".into()));
-        }
-        Ok(found)
+        self.answer(found).await
     }
 
     async fn resolve_agent(
@@ -84,6 +77,14 @@ impl Resolver for Table {
         let found = (self.customers.lock().unwrap().iter())
             .find(|(org, c)| *org == org_id && &c.phone == phone)
             .map(|(_, c)| Arc::new(c.clone()));
+        self.answer(found).await
+    }
+}
+
+impl Table {
+    /// Answers a read with what it `found`: says it entered, waits at the
+    /// gate if there is one, and fails if the table is down.
+    async fn answer<T>(&self, found: T) -> Result<T, ResolveError> {
         self.entered.notify_one();
         if let Some(gate) = &self.gate {
             gate.notified().await;
@@ -93,9 +94,7 @@ impl Resolver for Table {
         }
         Ok(found)
     }
-}
 
-impl Table {
     /// Routes read so far.
     pub(super) fn reads(&self) -> usize {
         self.reads.load(Ordering::SeqCst)
