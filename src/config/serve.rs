@@ -219,7 +219,8 @@ pub struct RecorderConfig {
     /// Most events written by one statement.
     #[arg(long, env = "SWITCHBOARD_RECORDER_BATCH_SIZE", default_value_t = DEFAULT_RECORDER_BATCH_SIZE)]
     pub recorder_batch_size: usize,
-    /// Longest an event waits for its batch to fill.
+    /// Longest an event no RPC waits for (a call opened) waits for its
+    /// batch to fill; a durable RPC's batch goes once the queue is empty.
     #[arg(long, env = "SWITCHBOARD_RECORDER_FLUSH_INTERVAL", value_parser = duration, default_value = DEFAULT_RECORDER_FLUSH_INTERVAL)]
     pub recorder_flush_interval: Duration,
     /// Longest wait for one batch's write before it is spooled instead; a

@@ -82,7 +82,8 @@ pub struct RecorderSettings {
     pub queue_capacity: usize,
     /// Most events written by one statement.
     pub batch_size: usize,
-    /// Longest an event waits for its batch to fill.
+    /// Longest an event no RPC waits for (a call opened) waits for its
+    /// batch to fill; a durable RPC's batch goes once the queue is empty.
     pub flush_interval: Duration,
     /// Longest wait for one batch's statement before it goes to the spool
     /// (shorter when an RPC waiting for the batch has less time left).

@@ -14,8 +14,8 @@ use switchboard::{
 use tonic::{transport::Channel, Code, Status};
 
 use crate::helpers::{
-    count, end_request, eventually, reason, route_request, spawn_seeded_app_via, usage_request,
-    PrivateBouncer, Stack, TestApp,
+    count, end_request, eventually, reason, route_request, spawn_seeded_app_via,
+    spawn_seeded_app_with, usage_request, PrivateBouncer, Stack, TestApp,
 };
 
 const GLOBEX: &str = "+13125550100";
@@ -420,4 +420,43 @@ async fn durable_rpcs_answer_within_their_deadline_while_the_pooler_is_frozen() 
 #[tokio::test(flavor = "multi_thread")]
 async fn durable_rpcs_answer_within_their_deadline_when_the_pooler_dies() {
     durable_rpcs_answer_within_their_deadline(Fault::Killed).await;
+}
+
+#[tokio::test]
+async fn a_durable_rpc_is_written_without_waiting_for_its_batch_to_fill() {
+    // a call's opening may wait 60 s for company; an end or a usage report,
+    // which its gateway waits for, must not wait with it
+    let app = spawn_seeded_app_with(|c| {
+        c.recorder.recorder_flush_interval = Duration::from_secs(60);
+        c.grpc.request_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut client = app.client.clone();
+    let call_id = client
+        .route_call(route_request(GLOBEX, "lonely-call"))
+        .await
+        .expect("routed")
+        .into_inner()
+        .call_id;
+    let started = std::time::Instant::now();
+    let mut usage = tonic::Request::new(usage_request(&call_id, "u1", &[("call_seconds", 3.0)]));
+    usage.set_timeout(Duration::from_secs(50));
+    client.record_usage(usage).await.expect("usage recorded");
+    let mut end = tonic::Request::new(end_request(&call_id));
+    end.set_timeout(Duration::from_secs(50));
+    client.end_call(end).await.expect("end recorded");
+    // written at once, the waiting call-opened event with them; a batch
+    // that waited for its interval or its deadline would take 45 s or more
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    let db = app.direct().await;
+    let ended = count(
+        &db,
+        "select count(*) from public.calls where ended_at is not null and agent_id is not null",
+    )
+    .await;
+    assert_eq!(ended, 1, "the call's row, opened and ended");
 }
