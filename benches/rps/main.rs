@@ -40,11 +40,13 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod calls;
 mod cli;
 mod client;
 mod coalesce;
 mod dataset;
 mod import;
+mod lifecycle;
 mod load;
 mod memory;
 mod metrics;
@@ -80,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Noop { addr } => noop::run(addr).await,
         Command::Seed { database_url, data } => seed(&database_url, &data).await,
         Command::Load(args) => load::run(args).await,
+        Command::Lifecycle(args) => lifecycle::run(*args).await,
         Command::Coalesce {
             target,
             metrics,
