@@ -30,7 +30,7 @@ pub enum Command {
         data: DataSet,
     },
     /// One load run; prints the result and writes it as JSON.
-    Load(LoadArgs),
+    Load(Box<LoadArgs>),
     /// Whole calls on a schedule: RouteCall, RecordUsage while the call
     /// holds, EndCall; then, with --database-url, proves that everything
     /// acknowledged landed in the database exactly once.

@@ -58,7 +58,7 @@ async fn check_loops(target: &str) -> anyhow::Result<RunResult> {
             "2",
         ]);
         match cli.command {
-            Some(Command::Load(args)) => args,
+            Some(Command::Load(args)) => *args,
             _ => unreachable!("a load command"),
         }
     };
@@ -113,7 +113,7 @@ async fn check_route_calls(target: &str) -> anyhow::Result<()> {
         unreachable!("a load command")
     };
     assert_eq!(args.rpc, Rpc::RouteCall);
-    let routed = load(args).await?;
+    let routed = load(*args).await?;
     assert_eq!(routed.errors, 0, "{routed:?}");
     assert!(routed.ok > 0, "no call routed: {routed:?}");
     assert_eq!(routed.requests, routed.ok + routed.not_found + routed.shed);
