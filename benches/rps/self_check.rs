@@ -4,12 +4,17 @@ use clap::Parser;
 use tokio::net::TcpListener;
 
 use switchboard::domain::E164;
+use uuid::Uuid;
 
 use crate::{
     cli::{Cli, Command, LoadArgs, Rpc},
     client::connect,
     dataset::{bench_number, customer_phone, stranger_phone},
-    lifecycle::{lifecycle, per_second, results_of},
+    lifecycle::{
+        expected::{Expected, UsageKey},
+        landed::{compare_opened, compare_rollup, compare_usage, CallRow, Rollup},
+        lifecycle, per_second, results_of,
+    },
     load::load,
     memory::memory,
     metrics::p99_bucket,
@@ -28,6 +33,7 @@ pub async fn self_check() -> anyhow::Result<()> {
     check_route_calls(&target).await?;
     check_lifecycle(&target).await?;
     check_phones();
+    check_comparisons();
     check_p99_bucket();
     check_report(&closed)?;
 
@@ -244,6 +250,65 @@ fn check_phones() {
         assert_ne!(phone[..5], bench_number(0)[..5]);
     }
     assert_ne!(customer_phone(1, 0, 100), customer_phone(0, 99, 100));
+}
+
+/// The landed check's comparisons: an acknowledged record missing is lost,
+/// one nobody asked for duplicated, an unacknowledged one that landed
+/// neither; `usage_daily` must grow by exactly the quantities.
+fn check_comparisons() {
+    let org = Uuid::from_u128(1);
+    let [a, b, c, d] = [10, 11, 12, 13].map(Uuid::from_u128);
+    let key = |thousandths| UsageKey {
+        org,
+        metric: "call_seconds".into(),
+        thousandths,
+    };
+    let mut expected = Expected::default();
+    expected.usage.extend([(a, key(1000)), (b, key(2000))]);
+    expected.unacked_usage.insert(c, key(500));
+    // a missing, c landed unacknowledged, d named by no request
+    let (count, landed) = compare_usage(&expected, &[b, c, d]);
+    let figures = |c: crate::lifecycle::landed::Count| {
+        (
+            c.acknowledged,
+            c.landed,
+            c.lost,
+            c.duplicated,
+            c.unacknowledged_landed,
+        )
+    };
+    assert_eq!(figures(count), (2, 1, 1, 1, 1));
+    let rollup =
+        |thousandths| Rollup::from([((org, "call_seconds".to_string()), (thousandths, 0))]);
+    let before = rollup(100);
+    // c landed, so the rollup must have grown by 3500
+    let short = compare_rollup(&expected, &landed, &before, &rollup(100 + 2500));
+    assert_eq!(
+        (short.acknowledged, short.lost, short.duplicated),
+        (3000, 1000, 0)
+    );
+    let twice = compare_rollup(&expected, &landed, &before, &rollup(100 + 4500));
+    assert_eq!((twice.lost, twice.duplicated), (0, 1000));
+
+    expected.opened.insert("run-1".into(), a);
+    expected.opened.insert("run-2".into(), b);
+    expected.unopened.insert("run-3".into());
+    let row = |id, gateway: &str| CallRow {
+        id,
+        gateway_call_id: Some(gateway.into()),
+        ended: false,
+        end_reason: None,
+        status: "ringing".into(),
+    };
+    let rows = [
+        row(a, "run-1"),
+        row(d, "run-1"),
+        row(c, "run-3"),
+        row(d, "run-4"),
+    ];
+    // run-2 lost; run-1 twice and run-4 unasked for
+    let opened = compare_opened(&expected, &rows);
+    assert_eq!(figures(opened), (2, 1, 1, 2, 1));
 }
 
 /// The p99 of what a histogram gained between two readings: 100 added, 98

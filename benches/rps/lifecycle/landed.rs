@@ -156,17 +156,18 @@ async fn rollup(client: &impl tokio_postgres::GenericClient) -> anyhow::Result<R
         .collect())
 }
 
-struct CallRow {
-    id: Uuid,
-    gateway_call_id: Option<String>,
-    ended: bool,
-    end_reason: Option<String>,
-    status: String,
+/// What the check reads of a `calls` row.
+pub struct CallRow {
+    pub id: Uuid,
+    pub gateway_call_id: Option<String>,
+    pub ended: bool,
+    pub end_reason: Option<String>,
+    pub status: String,
 }
 
 /// A row per acknowledged RouteCall, under its gateway call id and the id
 /// it was answered with; any other row of the run's is one too many.
-fn compare_opened(expected: &Expected, rows: &[CallRow]) -> Count {
+pub fn compare_opened(expected: &Expected, rows: &[CallRow]) -> Count {
     let mut count = Count {
         acknowledged: expected.opened.len() as i64,
         unacknowledged: expected.unopened.len() as i64,
@@ -198,7 +199,7 @@ fn compare_opened(expected: &Expected, rows: &[CallRow]) -> Count {
 
 /// An end recorded, as sent, for every acknowledged EndCall; an end on a
 /// call no EndCall was sent for is one too many.
-fn compare_ended(expected: &Expected, rows: &[CallRow]) -> Count {
+pub fn compare_ended(expected: &Expected, rows: &[CallRow]) -> Count {
     let mut count = Count {
         acknowledged: expected.ended.len() as i64,
         unacknowledged: expected.unended.len() as i64,
@@ -222,7 +223,7 @@ fn compare_ended(expected: &Expected, rows: &[CallRow]) -> Count {
 /// A row per acknowledged usage item, by the id the daemon derives; a row
 /// under any id no request named is one too many. Also returns the
 /// unacknowledged items that landed.
-fn compare_usage(expected: &Expected, rows: &[Uuid]) -> (Count, Vec<UsageKey>) {
+pub fn compare_usage(expected: &Expected, rows: &[Uuid]) -> (Count, Vec<UsageKey>) {
     let mut count = Count {
         acknowledged: expected.usage.len() as i64,
         unacknowledged: expected.unacked_usage.len() as i64,
@@ -246,7 +247,7 @@ fn compare_usage(expected: &Expected, rows: &[Uuid]) -> (Count, Vec<UsageKey>) {
 /// `usage_daily` grew, per organization and metric, by the acknowledged
 /// quantities and those of unacknowledged items that landed: less is lost,
 /// more is duplicated.
-fn compare_rollup(
+pub fn compare_rollup(
     expected: &Expected,
     landed_unacked: &[UsageKey],
     before: &Rollup,

@@ -5,8 +5,8 @@
 //! acknowledged landed exactly once.
 
 mod call;
-mod expected;
-mod landed;
+pub mod expected;
+pub mod landed;
 mod outage;
 mod results;
 mod tally;
