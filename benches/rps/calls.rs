@@ -83,7 +83,7 @@ pub struct Requests {
     sent: u64,
 }
 
-/// One request, and whether its number is provisioned.
+/// One request of a load run.
 pub enum Outgoing {
     Lookup(String),
     RouteCall(RouteCallRequest),
@@ -100,6 +100,7 @@ impl Requests {
         }
     }
 
+    /// The next request, and whether its number is provisioned.
     pub fn next(&mut self) -> (Outgoing, bool) {
         let (number, index) = self.numbers.next();
         let outgoing = match self.rpc {
