@@ -29,7 +29,13 @@ pub fn results_of(
     landed: Option<&Landed>,
 ) -> Vec<(String, RunResult)> {
     let seconds = args.duration.as_secs_f64();
-    let mut route = rpc_result(args, "route_call", run.rate, seconds, &run.shared.route);
+    let mut route = rpc_result(
+        args,
+        "route_call",
+        Some(run.rate),
+        seconds,
+        &run.shared.route,
+    );
     let counted = run.outcomes.iter().filter(|o| o.counted).count();
     let extra = &mut route.extra;
     extra.insert("calls_offered_per_sec".into(), counted as f64 / seconds);
@@ -54,11 +60,11 @@ pub fn results_of(
         ("route_call".to_string(), route),
         (
             "record_usage".into(),
-            rpc_result(args, "record_usage", run.rate, seconds, &run.shared.usage),
+            rpc_result(args, "record_usage", None, seconds, &run.shared.usage),
         ),
         (
             "end_call".into(),
-            rpc_result(args, "end_call", run.rate, seconds, &run.shared.end),
+            rpc_result(args, "end_call", None, seconds, &run.shared.end),
         ),
     ];
     if let Some(outage) = &run.outage {
@@ -76,11 +82,13 @@ pub fn results_of(
     results
 }
 
-/// One RPC's result from its tally: failures by code in `extra`.
+/// One RPC's result from its tally: failures by code in `extra`. Its
+/// offered rate is `rate`, or else what was sent per second (a call's
+/// usage and end follow from its holding time).
 fn rpc_result(
     args: &LifecycleArgs,
     rpc: &str,
-    rate: f64,
+    rate: Option<f64>,
     seconds: f64,
     tally: &RpcTally,
 ) -> RunResult {
@@ -99,7 +107,7 @@ fn rpc_result(
         rep: args.rep,
         mode: "lifecycle".into(),
         concurrency: None,
-        offered_rate: Some(rate),
+        offered_rate: Some(rate.unwrap_or(count(&t.requests) as f64 / seconds)),
         seconds,
         requests: count(&t.requests),
         ok: count(&t.ok),
