@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Cancelled streams each connection remembers: the open loop's default
 /// `--max-outstanding`.
@@ -30,7 +30,11 @@ pub enum Command {
         data: DataSet,
     },
     /// One load run; prints the result and writes it as JSON.
-    Load(LoadArgs),
+    Load(Box<LoadArgs>),
+    /// Whole calls on a schedule: RouteCall, RecordUsage while the call
+    /// holds, EndCall; then, with --database-url, proves that everything
+    /// acknowledged landed in the database exactly once.
+    Lifecycle(Box<LifecycleArgs>),
     /// Concurrent misses for one uncached number: how many queries reach
     /// PostgreSQL (from the daemon's own metrics).
     Coalesce {
@@ -124,6 +128,36 @@ pub struct DataSet {
     pub numbers: usize,
     #[arg(long, default_value_t = 100)]
     pub organizations: usize,
+    /// Known customers of each organization (phones from
+    /// `dataset::customer_phone`).
+    #[arg(long, default_value_t = 100)]
+    pub customers_per_org: usize,
+}
+
+/// What `rps load` sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Rpc {
+    /// `LookupNumber`: the route only, no side effects.
+    Lookup,
+    /// `RouteCall`: admits and records a call, never ended.
+    RouteCall,
+}
+
+/// Who calls, and the gateway call ids of the calls a run places.
+#[derive(Args, Clone, Debug)]
+pub struct CallerArgs {
+    /// Share of calls from a known customer of the called number's
+    /// organization.
+    #[arg(long, default_value_t = 0.6)]
+    pub known_share: f64,
+    /// Share of calls with the caller id withheld (empty); the rest come
+    /// from numbers no customer has.
+    #[arg(long, default_value_t = 0.1)]
+    pub withheld_share: f64,
+    /// Prefix of every gateway call id, so that no two runs share a call;
+    /// by default the label, repetition, time and process id.
+    #[arg(long)]
+    pub run_id: Option<String>,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -174,6 +208,12 @@ pub struct LoadArgs {
     pub unknown_share: f64,
     #[command(flatten)]
     pub data: DataSet,
+    /// What each request is.
+    #[arg(long, value_enum, default_value_t = Rpc::Lookup)]
+    pub rpc: Rpc,
+    /// With `--rpc route-call`: the callers.
+    #[command(flatten)]
+    pub callers: CallerArgs,
     /// Meanwhile, update agents through this (direct, superuser) database
     /// URL and measure how long each takes to show in answers.
     #[arg(long)]
@@ -191,6 +231,84 @@ pub struct LoadArgs {
     /// (and works against any server, the no-op too).
     #[arg(long, requires = "lag_database_url")]
     pub unwatched_updates: bool,
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct LifecycleArgs {
+    /// `http://host:port` of the server under load.
+    #[arg(long)]
+    pub target: String,
+    /// Name of the run; its results are `<label>/route_call` and so on.
+    #[arg(long)]
+    pub label: String,
+    #[arg(long, default_value_t = 1)]
+    pub rep: u32,
+    /// Calls started per second, on a fixed schedule.
+    #[arg(long, conflicts_with = "rate_of")]
+    pub calls_per_sec: Option<f64>,
+    /// Calls per second at this share of the goodput of an earlier result.
+    #[arg(long, requires = "rate_of")]
+    pub rate_factor: Option<f64>,
+    #[arg(long, requires = "rate_factor")]
+    pub rate_of: Option<PathBuf>,
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Calls started before the measured window: left out of the
+    /// latencies, still checked for loss.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub warmup: Duration,
+    /// How long calls are started for (the window).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
+    pub duration: Duration,
+    /// Each request's deadline (`grpc-timeout`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub deadline: Duration,
+    /// Mean holding time of a call (exponentially distributed).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+    pub hold_mean: Duration,
+    /// Longest holding time.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
+    pub hold_max: Duration,
+    /// A RecordUsage this often while a call holds.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub usage_every: Duration,
+    #[arg(long, default_value_t = 100)]
+    pub hot: usize,
+    #[arg(long, default_value_t = 0.8)]
+    pub hot_share: f64,
+    /// Calls to numbers nobody provisioned (refused, `NOT_FOUND`).
+    #[arg(long, default_value_t = 0.0)]
+    pub unknown_share: f64,
+    #[command(flatten)]
+    pub data: DataSet,
+    #[command(flatten)]
+    pub callers: CallerArgs,
+    /// The daemon's database (direct, superuser URL): after the run, check
+    /// that every acknowledged call, end and usage landed exactly once.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Longest wait for acknowledged events to show in the database.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub landing_timeout: Duration,
+    /// Offset into the measured window at which `--outage-start` runs.
+    #[arg(long, requires_all = ["outage_for", "outage_start", "outage_end"])]
+    #[arg(value_parser = humantime::parse_duration)]
+    pub outage_at: Option<Duration>,
+    /// How long after the outage's start `--outage-end` runs (not before
+    /// `--outage-start` has finished).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "outage_at")]
+    pub outage_for: Option<Duration>,
+    /// Shell command (`sh -c`) that starts the outage.
+    #[arg(long, requires = "outage_at")]
+    pub outage_start: Option<String>,
+    /// Shell command (`sh -c`) that ends it.
+    #[arg(long, requires = "outage_at")]
+    pub outage_end: Option<String>,
+    /// Results: `PATH` with `.route_call.json`, `.record_usage.json`,
+    /// `.end_call.json` (and `.route_call_before.json`, ... with an
+    /// outage), and the concurrent calls in `PATH.timeline.tsv`.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }

@@ -1,10 +1,11 @@
 //! The generator's side of the wire: connections to the server under load,
-//! the one request it sends, and priming its caches.
+//! the requests it sends, and priming its caches.
 
 use std::time::Duration;
 
 use switchboard::proto::{
-    call_router_client::CallRouterClient, LookupNumberRequest, LookupNumberResponse,
+    call_router_client::CallRouterClient, EndCallRequest, LookupNumberRequest,
+    LookupNumberResponse, RecordUsageRequest, RouteCallRequest, RouteCallResponse,
 };
 use tonic::{
     transport::{Channel, Endpoint},
@@ -50,6 +51,36 @@ pub async fn lookup(
         .lookup_number(request)
         .await
         .map(Response::into_inner)
+}
+
+pub async fn route_call(
+    client: &mut CallRouterClient<Channel>,
+    request: RouteCallRequest,
+    deadline: Duration,
+) -> Result<RouteCallResponse, Status> {
+    let mut request = Request::new(request);
+    request.set_timeout(deadline);
+    client.route_call(request).await.map(Response::into_inner)
+}
+
+pub async fn record_usage(
+    client: &mut CallRouterClient<Channel>,
+    request: RecordUsageRequest,
+    deadline: Duration,
+) -> Result<(), Status> {
+    let mut request = Request::new(request);
+    request.set_timeout(deadline);
+    client.record_usage(request).await.map(drop)
+}
+
+pub async fn end_call(
+    client: &mut CallRouterClient<Channel>,
+    request: EndCallRequest,
+    deadline: Duration,
+) -> Result<(), Status> {
+    let mut request = Request::new(request);
+    request.set_timeout(deadline);
+    client.end_call(request).await.map(drop)
 }
 
 /// Looks up every provisioned number once, 16 at a time (within the

@@ -18,6 +18,25 @@ pub fn unknown_number(i: usize) -> String {
     format!("+1899{i:07}")
 }
 
+/// Phones of known customers, `+1700` and seven digits: organization `g`'s
+/// customer `c` is the `g * per_org + c`-th. Canonical E.164 of the same
+/// shape as the bench numbers, so `E164::parse` takes its fast path.
+pub fn customer_phone(g: usize, c: usize, per_org: usize) -> String {
+    format!("+1700{:07}", g * per_org + c)
+}
+
+/// Customer phones the data set has room for: seven digits.
+pub const MAX_CUSTOMERS: usize = 10_000_000;
+
+/// Callers no customer has: another prefix.
+pub fn stranger_phone(i: usize) -> String {
+    format!("+1799{i:07}")
+}
+
+/// The bench organizations' concurrent-call limit: high enough that a peak
+/// run measures routing, never a refusal for the limit.
+pub const BENCH_CONCURRENCY_LIMIT: i32 = 1_000_000;
+
 pub fn bench_org_id(i: usize) -> Uuid {
     Uuid::from_u128(0x0000_0000_0000_4000_9000_0000_0000_0000 | i as u128)
 }
@@ -47,7 +66,7 @@ pub fn bench_route(i: usize, organizations: usize) -> Route {
             name: format!("Bench organization {g}"),
             plan_tier: switchboard::domain::PlanTier::Enterprise,
             settings: object(BENCH_ORG_SETTINGS),
-            concurrency_limit: None,
+            concurrency_limit: Some(BENCH_CONCURRENCY_LIMIT),
             is_active: true,
         }),
         agent: Arc::new(Agent {
@@ -60,7 +79,8 @@ pub fn bench_route(i: usize, organizations: usize) -> Route {
     }
 }
 
-/// Picks numbers by the configured mix; `(number, provisioned)`.
+/// Picks numbers by the configured mix: the number, and its index in the
+/// data set when it is provisioned.
 pub struct NumberMix {
     rng: SmallRng,
     hot: usize,
@@ -71,26 +91,40 @@ pub struct NumberMix {
 
 impl NumberMix {
     pub fn new(args: &LoadArgs, seed: u64) -> Self {
+        Self::with(
+            (args.hot, args.hot_share, args.unknown_share),
+            args.data.numbers,
+            seed,
+        )
+    }
+
+    /// The mix of `(hot, hot_share, unknown_share)` over `numbers`.
+    pub fn with(
+        (hot, hot_share, unknown_share): (usize, f64, f64),
+        numbers: usize,
+        seed: u64,
+    ) -> Self {
         Self {
             rng: SmallRng::seed_from_u64(seed),
-            hot: args.hot.clamp(1, args.data.numbers),
-            hot_share: args.hot_share,
-            unknown_share: args.unknown_share,
-            numbers: args.data.numbers,
+            hot: hot.clamp(1, numbers),
+            hot_share,
+            unknown_share,
+            numbers,
         }
     }
 
-    pub fn next(&mut self) -> (String, bool) {
+    pub fn next(&mut self) -> (String, Option<usize>) {
         let roll: f64 = self.rng.random();
         if roll < self.unknown_share {
-            (
-                unknown_number(self.rng.random_range(0..self.numbers)),
-                false,
-            )
-        } else if roll < self.unknown_share + self.hot_share {
-            (bench_number(self.rng.random_range(0..self.hot)), true)
+            let i = self.rng.random_range(0..self.numbers);
+            (unknown_number(i), None)
         } else {
-            (bench_number(self.rng.random_range(0..self.numbers)), true)
+            let i = if roll < self.unknown_share + self.hot_share {
+                self.rng.random_range(0..self.hot)
+            } else {
+                self.rng.random_range(0..self.numbers)
+            };
+            (bench_number(i), Some(i))
         }
     }
 }

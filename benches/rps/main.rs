@@ -3,11 +3,20 @@
 //!
 //! ```text
 //! rps noop   --addr A                 the ceiling: same proto, canned answer, no work
-//! rps seed   --database-url U          10 000 numbers over 100 organizations and agents
+//! rps seed   --database-url U          10 000 numbers over 100 organizations and agents,
+//!            [--customers-per-org N]   100 known customers each (see dataset.rs)
 //! rps load   --target T --label L      one run: closed loop (--concurrency) or open loop
 //!            (--concurrency N | --rate R) (--rate, requests/s on a fixed schedule); JSON out
+//!            [--rpc lookup|route-call] LookupNumber, or RouteCall (calls never ended)
+//!            [--known-share S --withheld-share S --run-id ID]   RouteCall's callers
 //!            [--lag-database-url U]    meanwhile: agent updates and their invalidation lag
 //!            [--unwatched-updates]     the updates only (for the throughput under them)
+//! rps lifecycle --target T --label L   whole calls: RouteCall, RecordUsage every
+//!            (--calls-per-sec R | --rate-factor F --rate-of RESULT)   --usage-every
+//!            [--hold-mean 3s --hold-max 20s --usage-every 1s]   while held, EndCall
+//!            [--database-url U]        then: everything acknowledged landed, exactly once
+//!            [--outage-at T --outage-for D --outage-start CMD --outage-end CMD]
+//!            [--out P]                 P.route_call.json, ..., P.timeline.tsv
 //! rps coalesce --target T --metrics M  100 concurrent misses for one number → queries?
 //! rps memory --entries N               resident bytes per L1 entry
 //! rps import-pgbench / import-redis    baselines' own output, as the same JSON
@@ -16,8 +25,9 @@
 //!
 //! Without a subcommand (`cargo test --bench rps`, CI) it checks itself
 //! against an in-process no-op server: every scheduled request is accounted
-//! for, closed and open loop, the report computes its ratios, and the memory
-//! probe counts what it inserts.
+//! for, closed and open loop, lookups and RouteCalls, every scheduled call's
+//! RouteCall, usage and EndCall in a lifecycle run, the report computes its
+//! ratios, and the memory probe counts what it inserts.
 //!
 //! Open loop means requests leave on a fixed schedule whether or not earlier
 //! ones have been answered, and latency is measured from the *scheduled*
@@ -25,12 +35,16 @@
 //! (no coordinated omission). A dedicated pacer thread, with a 1 µs timer
 //! slack, hands each request to the runtime at its time; its lateness (tens
 //! of microseconds at most) is part of every latency, no-op included, and
-//! cancels out of the differences the report takes.
+//! cancels out of the differences the report takes. In a lifecycle run the
+//! pacer places the calls; a call's RecordUsage and EndCall leave on the
+//! runtime's timer, whose millisecond resolution is in their latencies.
 //!
 //! The number mix: `--hot-share` of requests go to the hot set (the first
 //! `--hot` numbers), `--unknown-share` to numbers nobody provisioned (an
 //! expected `NOT_FOUND`), the rest uniformly over every provisioned number
-//! (the long tail).
+//! (the long tail). The caller mix of RouteCalls: `--known-share` a known
+//! customer of the called number's organization, `--withheld-share` no
+//! caller id, the rest numbers no customer has.
 
 // Tests and benches stop at the first surprise: unwrapping is how they say so.
 #![allow(clippy::unwrap_used)]
@@ -40,11 +54,13 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod calls;
 mod cli;
 mod client;
 mod coalesce;
 mod dataset;
 mod import;
+mod lifecycle;
 mod load;
 mod memory;
 mod metrics;
@@ -79,7 +95,8 @@ async fn main() -> anyhow::Result<()> {
     match command {
         Command::Noop { addr } => noop::run(addr).await,
         Command::Seed { database_url, data } => seed(&database_url, &data).await,
-        Command::Load(args) => load::run(args).await,
+        Command::Load(args) => load::run(*args).await,
+        Command::Lifecycle(args) => lifecycle::run(*args).await,
         Command::Coalesce {
             target,
             metrics,

@@ -4,10 +4,14 @@
 
 use crate::{
     cli::DataSet,
-    dataset::{BENCH_LLM_CONFIG, BENCH_ORG_SETTINGS},
+    dataset::{BENCH_CONCURRENCY_LIMIT, BENCH_LLM_CONFIG, BENCH_ORG_SETTINGS, MAX_CUSTOMERS},
 };
 
 pub async fn seed(database_url: &str, data: &DataSet) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        data.organizations * data.customers_per_org <= MAX_CUSTOMERS,
+        "at most {MAX_CUSTOMERS} customers in all"
+    );
     let client = switchboard::store::connect_direct(database_url).await?;
     let orgs = data.organizations as i64;
     let numbers = data.numbers as i64;
@@ -16,12 +20,12 @@ pub async fn seed(database_url: &str, data: &DataSet) -> anyhow::Result<()> {
     client
         .execute(
             &format!(
-                "insert into public.organizations (id, slug, name, plan_tier, settings)
-                 select {org_id}, 'bench-' || g, 'Bench organization ' || g, 'enterprise', $2::text::jsonb
+                "insert into public.organizations (id, slug, name, plan_tier, settings, concurrency_limit)
+                 select {org_id}, 'bench-' || g, 'Bench organization ' || g, 'enterprise', $2::text::jsonb, $3::int4
                    from generate_series(0, $1::int8 - 1) g
                  on conflict do nothing"
             ),
-            &[&orgs, &BENCH_ORG_SETTINGS],
+            &[&orgs, &BENCH_ORG_SETTINGS, &BENCH_CONCURRENCY_LIMIT],
         )
         .await?;
     client
@@ -46,9 +50,23 @@ pub async fn seed(database_url: &str, data: &DataSet) -> anyhow::Result<()> {
             &[&numbers, &orgs],
         )
         .await?;
+    // customer c of organization g has dataset::customer_phone(g, c, per_org)
+    let per_org = data.customers_per_org as i64;
+    client
+        .execute(
+            &format!(
+                "insert into public.customers (org_id, phone, name, email)
+                 select {org_id}, '+1700' || lpad((g * $2::int8 + c)::text, 7, '0'),
+                        'Customer ' || g || '-' || c, 'customer-' || g || '-' || c || '@bench.example'
+                   from generate_series(0, $1::int8 - 1) g, generate_series(0, $2::int8 - 1) c
+                 on conflict do nothing"
+            ),
+            &[&orgs, &per_org],
+        )
+        .await?;
     println!(
-        "seeded {} numbers over {} organizations",
-        data.numbers, data.organizations
+        "seeded {} numbers over {} organizations, {} customers each",
+        data.numbers, data.organizations, data.customers_per_org
     );
     Ok(())
 }

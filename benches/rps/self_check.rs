@@ -3,8 +3,18 @@
 use clap::Parser;
 use tokio::net::TcpListener;
 
+use switchboard::domain::E164;
+use uuid::Uuid;
+
 use crate::{
-    cli::{Cli, Command, LoadArgs},
+    cli::{Cli, Command, LoadArgs, Rpc},
+    client::connect,
+    dataset::{bench_number, customer_phone, stranger_phone},
+    lifecycle::{
+        expected::{Expected, UsageKey},
+        landed::{compare_opened, compare_rollup, compare_usage, CallRow, Rollup},
+        lifecycle, per_second, results_of,
+    },
     load::load,
     memory::memory,
     metrics::p99_bucket,
@@ -20,6 +30,10 @@ pub async fn self_check() -> anyhow::Result<()> {
     let target = format!("http://{}", listener.local_addr()?);
     tokio::spawn(serve_noop(listener));
     let closed = check_loops(&target).await?;
+    check_route_calls(&target).await?;
+    check_lifecycle(&target).await?;
+    check_phones();
+    check_comparisons();
     check_p99_bucket();
     check_report(&closed)?;
 
@@ -50,7 +64,7 @@ async fn check_loops(target: &str) -> anyhow::Result<RunResult> {
             "2",
         ]);
         match cli.command {
-            Some(Command::Load(args)) => args,
+            Some(Command::Load(args)) => *args,
             _ => unreachable!("a load command"),
         }
     };
@@ -81,6 +95,220 @@ async fn check_loops(target: &str) -> anyhow::Result<RunResult> {
     assert_eq!(open.errors, 0, "{open:?}");
     assert!(open.extra.contains_key("send_late_p99_us"), "{open:?}");
     Ok(closed)
+}
+
+/// `load --rpc route-call`, closed loop: every call routed.
+async fn check_route_calls(target: &str) -> anyhow::Result<()> {
+    let cli = Cli::parse_from([
+        "rps",
+        "load",
+        "--target",
+        target,
+        "--label",
+        "noop_route_peak",
+        "--rpc",
+        "route-call",
+        "--concurrency",
+        "4",
+        "--warmup",
+        "100ms",
+        "--duration",
+        "300ms",
+    ]);
+    let Some(Command::Load(args)) = cli.command else {
+        unreachable!("a load command")
+    };
+    assert_eq!(args.rpc, Rpc::RouteCall);
+    let routed = load(*args).await?;
+    assert_eq!(routed.errors, 0, "{routed:?}");
+    assert!(routed.ok > 0, "no call routed: {routed:?}");
+    assert_eq!(routed.requests, routed.ok + routed.not_found + routed.shed);
+    Ok(())
+}
+
+/// `lifecycle` at 200 calls/s for 0.2 s + 1 s, holding 100 ms on average:
+/// every call routed, every planned report and every end acknowledged and
+/// counted, and the concurrent calls about what rate × hold makes them.
+async fn check_lifecycle(target: &str) -> anyhow::Result<()> {
+    let cli = Cli::parse_from([
+        "rps",
+        "lifecycle",
+        "--target",
+        target,
+        "--label",
+        "noop_life",
+        "--calls-per-sec",
+        "200",
+        "--warmup",
+        "200ms",
+        "--duration",
+        "1s",
+        "--hold-mean",
+        "100ms",
+        "--hold-max",
+        "300ms",
+        "--usage-every",
+        "50ms",
+        "--outage-at",
+        "300ms",
+        "--outage-for",
+        "300ms",
+        "--outage-start",
+        "true",
+        "--outage-end",
+        "true",
+    ]);
+    let Some(Command::Lifecycle(args)) = cli.command else {
+        unreachable!("a lifecycle command")
+    };
+    let run = lifecycle(&args, 200.0, "self-check", connect(target, 2).await?).await?;
+    // the schedule has exactly 240 calls, 200 of them in the window
+    assert_eq!(run.outcomes.len(), 240);
+    let counted: Vec<_> = run.outcomes.iter().filter(|o| o.counted).collect();
+    assert_eq!(counted.len(), 200);
+    for call in &run.outcomes {
+        assert!(call.routed.is_ok(), "{}", call.gateway_call_id);
+        assert_eq!(
+            call.usage.len(),
+            call.usage_planned,
+            "{}",
+            call.gateway_call_id
+        );
+        assert!(call
+            .usage
+            .iter()
+            .all(|(items, acked)| *acked && !items.is_empty()));
+        assert_eq!(call.ended, Some(true), "{}", call.gateway_call_id);
+    }
+    let reports: usize = counted.iter().map(|c| c.usage_planned).sum();
+    assert!(reports > 0, "no call held long enough to report usage");
+    let results = results_of(&args, &run, None);
+    let labels: Vec<&str> = results.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "route_call",
+            "record_usage",
+            "end_call",
+            "route_call_before",
+            "route_call_during",
+            "route_call_after"
+        ]
+    );
+    for ((_, result), sent) in results.iter().zip([200, reports as u64, 200]) {
+        assert_eq!((result.requests, result.ok), (sent, sent), "{result:?}");
+        assert_eq!(result.latency.unwrap().count, sent, "{result:?}");
+    }
+    let phases: u64 = results[3..].iter().map(|(_, r)| r.ok).sum();
+    assert_eq!(phases, 200, "{results:?}");
+    check_concurrency(&run, 200.0, (0.1, 0.3));
+    Ok(())
+}
+
+/// The concurrency timeline: every call ended, and in the window's steady
+/// part between a third and three times rate × mean hold (the exponential
+/// capped at `max`); never above rate × (`max` + 0.2 s).
+fn check_concurrency(run: &crate::lifecycle::Run, rate: f64, (mean, max): (f64, f64)) {
+    use std::sync::atomic::Ordering;
+    assert_eq!(
+        run.shared.live.load(Ordering::Acquire),
+        0,
+        "calls left open"
+    );
+    assert!(!per_second(&run.timeline).is_empty());
+    let expected = rate * mean * (1.0 - (-max / mean).exp());
+    let steady: Vec<f64> = run
+        .timeline
+        .iter()
+        .filter(|(t, _)| (max..1.0).contains(t))
+        .map(|&(_, live)| live as f64)
+        .collect();
+    assert!(!steady.is_empty(), "{:?}", run.timeline);
+    let average = steady.iter().sum::<f64>() / steady.len() as f64;
+    assert!(
+        (expected / 3.0..expected * 3.0).contains(&average),
+        "{average} concurrent calls on average, expected about {expected}: {:?}",
+        run.timeline
+    );
+    let peak = run.shared.peak.load(Ordering::Acquire) as f64;
+    assert!(
+        peak <= rate * (max + 0.2),
+        "{peak} concurrent calls at most"
+    );
+}
+
+/// Customer and stranger phones are canonical E.164, as `E164::parse`
+/// reads them, and never a bench number.
+fn check_phones() {
+    for phone in [
+        customer_phone(99, 99, 100),
+        customer_phone(0, 0, 100),
+        stranger_phone(42),
+    ] {
+        let parsed = E164::parse(&phone, None).expect("valid E.164");
+        assert_eq!(parsed.as_str(), phone);
+        assert_ne!(phone[..5], bench_number(0)[..5]);
+    }
+    assert_ne!(customer_phone(1, 0, 100), customer_phone(0, 99, 100));
+}
+
+/// The landed check's comparisons: an acknowledged record missing is lost,
+/// one nobody asked for duplicated, an unacknowledged one that landed
+/// neither; `usage_daily` must grow by exactly the quantities.
+fn check_comparisons() {
+    let org = Uuid::from_u128(1);
+    let [a, b, c, d] = [10, 11, 12, 13].map(Uuid::from_u128);
+    let key = |thousandths| UsageKey {
+        org,
+        metric: "call_seconds".into(),
+        thousandths,
+    };
+    let mut expected = Expected::default();
+    expected.usage.extend([(a, key(1000)), (b, key(2000))]);
+    expected.unacked_usage.insert(c, key(500));
+    // a missing, c landed unacknowledged, d named by no request
+    let (count, landed) = compare_usage(&expected, &[b, c, d]);
+    let figures = |c: crate::lifecycle::landed::Count| {
+        (
+            c.acknowledged,
+            c.landed,
+            c.lost,
+            c.duplicated,
+            c.unacknowledged_landed,
+        )
+    };
+    assert_eq!(figures(count), (2, 1, 1, 1, 1));
+    let rollup =
+        |thousandths| Rollup::from([((org, "call_seconds".to_string()), (thousandths, 0))]);
+    let before = rollup(100);
+    // c landed, so the rollup must have grown by 3500
+    let short = compare_rollup(&expected, &landed, &before, &rollup(100 + 2500));
+    assert_eq!(
+        (short.acknowledged, short.lost, short.duplicated),
+        (3000, 1000, 0)
+    );
+    let twice = compare_rollup(&expected, &landed, &before, &rollup(100 + 4500));
+    assert_eq!((twice.lost, twice.duplicated), (0, 1000));
+
+    expected.opened.insert("run-1".into(), a);
+    expected.opened.insert("run-2".into(), b);
+    expected.unopened.insert("run-3".into());
+    let row = |id, gateway: &str| CallRow {
+        id,
+        gateway_call_id: Some(gateway.into()),
+        ended: false,
+        end_reason: None,
+        status: "ringing".into(),
+    };
+    let rows = [
+        row(a, "run-1"),
+        row(d, "run-1"),
+        row(c, "run-3"),
+        row(d, "run-4"),
+    ];
+    // run-2 lost; run-1 twice and run-4 unasked for
+    let opened = compare_opened(&expected, &rows);
+    assert_eq!(figures(opened), (2, 1, 1, 2, 1));
 }
 
 /// The p99 of what a histogram gained between two readings: 100 added, 98

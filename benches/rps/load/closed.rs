@@ -9,7 +9,10 @@ use switchboard::proto::call_router_client::CallRouterClient;
 use tonic::transport::Channel;
 
 use super::tally::Tally;
-use crate::{cli::LoadArgs, client::lookup, dataset::NumberMix};
+use crate::{
+    calls::{send, Requests},
+    cli::LoadArgs,
+};
 
 /// `concurrency` workers, each sending its next request when its last one
 /// is answered. Only requests sent inside the window count.
@@ -18,12 +21,12 @@ pub async fn closed_loop(
     clients: Vec<CallRouterClient<Channel>>,
     concurrency: usize,
     (from, until): (Instant, Instant),
-    tally: Arc<Tally>,
+    (tally, run_id): (Arc<Tally>, &str),
 ) {
     let workers: Vec<_> = (0..concurrency)
         .map(|worker| {
             let mut client = clients[worker % clients.len()].clone();
-            let mut mix = NumberMix::new(args, worker as u64);
+            let mut requests = Requests::new(args, run_id, &format!("c{worker}"), worker as u64);
             let (tally, deadline) = (tally.clone(), args.deadline);
             tokio::spawn(async move {
                 loop {
@@ -31,8 +34,8 @@ pub async fn closed_loop(
                     if sent >= until {
                         break;
                     }
-                    let (number, provisioned) = mix.next();
-                    let result = lookup(&mut client, number, deadline).await.map(drop);
+                    let (outgoing, provisioned) = requests.next();
+                    let result = send(&mut client, outgoing, deadline).await;
                     if sent >= from {
                         tally.requests.fetch_add(1, Ordering::Relaxed);
                         tally.answer(result, provisioned, sent);

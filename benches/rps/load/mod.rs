@@ -2,8 +2,8 @@
 //! if asked for.
 
 mod closed;
-mod open;
-mod tally;
+pub mod open;
+pub mod tally;
 mod updates;
 
 use std::{
@@ -27,6 +27,7 @@ use self::{
     updates::{invalidation_lag, UpdatesSeen},
 };
 use crate::{
+    calls::run_id,
     cli::LoadArgs,
     client::{connect, prime},
     metrics::{applied_lag_buckets, p99_bucket},
@@ -58,17 +59,25 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<RunResult> {
         prime(&clients, args.data.numbers, args.deadline).await?;
     }
     let tally = Arc::new(Tally::new());
+    let run_id = run_id(&args.callers, &args.label, args.rep);
     let started = Instant::now();
     let window = (started + args.warmup, started + args.warmup + args.duration);
     let updates = Updates::start(&args, &clients[0], window).await?;
     let mut extra = BTreeMap::new();
     let mode = match (args.concurrency, rate) {
         (Some(concurrency), _) => {
-            closed_loop(&args, clients, concurrency, window, tally.clone()).await;
+            closed_loop(
+                &args,
+                clients,
+                concurrency,
+                window,
+                (tally.clone(), &run_id),
+            )
+            .await;
             "closed"
         }
         (None, Some(rate)) => {
-            let late = open_loop(&args, clients, rate, window, tally.clone()).await?;
+            let late = open_loop(&args, clients, rate, window, (tally.clone(), &run_id)).await?;
             // how far behind its schedule the generator sent: a run whose
             // sends were late measured the generator, not the server
             extra.insert(

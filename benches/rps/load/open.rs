@@ -13,7 +13,11 @@ use switchboard::proto::call_router_client::CallRouterClient;
 use tonic::transport::Channel;
 
 use super::tally::Tally;
-use crate::{cli::LoadArgs, client::lookup, dataset::NumberMix, result::histogram};
+use crate::{
+    calls::{send, Requests},
+    cli::LoadArgs,
+    result::histogram,
+};
 
 /// Requests leave at `rate` per second from a pacer thread, whatever the
 /// server does; each is timed from when it was due. Returns how late, in
@@ -23,65 +27,82 @@ pub async fn open_loop(
     clients: Vec<CallRouterClient<Channel>>,
     rate: f64,
     (from, until): (Instant, Instant),
-    tally: Arc<Tally>,
+    (tally, run_id): (Arc<Tally>, &str),
 ) -> anyhow::Result<Histogram<u64>> {
-    anyhow::ensure!(rate > 0.0 && rate.is_finite(), "the rate must be positive");
-    let period = Duration::from_secs_f64(1.0 / rate);
     let outstanding = Arc::new(AtomicUsize::new(0));
     let runtime = tokio::runtime::Handle::current();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let pacer = {
-        let (tally, outstanding) = (tally.clone(), outstanding.clone());
-        let (mut mix, deadline, max) =
-            (NumberMix::new(args, 0), args.deadline, args.max_outstanding);
-        let start = Instant::now();
-        std::thread::spawn(move || {
-            // the kernel's default slack (50 µs) would bunch the sends
-            // SAFETY: prctl with PR_SET_TIMERSLACK takes a plain integer.
-            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000) };
-            let mut late = histogram();
-            let mut i: u32 = 0;
-            loop {
-                let due = start + period * i;
-                i += 1;
-                if due >= until {
-                    break;
-                }
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
-                let (number, provisioned) = mix.next();
-                let counted = due >= from;
-                if counted {
-                    tally.requests.fetch_add(1, Ordering::Relaxed);
-                    late.saturating_record(due.elapsed().as_micros() as u64);
-                }
-                if outstanding.load(Ordering::Acquire) >= max {
-                    if counted {
-                        tally.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    continue;
-                }
-                outstanding.fetch_add(1, Ordering::AcqRel);
-                let mut client = clients[i as usize % clients.len()].clone();
-                let (tally, outstanding) = (tally.clone(), outstanding.clone());
-                runtime.spawn(async move {
-                    let result = lookup(&mut client, number, deadline).await.map(drop);
-                    if counted {
-                        tally.answer(result, provisioned, due);
-                    }
-                    outstanding.fetch_sub(1, Ordering::AcqRel);
-                });
+    let (deadline, max) = (args.deadline, args.max_outstanding);
+    let mut requests = Requests::new(args, run_id, "o", 0);
+    let late = {
+        let outstanding = outstanding.clone();
+        pace(rate, until, histogram(), move |late, i, due| {
+            let (outgoing, provisioned) = requests.next();
+            let counted = due >= from;
+            if counted {
+                tally.requests.fetch_add(1, Ordering::Relaxed);
+                late.saturating_record(due.elapsed().as_micros() as u64);
             }
-            let _ = done_tx.send(());
-            late
+            if outstanding.load(Ordering::Acquire) >= max {
+                if counted {
+                    tally.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            outstanding.fetch_add(1, Ordering::AcqRel);
+            let mut client = clients[i as usize % clients.len()].clone();
+            let (tally, outstanding) = (tally.clone(), outstanding.clone());
+            runtime.spawn(async move {
+                let result = send(&mut client, outgoing, deadline).await;
+                if counted {
+                    tally.answer(result, provisioned, due);
+                }
+                outstanding.fetch_sub(1, Ordering::AcqRel);
+            });
         })
+        .await?
     };
-    done_rx.await?;
-    let late = pacer.join().expect("pacer thread panicked");
     drain(&outstanding, args.deadline).await?;
     Ok(late)
+}
+
+/// The pacer: calls `each(state, i, due)` for the `i`-th of the times due
+/// at `rate` per second from now until `until`, at that time, from a thread
+/// of its own, whatever the runtime is doing; returns `state` once the last
+/// is past. `each` must hand any waiting to the runtime.
+pub async fn pace<S: Send + 'static>(
+    rate: f64,
+    until: Instant,
+    state: S,
+    mut each: impl FnMut(&mut S, u32, Instant) + Send + 'static,
+) -> anyhow::Result<S> {
+    anyhow::ensure!(rate > 0.0 && rate.is_finite(), "the rate must be positive");
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let start = Instant::now();
+    let pacer = std::thread::spawn(move || {
+        // the kernel's default slack (50 µs) would bunch the sends
+        // SAFETY: prctl with PR_SET_TIMERSLACK takes a plain integer.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000) };
+        let mut state = state;
+        let mut i: u32 = 0;
+        loop {
+            let due = start + period * i;
+            if due >= until {
+                break;
+            }
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            each(&mut state, i, due);
+            i += 1;
+        }
+        let _ = done_tx.send(());
+        state
+    });
+    // the thread is waited for without blocking a runtime worker
+    done_rx.await?;
+    Ok(pacer.join().expect("pacer thread panicked"))
 }
 
 /// Waits for the last answers: every request carries a deadline, so a

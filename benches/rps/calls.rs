@@ -1,0 +1,131 @@
+//! The calls a run places: who calls, under which gateway call id, and the
+//! request `rps load` sends for each.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use switchboard::proto::{call_router_client::CallRouterClient, RouteCallRequest};
+use tonic::{transport::Channel, Status};
+
+use crate::{
+    cli::{CallerArgs, DataSet, LoadArgs, Rpc},
+    client::{lookup, route_call},
+    dataset::{customer_phone, stranger_phone, NumberMix},
+};
+
+/// Picks callers: `known_share` a customer of the called number's
+/// organization, `withheld_share` no caller id, the rest strangers.
+pub struct CallerMix {
+    rng: SmallRng,
+    known_share: f64,
+    withheld_share: f64,
+    organizations: usize,
+    customers_per_org: usize,
+    strangers: usize,
+}
+
+impl CallerMix {
+    pub fn new(callers: &CallerArgs, data: &DataSet, seed: u64) -> Self {
+        Self {
+            // apart from the number mix's stream, which has the same seeds
+            rng: SmallRng::seed_from_u64(seed ^ 0x00ca_11e5),
+            known_share: callers.known_share,
+            withheld_share: callers.withheld_share,
+            organizations: data.organizations.max(1),
+            customers_per_org: data.customers_per_org,
+            strangers: data.numbers.max(1),
+        }
+    }
+
+    /// The caller of a call to bench number `number` (`None`: a number
+    /// nobody provisioned, whose callers no organization knows).
+    pub fn next(&mut self, number: Option<usize>) -> String {
+        let roll: f64 = self.rng.random();
+        if roll < self.withheld_share {
+            return String::new();
+        }
+        match number {
+            Some(i)
+                if roll < self.withheld_share + self.known_share && self.customers_per_org > 0 =>
+            {
+                let c = self.rng.random_range(0..self.customers_per_org);
+                customer_phone(i % self.organizations, c, self.customers_per_org)
+            }
+            _ => stranger_phone(self.rng.random_range(0..self.strangers)),
+        }
+    }
+}
+
+/// The prefix of a run's gateway call ids: `--run-id`, or one no other run
+/// has (label, repetition, time, process).
+pub fn run_id(callers: &CallerArgs, label: &str, rep: u32) -> String {
+    callers.run_id.clone().unwrap_or_else(|| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        format!(
+            "{label}-{rep}-{}.{:06}-{}",
+            now.as_secs(),
+            now.subsec_micros(),
+            std::process::id()
+        )
+    })
+}
+
+/// What `rps load` sends: lookups, or RouteCalls under gateway call ids
+/// `<run id>-<stream>-<n>`, each stream (a closed-loop worker, the open
+/// loop's pacer) numbering its own.
+pub struct Requests {
+    rpc: Rpc,
+    numbers: NumberMix,
+    callers: CallerMix,
+    prefix: String,
+    sent: u64,
+}
+
+/// One request of a load run.
+pub enum Outgoing {
+    Lookup(String),
+    RouteCall(RouteCallRequest),
+}
+
+impl Requests {
+    pub fn new(args: &LoadArgs, run_id: &str, stream: &str, seed: u64) -> Self {
+        Self {
+            rpc: args.rpc,
+            numbers: NumberMix::new(args, seed),
+            callers: CallerMix::new(&args.callers, &args.data, seed),
+            prefix: format!("{run_id}-{stream}"),
+            sent: 0,
+        }
+    }
+
+    /// The next request, and whether its number is provisioned.
+    pub fn next(&mut self) -> (Outgoing, bool) {
+        let (number, index) = self.numbers.next();
+        let outgoing = match self.rpc {
+            Rpc::Lookup => Outgoing::Lookup(number),
+            Rpc::RouteCall => {
+                self.sent += 1;
+                Outgoing::RouteCall(RouteCallRequest {
+                    called_number: number,
+                    caller_number: self.callers.next(index),
+                    gateway_call_id: format!("{}-{}", self.prefix, self.sent),
+                    default_region: String::new(),
+                })
+            }
+        };
+        (outgoing, index.is_some())
+    }
+}
+
+pub async fn send(
+    client: &mut CallRouterClient<Channel>,
+    outgoing: Outgoing,
+    deadline: Duration,
+) -> Result<(), Status> {
+    match outgoing {
+        Outgoing::Lookup(number) => lookup(client, number, deadline).await.map(drop),
+        Outgoing::RouteCall(request) => route_call(client, request, deadline).await.map(drop),
+    }
+}
