@@ -4,11 +4,25 @@ use std::path::Path;
 
 use crate::cli::DataSet;
 
+/// Customers of each bench organization, and the share of callers that are
+/// one of them: the rest are strangers, with numbers of the same shape that
+/// no customer has.
+pub const CUSTOMERS_PER_ORG: usize = 1_000;
+pub const KNOWN_CALLER_PERCENT: usize = 80;
+
+/// The phone of customer `idx` of bench organization `org` (`+1700` for
+/// customers, `+1701` for strangers), as a pgbench SQL expression over the
+/// script's variables.
+fn caller_phone(prefix: &str) -> String {
+    format!("'{prefix}' || lpad(:org::text, 3, '0') || lpad(:idx::text, 4, '0')")
+}
+
 /// pgbench scripts over the bench data set's mix of hot and long-tail
 /// numbers: `route.sql` is the daemon's own statement through the pooler;
 /// `postgrest.sql` is the transaction PostgREST runs for
 /// `GET /phone_numbers?number=eq.X&select=*,agents(*),organizations(*)`
 /// (role and claims set per request, the CTE and `json_agg` shape).
+/// Then the call path's own: `customer.sql` and `commit.sql`.
 pub fn pgbench_scripts(dir: &Path, data: &DataSet) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let pick = format!(
@@ -29,5 +43,37 @@ pub fn pgbench_scripts(dir: &Path, data: &DataSet) -> anyhow::Result<()> {
          COMMIT;\n"
     );
     std::fs::write(dir.join("postgrest.sql"), postgrest)?;
+    std::fs::write(dir.join("customer.sql"), customer_script(data))?;
+    std::fs::write(dir.join("commit.sql"), COMMIT_SCRIPT)?;
     Ok(())
 }
+
+/// The per-call customer lookup a `RouteCall` made before customers were
+/// cached: the daemon's own statement (`FIND_CUSTOMER_SQL`), through the
+/// pooler, for a caller of a random organization who is one of its
+/// customers or a stranger, in the run's mix. What "just ask PostgreSQL on
+/// every call" costs.
+fn customer_script(data: &DataSet) -> String {
+    let org_id = "('00000000-0000-4000-9000-' || lpad(to_hex(:org), 12, '0'))::uuid";
+    let known = caller_phone("+1700");
+    let stranger = caller_phone("+1701");
+    let phone =
+        format!("case when :roll <= {KNOWN_CALLER_PERCENT} then {known} else {stranger} end");
+    let query = switchboard::store::postgres::FIND_CUSTOMER_SQL
+        .replace("$1", org_id)
+        .replace("$2", &phone)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!(
+        "\\set org random(0, {})\n\\set idx random(0, {})\n\\set roll random(1, 100)\n{query};\n",
+        data.organizations - 1,
+        CUSTOMERS_PER_ORG - 1
+    )
+}
+
+/// A bare durable commit: one small row in a scratch table (`bench.commits`,
+/// made by `deploy/local/bench`), its own transaction, through the pooler.
+/// Every acknowledged `EndCall` and `RecordUsage` waits for at least this
+/// much; with many clients, PostgreSQL's own group commit shows.
+const COMMIT_SCRIPT: &str = "insert into bench.commits (client) values (:client_id);\n";

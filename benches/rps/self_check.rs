@@ -22,6 +22,7 @@ pub async fn self_check() -> anyhow::Result<()> {
     let closed = check_loops(&target).await?;
     check_p99_bucket();
     check_report(&closed)?;
+    crate::report::call_path_check::check();
 
     let memory = memory(10_000, 100).await?;
     assert_eq!(memory.ok, 10_000, "every number kept");
