@@ -54,11 +54,11 @@ pub fn pgbench_scripts(dir: &Path, data: &DataSet) -> anyhow::Result<()> {
 /// customers or a stranger, in the run's mix. What "just ask PostgreSQL on
 /// every call" costs.
 fn customer_script(data: &DataSet) -> String {
-    let org_id = "('00000000-0000-4000-9000-' || lpad(to_hex(:org), 12, '0'))::uuid";
+    let org_id = "('00000000-0000-4000-9000-' || lpad(to_hex(:org::int), 12, '0'))::uuid";
     let known = caller_phone("+1700");
     let stranger = caller_phone("+1701");
     let phone =
-        format!("case when :roll <= {KNOWN_CALLER_PERCENT} then {known} else {stranger} end");
+        format!("case when :roll::int <= {KNOWN_CALLER_PERCENT} then {known} else {stranger} end");
     let query = switchboard::store::postgres::FIND_CUSTOMER_SQL
         .replace("$1", org_id)
         .replace("$2", &phone)
