@@ -65,8 +65,9 @@ pub struct AdmissionArgs {
     /// Lease lifetime, the daemon's default `SWITCHBOARD_MAX_CALL_DURATION`.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "4h")]
     pub lease: Duration,
-    /// Each request's bound, as the daemon's `SWITCHBOARD_ADMISSION_TIMEOUT`
-    /// would be on a slower machine: a request past it is an error.
+    /// Each request's bound; one past it counts as an error. Far above the
+    /// daemon's own (`SWITCHBOARD_ADMISSION_TIMEOUT`): the floor is measured
+    /// whole, its tail included.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     pub deadline: Duration,
     #[arg(long)]
