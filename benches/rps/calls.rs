@@ -14,14 +14,15 @@ use crate::{
 };
 
 /// Picks callers: `known_share` a customer of the called number's
-/// organization, `withheld_share` no caller id, the rest strangers.
+/// organization, `withheld_share` no caller id, the rest strangers, from a
+/// pool of as many per organization as it has customers: callers who call
+/// again, as a warm run needs (every one of them is primed by `--prime`).
 pub struct CallerMix {
     rng: SmallRng,
     known_share: f64,
     withheld_share: f64,
     organizations: usize,
     customers_per_org: usize,
-    strangers: usize,
 }
 
 impl CallerMix {
@@ -33,7 +34,6 @@ impl CallerMix {
             withheld_share: callers.withheld_share,
             organizations: data.organizations.max(1),
             customers_per_org: data.customers_per_org,
-            strangers: data.numbers.max(1),
         }
     }
 
@@ -51,7 +51,13 @@ impl CallerMix {
                 let c = self.rng.random_range(0..self.customers_per_org);
                 customer_phone(i % self.organizations, c, self.customers_per_org)
             }
-            _ => stranger_phone(self.rng.random_range(0..self.strangers)),
+            Some(i) if self.customers_per_org > 0 => {
+                let c = self.rng.random_range(0..self.customers_per_org);
+                stranger_phone(i % self.organizations, c, self.customers_per_org)
+            }
+            // a number nobody provisioned is refused before its caller is
+            // looked up
+            _ => stranger_phone(0, 0, 0),
         }
     }
 }
@@ -84,6 +90,7 @@ pub struct Requests {
 }
 
 /// One request of a load run.
+#[derive(Debug, Clone)]
 pub enum Outgoing {
     Lookup(String),
     RouteCall(RouteCallRequest),

@@ -118,6 +118,44 @@ pub enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// The admission script alone against Redis, as `RouteCall` runs it:
+    /// the floor of a `RouteCall`.
+    Admission(crate::admission::AdmissionArgs),
+    /// `pg_test_fsync` output as a result: the disk's flush rate with the
+    /// method PostgreSQL uses, the floor of any durable commit.
+    ImportFsync {
+        #[arg(long)]
+        label: String,
+        /// The `wal_sync_method` PostgreSQL uses (`show wal_sync_method`).
+        #[arg(long, default_value = "fdatasync")]
+        method: String,
+        #[arg(long)]
+        out: PathBuf,
+        output: PathBuf,
+    },
+    /// The daemon's recorder figures, from its /metrics, as JSON: one
+    /// reading, taken before or after a run.
+    ScrapeRecorder {
+        /// The daemon's admin address, `http://host:port`.
+        #[arg(long)]
+        metrics: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// What the recorder did between two readings (`scrape-recorder`):
+    /// events and batches per second, events per batch.
+    ImportRecorder {
+        #[arg(long)]
+        label: String,
+        #[arg(long)]
+        rep: u32,
+        #[arg(long)]
+        before: PathBuf,
+        #[arg(long)]
+        after: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// The bench data set: `numbers` numbers, number `i` bound to organization

@@ -28,9 +28,10 @@ pub fn customer_phone(g: usize, c: usize, per_org: usize) -> String {
 /// Customer phones the data set has room for: seven digits.
 pub const MAX_CUSTOMERS: usize = 10_000_000;
 
-/// Callers no customer has: another prefix.
-pub fn stranger_phone(i: usize) -> String {
-    format!("+1799{i:07}")
+/// Stranger `c` of organization `g`: a caller no customer has, another
+/// prefix.
+pub fn stranger_phone(g: usize, c: usize, per_org: usize) -> String {
+    format!("+1799{:07}", g * per_org + c)
 }
 
 /// The bench organizations' concurrent-call limit: high enough that a peak

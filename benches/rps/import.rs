@@ -119,3 +119,35 @@ pub fn import_callgrind(run: &Path, label: String, instructions: u64) -> anyhow:
         ..run
     })
 }
+
+/// `pg_test_fsync` output: of its first comparison (one 8 kB write, then a
+/// flush), the line of `method`, `  fdatasync   1234.567 ops/sec   810 usecs/op`.
+/// One flush at a time, so its latency is the inverse of its rate.
+pub fn import_fsync(output: &Path, label: String, method: &str) -> anyhow::Result<RunResult> {
+    let text = std::fs::read_to_string(output)?;
+    let ops = text
+        .lines()
+        .skip_while(|l| !l.contains("one 8kB write"))
+        .find_map(|l| {
+            let mut fields = l.split_whitespace();
+            (fields.next() == Some(method)).then(|| fields.next()?.parse::<f64>().ok())?
+        })
+        .ok_or_else(|| anyhow::anyhow!("no {method} rate in {}", output.display()))?;
+    anyhow::ensure!(ops > 0.0, "{method}: {ops} ops/sec");
+    let us = 1e6 / ops;
+    Ok(RunResult {
+        label,
+        mode: "pg_test_fsync".into(),
+        concurrency: Some(1),
+        goodput: ops,
+        latency: Some(Latency {
+            count: 0,
+            p50: us,
+            p90: us,
+            p99: us,
+            p999: us,
+            max: us,
+        }),
+        ..Default::default()
+    })
+}

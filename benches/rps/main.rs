@@ -54,6 +54,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admission;
 mod calls;
 mod cli;
 mod client;
@@ -76,8 +77,9 @@ use clap::Parser;
 use crate::{
     cli::{Cli, Command},
     coalesce::coalesce,
-    import::{import_callgrind, import_pgbench, import_redis},
+    import::{import_callgrind, import_fsync, import_pgbench, import_redis},
     memory::memory,
+    metrics::{import_recorder, scrape_recorder},
     pgbench_scripts::pgbench_scripts,
     report::report,
     result::{read_results, write_result},
@@ -142,5 +144,20 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", report(&read_results(&dir)?));
             Ok(())
         }
+        Command::Admission(args) => admission::run(args).await,
+        Command::ImportFsync {
+            label,
+            method,
+            out,
+            output,
+        } => write_result(&import_fsync(&output, label, &method)?, Some(&out)),
+        Command::ScrapeRecorder { metrics, out } => scrape_recorder(&metrics, &out).await,
+        Command::ImportRecorder {
+            label,
+            rep,
+            before,
+            after,
+            out,
+        } => write_result(&import_recorder(&before, &after, label, rep)?, Some(&out)),
     }
 }

@@ -36,6 +36,7 @@ pub async fn self_check() -> anyhow::Result<()> {
     check_comparisons();
     check_p99_bucket();
     check_report(&closed)?;
+    crate::report::call_path_check::check();
 
     let memory = memory(10_000, 100).await?;
     assert_eq!(memory.ok, 10_000, "every number kept");
@@ -243,7 +244,7 @@ fn check_phones() {
     for phone in [
         customer_phone(99, 99, 100),
         customer_phone(0, 0, 100),
-        stranger_phone(42),
+        stranger_phone(42, 7, 100),
     ] {
         let parsed = E164::parse(&phone, None).expect("valid E.164");
         assert_eq!(parsed.as_str(), phone);

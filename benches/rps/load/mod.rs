@@ -28,7 +28,7 @@ use self::{
 };
 use crate::{
     calls::run_id,
-    cli::LoadArgs,
+    cli::{LoadArgs, Rpc},
     client::{connect, prime},
     metrics::{applied_lag_buckets, p99_bucket},
     result::{read_result, write_result, Latency, RunResult},
@@ -55,11 +55,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
 pub async fn load(args: LoadArgs) -> anyhow::Result<RunResult> {
     let rate = offered_rate(&args)?;
     let clients = connect(&args.target, args.connections).await?;
+    let run_id = run_id(&args.callers, &args.label, args.rep);
     if args.prime {
-        prime(&clients, args.data.numbers, args.deadline).await?;
+        let callers = (args.rpc == Rpc::RouteCall).then_some(run_id.as_str());
+        prime(&clients, &args.data, callers, args.deadline).await?;
     }
     let tally = Arc::new(Tally::new());
-    let run_id = run_id(&args.callers, &args.label, args.rep);
     let started = Instant::now();
     let window = (started + args.warmup, started + args.warmup + args.duration);
     let updates = Updates::start(&args, &clients[0], window).await?;

@@ -1,5 +1,7 @@
 //! `rps report`: the Markdown table over every result, with the targets.
 
+pub mod call_path;
+pub mod call_path_check;
 mod targets;
 
 pub use targets::{evaluate, TARGETS};
@@ -26,6 +28,7 @@ pub fn report(results: &Results) -> String {
     let mut out = String::new();
     runs_table(&mut out, results);
     targets_table(&mut out, results);
+    call_path::tables(&mut out, results);
     footnotes(&mut out, results);
     out
 }

@@ -3,7 +3,12 @@
 
 use crate::result::{Results, RunResult};
 
-use super::median;
+use super::{
+    call_path::{
+        failed_rpcs, lost_or_duplicated, rpc, END_CALL, ROUTE_CALL_BEFORE, ROUTE_CALL_DURING,
+    },
+    median,
+};
 
 /// One target: a figure computed per repetition from that repetition's
 /// runs, its median, and the bound it must meet.
@@ -17,7 +22,7 @@ pub struct Target {
     pub at_most: bool,
 }
 
-fn get(results: &Results, label: &str, rep: u32) -> Option<RunResult> {
+pub(super) fn get(results: &Results, label: &str, rep: u32) -> Option<RunResult> {
     let runs = results.get(label)?;
     // single-run measurements (memory, coalesce) serve every repetition
     runs.get(&rep)
@@ -171,6 +176,76 @@ pub const TARGETS: &[Target] = &[
             )
         },
         bound: 0.05,
+        at_most: true,
+    },
+    Target {
+        name: "hot RouteCall throughput vs its floor: the no-op's, or the admission script's alone against Redis, whichever is lower",
+        formula: "hot_route_peak / min(noop_route_peak, admission_peak)",
+        figure: |r, n| {
+            let floor = goodput(r, "noop_route_peak", n)?.min(goodput(r, "admission_peak", n)?);
+            Some(goodput(r, "hot_route_peak", n)? / floor)
+        },
+        bound: 0.7,
+        at_most: false,
+    },
+    Target {
+        name: "hot RouteCall throughput vs the per-call customer query",
+        formula: "hot_route_peak / pg_customer_peak",
+        figure: |r, n| Some(goodput(r, "hot_route_peak", n)? / goodput(r, "pg_customer_peak", n)?),
+        bound: 5.0,
+        at_most: false,
+    },
+    Target {
+        name: "RouteCall p50 at low load over the no-op's p50 + the admission script's p50 (µs)",
+        formula: "hot_route_low.p50 − (noop_route_low.p50 + admission_low.p50)",
+        figure: |r, n| {
+            Some(
+                p50(r, "hot_route_low", n)?
+                    - (p50(r, "noop_route_low", n)? + p50(r, "admission_low", n)?),
+            )
+        },
+        bound: 30.0,
+        at_most: true,
+    },
+    Target {
+        name: "whole calls at half the sustainable rate: records acknowledged and then missing from the database, or found there twice",
+        formula: "lifecycle_half: records lost + duplicated",
+        figure: |r, n| lost_or_duplicated(r, "lifecycle_half", n),
+        bound: 0.0,
+        at_most: true,
+    },
+    Target {
+        name: "the same: RPCs failed, shed or not sent (RouteCall, RecordUsage, EndCall)",
+        formula: "lifecycle_half: Σ errors + shed + dropped",
+        figure: |r, n| failed_rpcs(r, "lifecycle_half", n),
+        bound: 0.0,
+        at_most: true,
+    },
+    Target {
+        name: "EndCall p99 at half the sustainable rate vs a bare commit's p99",
+        formula: "lifecycle_half/end_call.p99 / commit_low.p99",
+        figure: |r, n| {
+            let end_call = rpc(r, "lifecycle_half", END_CALL, n)?.latency?.p99;
+            Some(end_call / p99(r, "commit_low", n)?)
+        },
+        bound: 2.0,
+        at_most: true,
+    },
+    Target {
+        name: "RouteCall p99 while the pooler is stopped for 10 s vs before",
+        formula: "lifecycle_outage/route_call_during.p99 / lifecycle_outage/route_call_before.p99",
+        figure: |r, n| {
+            let during = rpc(r, "lifecycle_outage", ROUTE_CALL_DURING, n)?.latency?.p99;
+            Some(during / rpc(r, "lifecycle_outage", ROUTE_CALL_BEFORE, n)?.latency?.p99)
+        },
+        bound: 1.5,
+        at_most: true,
+    },
+    Target {
+        name: "the same run: records acknowledged and then missing from the database, or found there twice",
+        formula: "lifecycle_outage: records lost + duplicated",
+        figure: |r, n| lost_or_duplicated(r, "lifecycle_outage", n),
+        bound: 0.0,
         at_most: true,
     },
 ];
