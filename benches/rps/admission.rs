@@ -13,7 +13,6 @@
 //! the end.
 
 use std::{
-    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -21,58 +20,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clap::Args;
 use hdrhistogram::Histogram;
 use redis::{aio::MultiplexedConnection, AsyncCommands, Script};
 use switchboard::admission::TAKE_LEASE;
 use uuid::Uuid;
 
 use crate::{
+    cli::AdmissionArgs,
     dataset::bench_org_id,
     result::{histogram, record, write_result, Latency, RunResult},
 };
-
-#[derive(Args, Clone, Debug)]
-pub struct AdmissionArgs {
-    /// Redis, as the daemon is given it; `rediss://` for TLS.
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: String,
-    /// PEM CA certificates trusted for `rediss://` instead of the system's.
-    #[arg(long, env = "SWITCHBOARD_REDIS_CA_FILE")]
-    pub redis_ca_file: Option<PathBuf>,
-    /// Database index for the run's keys: one the daemons do not use.
-    #[arg(long, default_value_t = 10)]
-    pub db: i64,
-    /// Name of the run in the report.
-    #[arg(long)]
-    pub label: String,
-    #[arg(long, default_value_t = 1)]
-    pub rep: u32,
-    /// Closed loop: this many requests always in flight (1: one client,
-    /// for the latency of a round trip without queueing).
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
-    pub warmup: Duration,
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "8s")]
-    pub duration: Duration,
-    /// Organizations the calls spread over.
-    #[arg(long, default_value_t = 100)]
-    pub organizations: usize,
-    /// Each organization's limit: far above what a run reaches.
-    #[arg(long, default_value_t = 10_000_000)]
-    pub limit: u32,
-    /// Lease lifetime, the daemon's default `SWITCHBOARD_MAX_CALL_DURATION`.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "4h")]
-    pub lease: Duration,
-    /// Each request's bound; one past it counts as an error. Far above the
-    /// daemon's own (`SWITCHBOARD_ADMISSION_TIMEOUT`): the floor is measured
-    /// whole, its tail included.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
-    pub deadline: Duration,
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-}
 
 /// How long the call → organization key outlives the lease, as in the
 /// daemon (`CALL_ORG_GRACE`).

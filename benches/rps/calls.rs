@@ -1,5 +1,5 @@
-//! The calls a run places: who calls, under which gateway call id, and the
-//! request `rps load` sends for each.
+//! The calls a run places: who calls, under which gateway call id, the
+//! request `rps load` sends for each, and priming the server's caches.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +10,7 @@ use tonic::{transport::Channel, Status};
 use crate::{
     cli::{CallerArgs, DataSet, LoadArgs, Rpc},
     client::{lookup, route_call},
-    dataset::{customer_phone, stranger_phone, NumberMix},
+    dataset::{bench_number, customer_phone, stranger_phone, NumberMix},
 };
 
 /// Picks callers: `known_share` a customer of the called number's
@@ -135,4 +135,64 @@ pub async fn send(
         Outgoing::Lookup(number) => lookup(client, number, deadline).await.map(drop),
         Outgoing::RouteCall(request) => route_call(client, request, deadline).await.map(drop),
     }
+}
+
+/// Looks up every provisioned number once, then (for `RouteCall` runs,
+/// `callers` set) routes one call from each customer and each stranger of
+/// every organization, so that a run starts with every caller cached; 16 at
+/// a time (within the daemon's pool), each tried up to three times.
+pub async fn prime(
+    clients: &[CallRouterClient<Channel>],
+    data: &DataSet,
+    callers: Option<&str>,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let numbers = (0..data.numbers).map(|i| Outgoing::Lookup(bench_number(i)));
+    send_all(clients, numbers, deadline).await?;
+    let Some(run_id) = callers else {
+        return Ok(());
+    };
+    let per_org = data.customers_per_org;
+    let calls = (0..data.organizations).flat_map(move |g| {
+        (0..per_org).flat_map(move |c| {
+            [customer_phone(g, c, per_org), stranger_phone(g, c, per_org)].map(|caller| {
+                Outgoing::RouteCall(RouteCallRequest {
+                    // bench number g is organization g's
+                    called_number: bench_number(g),
+                    gateway_call_id: format!("{run_id}-prime-{caller}"),
+                    caller_number: caller,
+                    default_region: String::new(),
+                })
+            })
+        })
+    });
+    send_all(clients, calls, deadline).await
+}
+
+async fn send_all(
+    clients: &[CallRouterClient<Channel>],
+    requests: impl Iterator<Item = Outgoing>,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(requests.enumerate())
+        .map(|(i, outgoing)| {
+            let mut client = clients[i % clients.len()].clone();
+            async move {
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    match send(&mut client, outgoing.clone(), deadline).await {
+                        Ok(()) => return Ok(()),
+                        Err(status) if attempt == 3 => {
+                            anyhow::bail!("priming {outgoing:?}: {status}")
+                        }
+                        Err(_) => continue,
+                    }
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<()>()
+        .await
 }

@@ -120,7 +120,7 @@ pub enum Command {
     },
     /// The admission script alone against Redis, as `RouteCall` runs it:
     /// the floor of a `RouteCall`.
-    Admission(crate::admission::AdmissionArgs),
+    Admission(AdmissionArgs),
     /// `pg_test_fsync` output as a result: the disk's flush rate with the
     /// method PostgreSQL uses, the floor of any durable commit.
     ImportFsync {
@@ -347,6 +347,49 @@ pub struct LifecycleArgs {
     /// Results: `PATH` with `.route_call.json`, `.record_usage.json`,
     /// `.end_call.json` (and `.route_call_before.json`, ... with an
     /// outage), and the concurrent calls in `PATH.timeline.tsv`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `rps admission`: the admission script alone against Redis.
+#[derive(Args, Clone, Debug)]
+pub struct AdmissionArgs {
+    /// Redis, as the daemon is given it; `rediss://` for TLS.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: String,
+    /// PEM CA certificates trusted for `rediss://` instead of the system's.
+    #[arg(long, env = "SWITCHBOARD_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// Database index for the run's keys: one the daemons do not use.
+    #[arg(long, default_value_t = 10)]
+    pub db: i64,
+    /// Name of the run in the report.
+    #[arg(long)]
+    pub label: String,
+    #[arg(long, default_value_t = 1)]
+    pub rep: u32,
+    /// Closed loop: this many requests always in flight (1: one client,
+    /// for the latency of a round trip without queueing).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub warmup: Duration,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "8s")]
+    pub duration: Duration,
+    /// Organizations the calls spread over.
+    #[arg(long, default_value_t = 100)]
+    pub organizations: usize,
+    /// Each organization's limit: far above what a run reaches.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub limit: u32,
+    /// Lease lifetime, the daemon's default `SWITCHBOARD_MAX_CALL_DURATION`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "4h")]
+    pub lease: Duration,
+    /// Each request's bound; one past it counts as an error. Far above the
+    /// daemon's own (`SWITCHBOARD_ADMISSION_TIMEOUT`): the floor is measured
+    /// whole, its tail included.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub deadline: Duration,
     #[arg(long)]
     pub out: Option<PathBuf>,
 }

@@ -1,5 +1,5 @@
 //! The generator's side of the wire: connections to the server under load,
-//! the requests it sends, and priming its caches.
+//! and the requests it sends.
 
 use std::time::Duration;
 
@@ -12,11 +12,7 @@ use tonic::{
     Request, Response, Status,
 };
 
-use crate::{
-    calls::{send, Outgoing},
-    cli::{DataSet, REMEMBERED_RESETS},
-    dataset::{bench_number, customer_phone, stranger_phone},
-};
+use crate::cli::REMEMBERED_RESETS;
 
 pub async fn connect(
     target: &str,
@@ -84,64 +80,4 @@ pub async fn end_call(
     let mut request = Request::new(request);
     request.set_timeout(deadline);
     client.end_call(request).await.map(drop)
-}
-
-/// Looks up every provisioned number once, then (for `RouteCall` runs,
-/// `callers` set) routes one call from each customer and each stranger of
-/// every organization, so that a run starts with every caller cached; 16 at
-/// a time (within the daemon's pool), each tried up to three times.
-pub async fn prime(
-    clients: &[CallRouterClient<Channel>],
-    data: &DataSet,
-    callers: Option<&str>,
-    deadline: Duration,
-) -> anyhow::Result<()> {
-    let numbers = (0..data.numbers).map(|i| Outgoing::Lookup(bench_number(i)));
-    send_all(clients, numbers, deadline).await?;
-    let Some(run_id) = callers else {
-        return Ok(());
-    };
-    let per_org = data.customers_per_org;
-    let calls = (0..data.organizations).flat_map(move |g| {
-        (0..per_org).flat_map(move |c| {
-            [customer_phone(g, c, per_org), stranger_phone(g, c, per_org)].map(|caller| {
-                Outgoing::RouteCall(RouteCallRequest {
-                    // bench number g is organization g's
-                    called_number: bench_number(g),
-                    gateway_call_id: format!("{run_id}-prime-{caller}"),
-                    caller_number: caller,
-                    default_region: String::new(),
-                })
-            })
-        })
-    });
-    send_all(clients, calls, deadline).await
-}
-
-async fn send_all(
-    clients: &[CallRouterClient<Channel>],
-    requests: impl Iterator<Item = Outgoing>,
-    deadline: Duration,
-) -> anyhow::Result<()> {
-    use futures::{StreamExt, TryStreamExt};
-    futures::stream::iter(requests.enumerate())
-        .map(|(i, outgoing)| {
-            let mut client = clients[i % clients.len()].clone();
-            async move {
-                let mut attempt = 0;
-                loop {
-                    attempt += 1;
-                    match send(&mut client, outgoing.clone(), deadline).await {
-                        Ok(()) => return Ok(()),
-                        Err(status) if attempt == 3 => {
-                            anyhow::bail!("priming {outgoing:?}: {status}")
-                        }
-                        Err(_) => continue,
-                    }
-                }
-            }
-        })
-        .buffer_unordered(16)
-        .try_collect::<()>()
-        .await
 }

@@ -11,12 +11,11 @@ use switchboard::{
         call_router_client::CallRouterClient, AdmissionDecision, ExplainRouteRequest,
         ExplainRouteResponse, LookupNumberRequest, RouteSource,
     },
-    store,
 };
 use tonic::{transport::Channel, Code};
 
 use crate::helpers::{
-    count, create_database, end_request, eventually, reason, route_request, spawn_app_on,
+    acme_with_own_limit, count, end_request, eventually, reason, route_request, spawn_app_on,
     spawn_on_via, spawn_seeded_app, spawn_seeded_app_with, switchboard_command, PrivateRedis,
     Stack, TestApp,
 };
@@ -411,18 +410,7 @@ async fn the_limit_the_live_calls_and_a_refusal_at_the_limit_are_foreseen() {
 
 #[tokio::test]
 async fn an_organizations_own_limit_is_named_as_its_source() {
-    // set before any daemon reads the organization
-    let stack = Stack::from_env();
-    let db_name = create_database(&stack).await;
-    let mut db = store::connect_direct(&stack.direct_url(&db_name))
-        .await
-        .unwrap();
-    store::seed::demo(&mut db).await.unwrap();
-    db.batch_execute(
-        "update public.organizations set concurrency_limit = 7 where slug = 'acme-dental'",
-    )
-    .await
-    .unwrap();
+    let (stack, db_name) = acme_with_own_limit(7).await;
     let app = spawn_app_on(stack, db_name, |_| {}).await;
     let admission = explain(&app.client, ACME, "", "").await.admission.unwrap();
     assert_eq!(

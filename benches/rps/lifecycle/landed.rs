@@ -11,20 +11,9 @@ use tokio_postgres::{Client, IsolationLevel};
 use uuid::Uuid;
 
 use super::{
-    call::{idempotency_key, CallOutcome, END_REASON_STORED, END_STATUS_STORED},
+    call::{CallOutcome, END_REASON_STORED, END_STATUS_STORED},
     expected::{Expected, UsageKey},
 };
-
-/// Namespace of usage event ids: `USAGE_ID_NAMESPACE` in
-/// src/routing/mod.rs, which derives an event's id from
-/// `"{call_id}/{idempotency_key}/{metric}"`. Must stay equal to it.
-const USAGE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x7e21_94b3_0c58_4d6f_a1e7_3b9c_52d8_e06a);
-
-/// The id the daemon gives a usage item.
-pub fn usage_id(call_id: Uuid, k: usize, metric: &str) -> Uuid {
-    let key = format!("{call_id}/{}/{metric}", idempotency_key(k));
-    Uuid::new_v5(&USAGE_ID_NAMESPACE, key.as_bytes())
-}
 
 /// `usage_daily` summed per organization and metric: thousandths of the
 /// quantity, and events.

@@ -27,9 +27,9 @@ use self::{
     updates::{invalidation_lag, UpdatesSeen},
 };
 use crate::{
-    calls::run_id,
+    calls::{prime, run_id},
     cli::{LoadArgs, Rpc},
-    client::{connect, prime},
+    client::connect,
     metrics::{applied_lag_buckets, p99_bucket},
     result::{read_result, write_result, Latency, RunResult},
 };

@@ -10,7 +10,7 @@ use crate::{
     result::{Results, RunResult},
 };
 
-use super::{median, targets::get};
+use super::{get, median};
 
 /// What `rps lifecycle` writes: a result per RPC, labelled `<run>/<rpc>`,
 /// and, with an outage, `RouteCall` before, during and after it.

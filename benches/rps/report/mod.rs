@@ -10,6 +10,15 @@ use std::fmt::Write;
 
 use crate::result::{Results, RunResult};
 
+/// One repetition's result of a run.
+pub fn get(results: &Results, label: &str, rep: u32) -> Option<RunResult> {
+    let runs = results.get(label)?;
+    // single-run measurements (memory, coalesce) serve every repetition
+    runs.get(&rep)
+        .or_else(|| (runs.len() == 1).then(|| runs.values().next()).flatten())
+        .cloned()
+}
+
 pub fn median(mut values: Vec<f64>) -> Option<f64> {
     values.retain(|v| v.is_finite());
     if values.is_empty() {

@@ -1,13 +1,13 @@
 //! The targets the report checks, and how each is evaluated over the
 //! repetitions.
 
-use crate::result::{Results, RunResult};
+use crate::result::Results;
 
 use super::{
     call_path::{
         failed_rpcs, lost_or_duplicated, rpc, END_CALL, ROUTE_CALL_BEFORE, ROUTE_CALL_DURING,
     },
-    median,
+    get, median,
 };
 
 /// One target: a figure computed per repetition from that repetition's
@@ -20,14 +20,6 @@ pub struct Target {
     /// The figure must be at most (or at least) this.
     pub bound: f64,
     pub at_most: bool,
-}
-
-pub(super) fn get(results: &Results, label: &str, rep: u32) -> Option<RunResult> {
-    let runs = results.get(label)?;
-    // single-run measurements (memory, coalesce) serve every repetition
-    runs.get(&rep)
-        .or_else(|| (runs.len() == 1).then(|| runs.values().next()).flatten())
-        .cloned()
 }
 
 fn goodput(r: &Results, label: &str, rep: u32) -> Option<f64> {
