@@ -61,6 +61,11 @@ async fn routed_calls(app: &TestApp, calls: usize, tag: &str) -> Vec<String> {
 
 /// Slots held by GLOBEX's calls, as ExplainRoute counts them.
 async fn active_calls(client: &CallRouterClient<Channel>) -> u32 {
+    leases(client).await.expect("admission counts leases")
+}
+
+/// The same, `None` when Redis could not be asked.
+async fn leases(client: &CallRouterClient<Channel>) -> Option<u32> {
     client
         .clone()
         .explain_route(ExplainRouteRequest {
@@ -73,7 +78,6 @@ async fn active_calls(client: &CallRouterClient<Channel>) -> u32 {
         .into_inner()
         .admission
         .and_then(|admission| admission.active_calls)
-        .expect("admission counts leases")
 }
 
 /// A refusal that is a clear answer, not a deadline run out.
@@ -138,6 +142,14 @@ async fn a_refused_end_call_keeps_its_slot_and_nothing_refused_lands_later() {
     })
     .await;
     let db = app.direct().await;
+    // a daemon serves before its Redis connection is up, admitting without
+    // a lease meanwhile (its policy): this test counts leases
+    eventually(
+        "admission reaches Redis",
+        Duration::from_secs(10),
+        || async { leases(&app.client).await.is_some() },
+    )
+    .await;
     let call_ids = routed_calls(&app, CALLS, "ended").await;
     assert_eq!(active_calls(&app.client).await, CALLS as u32);
 
