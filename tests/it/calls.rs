@@ -152,7 +152,13 @@ async fn an_end_written_before_its_open_still_makes_one_correct_row() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_thousand_events_land_exactly_once_in_batches() {
-    let app = spawn_seeded_app_with(|c| c.admission.admission_mode = AdmissionMode::Off).await;
+    let app = spawn_seeded_app_with(|c| {
+        c.admission.admission_mode = AdmissionMode::Off;
+        // the subject is exactly once, not latency: 7,500 RPCs, 100 at a
+        // time, on a debug build sharing two cores with the whole suite
+        c.grpc.request_timeout = Duration::from_secs(10);
+    })
+    .await;
     let db = app.direct().await;
     const CALLS: usize = 2_500; // × (open, end, two usage items) = 10,000 events
                                 // a gateway's worth of calls in flight at once
