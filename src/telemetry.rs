@@ -6,6 +6,7 @@
 //! * [`outage`]: a dependency's outage logged at its start, in periodic
 //!   summaries and at its end, never per request.
 
+pub mod labels;
 pub mod outage;
 pub mod series;
 

@@ -36,7 +36,9 @@ use crate::domain::{
     Agent, AgentId, Change, Customer, OrgId, Organization, Peeked, ResolveError, Resolver, Route,
     Tier, E164,
 };
-use crate::telemetry::series::{HitTier, RedisFallback};
+use crate::telemetry::series::RedisFallback;
+
+mod callers;
 
 /// Version of the key layout and encoding, part of every key.
 const LAYOUT: &str = "v4";
@@ -133,45 +135,6 @@ impl Binding {
             org_id,
             agent_id,
         })
-    }
-}
-
-/// What L2 holds for a caller: the customer's fields (the phone is the
-/// key's), or that the organization has no customer with this phone. No
-/// TTL of its own for strangers: adding a customer is in the change log,
-/// which overwrites this.
-#[derive(Serialize, Deserialize)]
-enum CallerEntry {
-    Customer {
-        id: uuid::Uuid,
-        name: Option<String>,
-        email: Option<String>,
-    },
-    Stranger,
-}
-
-impl CallerEntry {
-    fn of(customer: Option<&Customer>) -> Self {
-        match customer {
-            Some(c) => CallerEntry::Customer {
-                id: c.id,
-                name: c.name.clone(),
-                email: c.email.clone(),
-            },
-            None => CallerEntry::Stranger,
-        }
-    }
-
-    fn into_customer(self, phone: &E164) -> Option<Arc<Customer>> {
-        match self {
-            CallerEntry::Customer { id, name, email } => Some(Arc::new(Customer {
-                id,
-                phone: phone.clone(),
-                name,
-                email,
-            })),
-            CallerEntry::Stranger => None,
-        }
     }
 }
 
@@ -291,17 +254,6 @@ impl<R: Resolver> RedisTier<R> {
             organization: Arc::new(organization),
             agent: Arc::new(agent),
         }))
-    }
-
-    /// What L2 holds for a caller: `None` when nothing usable (a miss, a
-    /// tombstone, Redis not answering), else the customer or a stranger.
-    async fn cached_caller(&self, key: String, phone: &E164) -> Option<Option<Arc<Customer>>> {
-        let raw: Option<Vec<u8>> = self
-            .command("get_caller", |mut c| async move { c.get(key).await })
-            .await
-            .flatten();
-        let entry: CallerEntry = decode(raw.as_deref()?)?;
-        Some(entry.into_customer(phone))
     }
 
     /// One route part from L2, else from the next tier (`load`), which is
@@ -467,44 +419,20 @@ impl<R: Resolver> Resolver for RedisTier<R> {
         })
     }
 
-    /// L2's caller, else PostgreSQL's, which is then written to L2 off the
-    /// call path.
-    async fn resolve_caller(
+    fn resolve_caller(
         &self,
         org_id: OrgId,
         phone: &E164,
-    ) -> Result<Option<Arc<Customer>>, ResolveError> {
-        if self.settings.ttl.is_zero() {
-            return self.inner.resolve_caller(org_id, phone).await;
-        }
-        let started = Instant::now();
-        let key = self.settings.caller_key(org_id, phone);
-        if let Some(customer) = self.cached_caller(key.clone(), phone).await {
-            count_caller_hit(HitTier::L2, started);
-            return Ok(customer);
-        }
-        metrics::counter!("switchboard_caller_cache_misses_total", "tier" => "l2").increment(1);
-        let started = Instant::now();
-        let customer = self.inner.resolve_caller(org_id, phone).await?;
-        count_caller_hit(HitTier::L3, started);
-        let entry = encode(&CallerEntry::of(customer.as_deref()));
-        self.write_if_absent(vec![(key, entry, self.settings.ttl)]);
-        Ok(customer)
+    ) -> impl std::future::Future<Output = Result<Option<Arc<Customer>>, ResolveError>> + Send {
+        self.caller(org_id, phone)
     }
 
-    /// L2's caller, else PostgreSQL's, without filling L2.
-    async fn peek_caller(
+    fn peek_caller(
         &self,
         org_id: OrgId,
         phone: &E164,
-    ) -> Result<Option<Arc<Customer>>, ResolveError> {
-        if !self.settings.ttl.is_zero() {
-            let key = self.settings.caller_key(org_id, phone);
-            if let Some(customer) = self.cached_caller(key, phone).await {
-                return Ok(customer);
-            }
-        }
-        self.inner.peek_caller(org_id, phone).await
+    ) -> impl std::future::Future<Output = Result<Option<Arc<Customer>>, ResolveError>> + Send {
+        self.peek_cached_caller(org_id, phone)
     }
 
     async fn invalidate(&self, change: &Change) {
@@ -556,14 +484,6 @@ impl RedisSettings {
     fn caller_key(&self, org_id: OrgId, phone: &E164) -> String {
         format!("{}:c:{org_id}:{phone}", self.parts_prefix())
     }
-}
-
-/// Counts a caller lookup answered by `tier`, timed from `started`.
-fn count_caller_hit(tier: HitTier, started: Instant) {
-    let tier: &'static str = tier.into();
-    metrics::counter!("switchboard_caller_cache_hits_total", "tier" => tier).increment(1);
-    metrics::histogram!("switchboard_caller_cache_lookup_seconds", "tier" => tier)
-        .record(started.elapsed().as_secs_f64());
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -11,8 +11,8 @@
 //! Invariants:
 //! * every family recorded anywhere is in [`FAMILIES`], and every label
 //!   value it is recorded with is in its label's list: the label values
-//!   are enums here, which the API, admission and the store record through
-//!   (`&'static str` by `IntoStaticStr`); where a value is still written
+//!   are enums (in `labels`, re-exported here), which the API, admission
+//!   and the store record through (`&'static str` by `IntoStaticStr`); where a value is still written
 //!   as a literal (the cache tiers' `tier`, the refreshes' `result`, the
 //!   recorder's `outcome` and `reason`), tests/it/prometheus.rs keeps the
 //!   two in step: it fails on any series rendered that this list does not
@@ -21,174 +21,9 @@
 //!   keeps its value.
 
 use metrics::Label;
-use strum::{IntoStaticStr, VariantNames};
+use strum::VariantNames;
 
-/// The RPCs, as the `rpc` label names them.
-#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
-pub enum Rpc {
-    RouteCall,
-    EndCall,
-    RecordUsage,
-    LookupNumber,
-    ExplainRoute,
-}
-
-/// Why a request was shed (`switchboard_grpc_shed_total{reason}`).
-#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
-#[strum(serialize_all = "snake_case")]
-pub enum ShedReason {
-    /// At the in-flight limit.
-    InFlight,
-    /// Waited too long for its handler.
-    QueueDelay,
-}
-
-/// Why a request was refused as unauthenticated.
-#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
-#[strum(serialize_all = "snake_case")]
-pub enum Unauthenticated {
-    InvalidToken,
-    MissingToken,
-}
-
-/// Why a Redis command fell back (`switchboard_redis_fallbacks_total{why}`).
-#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
-#[strum(serialize_all = "snake_case")]
-pub enum RedisFallback {
-    /// No connection (yet): not even tried.
-    NotConnected,
-    /// Redis answered with an error, or the connection failed.
-    Error,
-    /// No answer within the command timeout.
-    Timeout,
-    /// Filling L2 after an L3 read failed.
-    Fill,
-}
-
-/// An admission decision (`switchboard_admission_decisions_total{outcome}`).
-#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
-#[strum(serialize_all = "snake_case")]
-pub enum AdmissionOutcome {
-    Admitted,
-    /// The same call asked again: its lease was already held.
-    Retry,
-    Refused,
-    /// Over the limit, admitted in shadow mode.
-    ShadowRefused,
-    RedisDownAdmitted,
-    RedisDownRefused,
-    Unlimited,
-}
-
-/// A lease release (`switchboard_admission_releases_total{outcome}`).
-#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
-#[strum(serialize_all = "snake_case")]
-pub enum ReleaseOutcome {
-    Released,
-    NotHeld,
-}
-
-/// A pooled PostgreSQL statement (`switchboard_store_query_*{query}`).
-#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
-#[strum(serialize_all = "snake_case")]
-pub enum Query {
-    /// /readyz's probe.
-    Ping,
-    ActiveRoutes,
-    ResolveNumber,
-    ResolveAgent,
-    ResolveOrganization,
-    FindCustomer,
-    CallOrg,
-    WriteEvents,
-}
-
-/// The cache tiers that answer a lookup (`switchboard_cache_hits_total{tier}`).
-#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
-#[strum(serialize_all = "snake_case")]
-pub enum HitTier {
-    L1,
-    L2,
-    L3,
-}
-
-/// The cache tiers that can miss (`switchboard_cache_misses_total{tier}`):
-/// L3 is the source of truth; its "no such number" is an answer.
-#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
-#[strum(serialize_all = "snake_case")]
-pub enum MissTier {
-    L1,
-    L2,
-}
-
-/// Who answered a lookup (`switchboard_cache_lookup_seconds{tier}`):
-/// `source` is everything below L1, timed from L1.
-#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
-#[strum(serialize_all = "snake_case")]
-pub enum LookupTier {
-    L1,
-    L2,
-    L3,
-    Source,
-}
-
-/// How a background refresh went
-/// (`switchboard_cache_background_refreshes_total{result}`).
-#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
-#[strum(serialize_all = "snake_case")]
-pub enum RefreshResult {
-    Kept,
-    Raced,
-    Failed,
-    Busy,
-}
-
-/// What became of recorded events (`switchboard_recorder_events_total{outcome}`).
-#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
-#[strum(serialize_all = "snake_case")]
-pub enum EventOutcome {
-    Written,
-    Spooled,
-    Replayed,
-    DeadLettered,
-    /// Dropped: refused together with their RPC.
-    Refused,
-    /// Dropped: their RPC gave up (its deadline passed) before they were
-    /// written.
-    Abandoned,
-}
-
-/// Why the recorder refused an RPC (`switchboard_recorder_refused_total{reason}`).
-#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
-#[strum(serialize_all = "snake_case")]
-pub enum RecorderRefusal {
-    QueueFull,
-    SpoolFull,
-    SpoolFailed,
-    Deadline,
-    Closed,
-}
-
-/// The gRPC status codes, as the `code` label names them.
-pub const GRPC_CODES: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
+pub use super::labels::*;
 
 /// A status code as the `code` label names it (one of [`GRPC_CODES`]).
 pub fn grpc_code(code: tonic::Code) -> &'static str {
