@@ -80,6 +80,10 @@ pub const DEFAULT_SPOOL_SEGMENT_BYTES: u64 = 64 << 20;
 pub const DEFAULT_RECORDER_QUEUE: usize = 65_536;
 /// Most events in one write.
 pub const DEFAULT_RECORDER_BATCH_SIZE: usize = 500;
+/// Batches written at once, each on its own pooled connection: one, as
+/// measured best where PostgreSQL's cores are the bottleneck (see
+/// docs/durability.md).
+pub const DEFAULT_RECORDER_WRITERS: usize = 1;
 /// Longest an event waits for its batch to fill.
 pub const DEFAULT_RECORDER_FLUSH_INTERVAL: &str = "5ms";
 /// Longest wait for one batch's write before the batch goes to the spool

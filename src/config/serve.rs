@@ -219,6 +219,11 @@ pub struct RecorderConfig {
     /// Most events written by one statement.
     #[arg(long, env = "SWITCHBOARD_RECORDER_BATCH_SIZE", default_value_t = DEFAULT_RECORDER_BATCH_SIZE)]
     pub recorder_batch_size: usize,
+    /// Batches written to PostgreSQL at once, each on a pooled connection
+    /// of its own: a durable RPC's batch need not wait for the one before
+    /// it to commit.
+    #[arg(long, env = "SWITCHBOARD_RECORDER_WRITERS", default_value_t = DEFAULT_RECORDER_WRITERS)]
+    pub recorder_writers: usize,
     /// Longest an event no RPC waits for (a call opened) waits for its
     /// batch to fill; a durable RPC's batch goes once the queue is empty.
     #[arg(long, env = "SWITCHBOARD_RECORDER_FLUSH_INTERVAL", value_parser = duration, default_value = DEFAULT_RECORDER_FLUSH_INTERVAL)]

@@ -85,6 +85,7 @@ impl ServeConfig {
         RecorderSettings {
             queue_capacity: recorder.recorder_queue,
             batch_size: recorder.recorder_batch_size,
+            writers: recorder.recorder_writers,
             flush_interval: recorder.recorder_flush_interval,
             write_timeout: recorder.recorder_write_timeout,
             retry_interval: recorder.recorder_retry_interval,

@@ -72,10 +72,18 @@ impl ServeConfig {
                 "SWITCHBOARD_RECORDER_BATCH_SIZE",
                 recorder.recorder_batch_size,
             ),
+            ("SWITCHBOARD_RECORDER_WRITERS", recorder.recorder_writers),
         ] {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));
             }
+        }
+        if recorder.recorder_writers >= database.db_pool_size {
+            return Err(format!(
+                "SWITCHBOARD_RECORDER_WRITERS ({}) must be less than SWITCHBOARD_DB_POOL_SIZE ({}): \
+                 the pool also serves the routing reads",
+                recorder.recorder_writers, database.db_pool_size
+            ));
         }
         if spool.spool_segment_bytes < 4096 || spool.spool_max_bytes < spool.spool_segment_bytes {
             return Err(
@@ -173,6 +181,12 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("SWITCHBOARD_DB_QUERY_TIMEOUT"));
+        let mut config = defaults();
+        config.recorder.recorder_writers = config.database.db_pool_size;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("SWITCHBOARD_RECORDER_WRITERS"));
     }
 
     #[test]

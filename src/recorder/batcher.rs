@@ -17,10 +17,20 @@
 //! the spool as soon as a replay makes room. While the spool refuses,
 //! `stalled` says so, and durable RPCs are refused before they queue.
 //!
-//! Every database write races the queue: envelopes that arrive meanwhile are
-//! taken into the next batch, and the write is given up (its connection
-//! closed, see `store::postgres`) as soon as the earliest waiter of either
-//! batch must be spooled to be answered within its deadline.
+//! While nothing is spooled or held, up to `writers` batches are written at
+//! once, each on a pooled connection of its own: a batch an `EndCall` waits
+//! for goes as soon as the queue is empty, without waiting for the batch
+//! before it to commit (their order does not matter: every write is an
+//! idempotent upsert). Each write is given up (its connection closed, see
+//! `store::postgres`) when its earliest waiter must be spooled to be
+//! answered within its deadline; a batch that finds every writer busy is
+//! spooled at that moment instead of waiting for one. A batch that fails
+//! goes to the spool, and from then on everything follows the order above
+//! until the spool is replayed.
+//!
+//! While catching up, every database write races the queue: envelopes that
+//! arrive meanwhile are taken into the next batch, and the write is given
+//! up as soon as the earliest waiter of either batch must be spooled.
 //!
 //! A batch the database refuses (a data or integrity error, which a retry
 //! would repeat) is retried event by event, and the events it still refuses
@@ -32,7 +42,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::{mpsc, watch};
+use tokio::{
+    sync::{mpsc, watch},
+    task::{JoinError, JoinSet},
+};
 
 use super::{
     batch::Batch,
@@ -101,12 +114,23 @@ impl Batcher {
         metrics::gauge!("switchboard_recorder_spooling").set(f64::from(u8::from(self.spooled)));
         // envelopes taken from the queue while a write was waiting
         let mut next = Batch::default();
+        // batches being written straight to PostgreSQL
+        let mut writes = Writes::default();
         loop {
             // a dropped sender (the application is gone) also means stop
             if *stop.borrow() || stop.has_changed().is_err() {
                 break;
             }
-            if self.retrying() && Instant::now() >= self.next_attempt {
+            if !self.retrying() || !writes.is_empty() {
+                // new batches go straight to PostgreSQL; once something is
+                // spooled, the writes under way finish before catching up
+                let launch = !self.retrying();
+                if !self.step(&mut writes, &mut next, launch, &mut stop).await {
+                    break;
+                }
+                continue;
+            }
+            if Instant::now() >= self.next_attempt {
                 self.recover(None, &mut next).await;
             } else if next.is_empty() {
                 if self.held.len() >= self.max_waiting() {
@@ -118,15 +142,139 @@ impl Batcher {
                     }
                     continue;
                 }
-                let wake = self.retrying().then_some(self.next_attempt);
-                self.collect(&mut next, wake, &mut stop).await;
+                self.collect(&mut next, Some(self.next_attempt), &mut stop)
+                    .await;
             }
             if !next.is_empty() {
                 let batch = next.take_front(self.settings.batch_size);
                 self.persist(batch, None, &mut next).await;
             }
         }
+        // what is being written is answered before anything else drains
+        while let Some(written) = writes.tasks.join_next().await {
+            self.settle(written).await;
+        }
         self.drain(next, Instant::now() + grace).await;
+    }
+
+    /// One step of writing straight to PostgreSQL: starts writing what is
+    /// ready in `next` while a writer is free (when `launch`), then waits
+    /// for whichever comes first: a write's end (answered or spooled), an
+    /// envelope (taken into `next`), the moment `next` is due, or a stop.
+    /// False once the queue is closed and nothing is left to wait for.
+    async fn step(
+        &mut self,
+        writes: &mut Writes,
+        next: &mut Batch,
+        launch: bool,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        while launch && writes.tasks.len() < self.settings.writers {
+            let now = Instant::now();
+            let ready = next.events.len() >= self.settings.batch_size
+                || writes.flush_at.is_some_and(|at| at <= now)
+                || (next.write_by().is_some() && self.queue.is_empty());
+            if next.is_empty() || !ready {
+                break;
+            }
+            let batch = next.take_front(self.settings.batch_size);
+            self.launch(writes, batch).await;
+            writes.flush_at = (!next.is_empty()).then(|| now + self.settings.flush_interval);
+        }
+        // a waiter that no writer can take in time is spooled instead
+        let busy = !launch || writes.tasks.len() >= self.settings.writers;
+        let spool_at = next.write_by().filter(|_| busy);
+        let flush_at = writes.flush_at.filter(|_| !busy && !next.is_empty());
+        let wake = [flush_at, spool_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or_else(far_future, tokio::time::Instant::from);
+        let room = next.events.len() < self.max_waiting();
+        if writes.is_empty() && !writes.open {
+            return false;
+        }
+        tokio::select! {
+            biased;
+            Some(written) = writes.tasks.join_next(), if !writes.is_empty() => {
+                self.settle(written).await;
+            }
+            envelope = self.queue.recv(), if room && writes.open => match envelope {
+                Some(envelope) => {
+                    if next.is_empty() {
+                        writes.flush_at = Some(Instant::now() + self.settings.flush_interval);
+                    }
+                    next.push(envelope);
+                }
+                None => writes.open = false,
+            },
+            () = tokio::time::sleep_until(wake) => {
+                if spool_at.is_some_and(|at| at <= Instant::now()) {
+                    let waiting = next.take_durable();
+                    self.spool_or_refuse(waiting).await;
+                }
+            }
+            _ = stop.changed() => {}
+        }
+        true
+    }
+
+    /// Starts writing `batch` on a writer of its own, bounded by its
+    /// earliest waiter's time to spool. A batch with no time left is
+    /// spooled without being sent.
+    async fn launch(&mut self, writes: &mut Writes, mut batch: Batch) {
+        abandon(&mut batch);
+        if batch.is_empty() {
+            return;
+        }
+        metrics::histogram!("switchboard_recorder_batch_size").record(batch.events.len() as f64);
+        let started = Instant::now();
+        let cutoff = batch
+            .write_by()
+            .map_or(started + self.settings.write_timeout, |at| {
+                at.min(started + self.settings.write_timeout)
+            });
+        if cutoff <= started {
+            self.retry_later();
+            self.spool_or_refuse(batch).await;
+            return;
+        }
+        let store = self.store.clone();
+        let spool_dir = self.settings.spool_dir.clone();
+        let timeout = self.settings.write_timeout;
+        writes.tasks.spawn(async move {
+            // dropped unfinished at the cutoff: the store then closes its
+            // connection, so the statement is never run late
+            let write = write_events(&store, &spool_dir, &batch.events, timeout);
+            let result = match tokio::time::timeout_at(cutoff.into(), write).await {
+                Ok(result) => result,
+                Err(_) => Err(WriteError::Unavailable(format!(
+                    "no answer within {:?}",
+                    cutoff - started
+                ))),
+            };
+            metrics::histogram!("switchboard_recorder_batch_seconds")
+                .record(started.elapsed().as_secs_f64());
+            (batch, result)
+        });
+    }
+
+    /// Answers a batch whose write ended: acknowledged if written, else
+    /// spooled (or refused).
+    async fn settle(&mut self, ended: Result<(Batch, Result<(), WriteError>), JoinError>) {
+        match ended {
+            Ok((batch, Ok(()))) => written(batch),
+            // logged by the store as PostgreSQL's outage; spooling shows in
+            // switchboard_recorder_spooling
+            Ok((batch, Err(_))) => {
+                self.retry_later();
+                self.spool_or_refuse(batch).await;
+            }
+            // its waiters hear `Closed` as their reply is dropped
+            Err(error) => {
+                tracing::error!(%error, "a batch's write failed unexpectedly; its events are lost")
+            }
+        }
     }
 
     /// Whether anything waits for PostgreSQL (or for room in the spool)
@@ -195,22 +343,22 @@ impl Batcher {
         if !self.retrying() {
             let write_by = [batch.write_by(), shutdown].into_iter().flatten().min();
             match self.write(&batch.events, write_by, next).await {
-                Ok(()) => {
-                    // events are durable again: a spool outage is over
-                    SPOOL.succeeded();
-                    count(batch.events.len(), EventOutcome::Written);
-                    batch.acknowledge();
-                    return;
-                }
+                Ok(()) => return written(batch),
                 // logged by the store as PostgreSQL's outage; spooling shows
                 // in switchboard_recorder_spooling
                 Err(_) => self.retry_later(),
             }
-            // who gave up during the write is not spooled
-            abandon(&mut batch);
-            if batch.is_empty() {
-                return;
-            }
+        }
+        self.spool_or_refuse(batch).await;
+    }
+
+    /// The spool takes `batch`, or, when it cannot, its waiting RPCs are
+    /// refused and their events dropped; the rest is held.
+    async fn spool_or_refuse(&mut self, mut batch: Batch) {
+        // who gave up during the write is not spooled
+        abandon(&mut batch);
+        if batch.is_empty() {
+            return;
         }
         let error = match self.stall.clone() {
             // behind held events, which go to the spool first once it has room
@@ -558,6 +706,14 @@ fn take_into(batch: &mut Batch, envelope: Envelope, flush_at: &mut Instant) {
     batch.push(envelope);
 }
 
+/// Acknowledges a batch PostgreSQL committed.
+fn written(batch: Batch) {
+    // events are durable again: a spool outage is over
+    SPOOL.succeeded();
+    count(batch.events.len(), EventOutcome::Written);
+    batch.acknowledge();
+}
+
 /// Drops the parts whose RPC gave up: they were not acknowledged, so their
 /// events must not be recorded.
 fn abandon(batch: &mut Batch) {
@@ -565,6 +721,33 @@ fn abandon(batch: &mut Batch) {
     if !gone.is_empty() {
         count(gone.events.len(), EventOutcome::Abandoned);
         gone.abandon();
+    }
+}
+
+/// The batches being written straight to PostgreSQL, each returning with
+/// its outcome.
+struct Writes {
+    tasks: JoinSet<(Batch, Result<(), WriteError>)>,
+    /// When the envelopes in `next` are due to be written even though none
+    /// waits (a call opened waits at most the flush interval).
+    flush_at: Option<Instant>,
+    /// Whether the queue can still deliver envelopes.
+    open: bool,
+}
+
+impl Default for Writes {
+    fn default() -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            flush_at: None,
+            open: true,
+        }
+    }
+}
+
+impl Writes {
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
     }
 }
 

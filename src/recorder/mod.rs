@@ -38,7 +38,7 @@
 //! Every write is idempotent (see `store::calls`), so retries, replays and a
 //! crash in the middle of a replay never duplicate a row. A full queue
 //! refuses new events at once (`RESOURCE_EXHAUSTED`); memory is bounded by
-//! the queue, the batch being written and, out of the queue, at most
+//! the queue, the batches being written (`writers` of them at most) and, out of the queue, at most
 //! `queue_capacity` events more (taken while a write waits) and as many
 //! held call openings.
 //!
@@ -82,6 +82,9 @@ pub struct RecorderSettings {
     pub queue_capacity: usize,
     /// Most events written by one statement.
     pub batch_size: usize,
+    /// Most batches written to PostgreSQL at once (each on a pooled
+    /// connection of its own).
+    pub writers: usize,
     /// Longest an event no RPC waits for (a call opened) waits for its
     /// batch to fill; a durable RPC's batch goes once the queue is empty.
     pub flush_interval: Duration,

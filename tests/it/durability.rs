@@ -472,3 +472,79 @@ async fn a_durable_rpc_is_written_without_waiting_for_its_batch_to_fill() {
     .await;
     assert_eq!(ended, 1, "the call's row, opened and ended");
 }
+
+#[tokio::test]
+async fn with_several_writers_an_end_call_is_committed_while_an_earlier_batch_waits() {
+    // one call's row is locked, so the batch that ends it waits on the lock;
+    // with more than one writer, the ends of twenty other calls must not
+    // queue behind it: each goes to a free writer and is committed (not
+    // spooled) while it waits
+    let app = spawn_seeded_app_with(|c| {
+        exact_admission(c);
+        c.grpc.request_timeout = Duration::from_secs(60);
+        c.recorder.recorder_write_timeout = Duration::from_secs(60);
+        c.recorder.recorder_writers = 4;
+    })
+    .await;
+    let ids = routed_calls(&app, 21, "overtaken").await;
+    let (blocked, others) = ids.split_first().unwrap();
+
+    let locker = app.direct().await;
+    locker.batch_execute("begin").await.unwrap();
+    locker
+        .execute(
+            "select 1 from public.calls where id = $1::text::uuid for update",
+            &[blocked],
+        )
+        .await
+        .unwrap();
+    let mut client = app.client.clone();
+    let mut end = tonic::Request::new(end_request(blocked));
+    end.set_timeout(Duration::from_secs(50));
+    let blocked_end = tokio::spawn(async move { client.end_call(end).await });
+    let db = app.direct().await;
+    eventually(
+        "the first end waits on the lock",
+        Duration::from_secs(10),
+        || async {
+            count(
+                &db,
+                "select count(*) from pg_stat_activity
+              where wait_event_type = 'Lock' and query like '%call_rows%'",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+
+    let ends = join_all(others.iter().map(|id| {
+        let mut client = app.client.clone();
+        let mut end = tonic::Request::new(end_request(id));
+        end.set_timeout(Duration::from_secs(30));
+        async move { client.end_call(end).await }
+    }))
+    .await;
+    for end in ends {
+        end.expect("acknowledged while an earlier batch waits");
+    }
+    let ended = count(
+        &db,
+        "select count(*) from public.calls where ended_at is not null",
+    )
+    .await;
+    assert_eq!(ended, 20, "the twenty ends are committed, not only spooled");
+    assert!(!blocked_end.is_finished(), "the first end still waits");
+
+    locker.batch_execute("commit").await.unwrap();
+    blocked_end
+        .await
+        .unwrap()
+        .expect("the first end is acknowledged once the lock is gone");
+    let ended = count(
+        &db,
+        "select count(*) from public.calls where ended_at is not null",
+    )
+    .await;
+    assert_eq!(ended, 21);
+}

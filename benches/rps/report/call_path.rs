@@ -193,6 +193,14 @@ fn durability_table(out: &mut String, results: &Results) {
             "lifecycle_half/end_call",
             "`EndCall` at half the sustainable call rate",
         ),
+        (
+            "lifecycle_half_writers2/end_call",
+            "the same, `SWITCHBOARD_RECORDER_WRITERS=2`",
+        ),
+        (
+            "lifecycle_half_writers4/end_call",
+            "the same, `SWITCHBOARD_RECORDER_WRITERS=4`",
+        ),
     ];
     latency_table(out, results, "What durability costs, medians:", &rows);
 }
