@@ -51,6 +51,7 @@ const SERVE: &[(&str, &str)] = &[
     ("spool-segment-bytes", "SWITCHBOARD_SPOOL_SEGMENT_BYTES"),
     ("recorder-queue", "SWITCHBOARD_RECORDER_QUEUE"),
     ("recorder-batch-size", "SWITCHBOARD_RECORDER_BATCH_SIZE"),
+    ("recorder-writers", "SWITCHBOARD_RECORDER_WRITERS"),
     (
         "recorder-flush-interval",
         "SWITCHBOARD_RECORDER_FLUSH_INTERVAL",
