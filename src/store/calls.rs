@@ -2,7 +2,8 @@
 //!
 //! A batch of events becomes one `insert … select from unnest(…)` per
 //! table, chained in a single statement (one round trip, atomic, no
-//! transaction to hold across the pooler):
+//! transaction to hold across the pooler), kept in the database as the
+//! function `switchboard.write_events`:
 //!
 //! * `calls` gets one row per call in the batch, merged from whatever the
 //!   batch knows about it (opened, ended, or only that usage exists). The
@@ -27,53 +28,18 @@ use super::postgres::{describe, transient, Failure, PgStore};
 use crate::domain::{AgentId, CallId, EndReason, Event, OrgId, ResolveError, Usage};
 use crate::telemetry::series::Query;
 
+/// One batch: the statement described above, kept in a function
+/// (`migrations/V8__write_events_function.sql`) so that PostgreSQL plans it
+/// once per server connection; sent as text through a transaction-mode
+/// pooler, which keeps no prepared statement, it would be parsed and
+/// planned for every batch.
 const WRITE_EVENTS_SQL: &str = "
-    with call_rows as (
-      select *
-        from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::uuid[],
-                    $7::uuid[], $8::text[], $9::timestamptz[], $10::timestamptz[],
-                    $11::timestamptz[], $12::text[])
-          as c(id, org_id, gateway_call_id, called_number, caller_number, agent_id,
-               customer_id, status, started_at, answered_at, ended_at, end_reason)
-    ), written_calls as (
-      insert into public.calls as calls
-             (id, org_id, gateway_call_id, called_number, caller_number, agent_id,
-              customer_id, status, started_at, answered_at, ended_at, end_reason)
-      select c.id, c.org_id, c.gateway_call_id, c.called_number, c.caller_number, a.id,
-             cu.id, c.status, c.started_at, c.answered_at, c.ended_at, c.end_reason
-        from call_rows c
-        join public.organizations o on o.id = c.org_id
-        left join public.agents a on a.org_id = c.org_id and a.id = c.agent_id
-        left join public.customers cu on cu.org_id = c.org_id and cu.id = c.customer_id
-       order by c.id
-      on conflict (id) do update set
-        gateway_call_id = coalesce(calls.gateway_call_id, excluded.gateway_call_id),
-        called_number = coalesce(calls.called_number, excluded.called_number),
-        caller_number = coalesce(calls.caller_number, excluded.caller_number),
-        agent_id = coalesce(calls.agent_id, excluded.agent_id),
-        customer_id = coalesce(calls.customer_id, excluded.customer_id),
-        started_at = coalesce(calls.started_at, excluded.started_at),
-        answered_at = coalesce(calls.answered_at, excluded.answered_at),
-        -- the first recorded end decides the outcome
-        status = case when calls.ended_at is null and excluded.ended_at is not null
-                      then excluded.status else calls.status end,
-        end_reason = case when calls.ended_at is null then excluded.end_reason
-                          else calls.end_reason end,
-        ended_at = coalesce(calls.ended_at, excluded.ended_at)
-      -- a repeated event rewrites nothing
-      where (calls.started_at is null and excluded.started_at is not null)
-         or (calls.answered_at is null and excluded.answered_at is not null)
-         or (calls.ended_at is null and excluded.ended_at is not null)
-      returning 1
-    )
-    insert into public.usage_events (id, org_id, call_id, metric, quantity, occurred_at)
-    select u.id, u.org_id, u.call_id, u.metric, u.quantity::numeric, u.occurred_at
-      from unnest($13::uuid[], $14::uuid[], $15::uuid[], $16::text[], $17::float8[],
-                  $18::timestamptz[])
-        as u(id, org_id, call_id, metric, quantity, occurred_at)
-      join public.organizations o on o.id = u.org_id
-     order by u.id
-    on conflict (id) do nothing";
+    select switchboard.write_events(
+      $1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::uuid[],
+      $7::uuid[], $8::text[], $9::timestamptz[], $10::timestamptz[],
+      $11::timestamptz[], $12::text[],
+      $13::uuid[], $14::uuid[], $15::uuid[], $16::text[], $17::float8[],
+      $18::timestamptz[])";
 
 const CALL_ORG_SQL: &str = "select org_id from public.calls where id = $1";
 

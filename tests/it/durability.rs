@@ -510,7 +510,7 @@ async fn with_several_writers_an_end_call_is_committed_while_an_earlier_batch_wa
             count(
                 &db,
                 "select count(*) from pg_stat_activity
-              where wait_event_type = 'Lock' and query like '%call_rows%'",
+              where wait_event_type = 'Lock' and query like '%switchboard.write_events%'",
             )
             .await
                 == 1
