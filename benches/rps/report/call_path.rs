@@ -186,6 +186,10 @@ fn durability_table(out: &mut String, results: &Results) {
         ("commit_c8", "the same, 8 clients"),
         ("commit_c64", "the same, 64 clients"),
         (
+            "commit_during_half",
+            "the same, 1 client at 100/s, during `lifecycle_half`",
+        ),
+        (
             "lifecycle_half/record_usage",
             "`RecordUsage` at half the sustainable call rate",
         ),

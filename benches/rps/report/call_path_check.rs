@@ -54,7 +54,7 @@ fn synthetic() -> Results {
         ("noop_route_low", 200.0, 300.0, 900.0),
         ("admission_low", 5_000.0, 80.0, 200.0),
         ("hot_route_low", 200.0, 400.0, 1_100.0),
-        ("commit_low", 250.0, 3_500.0, 4_000.0),
+        ("commit_during_half", 100.0, 3_500.0, 4_000.0),
     ] {
         insert(&mut results, run(label, 1, goodput, p50, p99));
     }
@@ -159,7 +159,11 @@ pub fn check() {
         ),
         ("lifecycle_half: records lost + duplicated", 1.0, false),
         ("lifecycle_half: Σ errors + shed + dropped", 3.0, false),
-        ("lifecycle_half/end_call.p99 / commit_low.p99", 1.5, true),
+        (
+            "lifecycle_half/end_call.p99 / commit_during_half.p99",
+            1.5,
+            true,
+        ),
         (
             "lifecycle_outage/route_call_during.p99 / lifecycle_outage/route_call_before.p99",
             2.0,
@@ -203,7 +207,7 @@ pub fn check() {
         "{table}"
     );
     assert!(
-        table.contains("| `lifecycle_half/end_call.p99 / commit_low.p99` | not measured |"),
+        table.contains("| `lifecycle_half/end_call.p99 / commit_during_half.p99` | not measured |"),
         "{table}"
     );
 }

@@ -214,11 +214,11 @@ pub const TARGETS: &[Target] = &[
         at_most: true,
     },
     Target {
-        name: "EndCall p99 at half the sustainable rate vs a bare commit's p99",
-        formula: "lifecycle_half/end_call.p99 / commit_low.p99",
+        name: "EndCall p99 at half the sustainable rate vs a bare commit's p99 at the same time",
+        formula: "lifecycle_half/end_call.p99 / commit_during_half.p99",
         figure: |r, n| {
             let end_call = rpc(r, "lifecycle_half", END_CALL, n)?.latency?.p99;
-            Some(end_call / p99(r, "commit_low", n)?)
+            Some(end_call / p99(r, "commit_during_half", n)?)
         },
         bound: 2.0,
         at_most: true,
