@@ -35,7 +35,9 @@ impl Batcher {
         launch: bool,
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
-        while launch && writes.tasks.len() < self.settings.writers {
+        // a batch spooled at launch (no time left) ends launching: what
+        // follows it goes behind the spool
+        while launch && !self.retrying() && writes.tasks.len() < self.settings.writers {
             let now = Instant::now();
             let ready = next.events.len() >= self.settings.batch_size
                 || writes.flush_at.is_some_and(|at| at <= now)
