@@ -94,21 +94,12 @@ select is(tests.try_as('daemon', $$update public.calls set created_at = now() - 
 select is(tests.try_as('daemon', $$insert into public.calls (org_id, status, created_at) values (tests.id('org_a'), 'ringing', now())$$),
           'denied', 'nor insert one with its own created_at');
 select is(tests.try_as('daemon',
-            $$insert into public.calls as calls (id, org_id, gateway_call_id, called_number, caller_number, agent_id,
-                                                customer_id, status, started_at, answered_at, ended_at, end_reason)
-              values (tests.id('call_a'), tests.id('org_a'), 'gw-a', '+14155550101', '+14155550201', tests.id('agent_a'),
-                      tests.id('customer_a'), 'completed', now(), now(), now(), 'hangup')
-              on conflict (id) do update set
-                gateway_call_id = coalesce(calls.gateway_call_id, excluded.gateway_call_id),
-                called_number = coalesce(calls.called_number, excluded.called_number),
-                caller_number = coalesce(calls.caller_number, excluded.caller_number),
-                agent_id = coalesce(calls.agent_id, excluded.agent_id),
-                customer_id = coalesce(calls.customer_id, excluded.customer_id),
-                started_at = coalesce(calls.started_at, excluded.started_at),
-                answered_at = coalesce(calls.answered_at, excluded.answered_at),
-                status = excluded.status, end_reason = excluded.end_reason,
-                ended_at = coalesce(calls.ended_at, excluded.ended_at)$$),
-          '1', 'the daemon''s upsert of a call (src/store/calls.rs) still works');
+            $$select switchboard.write_events(
+                array[tests.id('call_a')], array[tests.id('org_a')], array['gw-a'], array['+14155550101'],
+                array['+14155550201'], array[tests.id('agent_a')], array[tests.id('customer_a')],
+                array['completed'], array[now()], array[now()], array[now()], array['caller_hangup'],
+                '{}', '{}', '{}', '{}', '{}', '{}')$$),
+          '1', 'the daemon''s batch write of a call (switchboard.write_events) still works');
 select is(tests.try_as('daemon',
             $$insert into public.usage_events (id, org_id, call_id, metric, quantity, occurred_at)
               values (gen_random_uuid(), tests.id('org_a'), tests.id('call_a'), 'call_seconds', 12.5, now())
