@@ -17,6 +17,9 @@ pub(super) struct Batch {
     pub(super) events: Vec<Event>,
     /// One per envelope, in queue order.
     parts: Vec<Part>,
+    /// The earliest `write_by` of the parts' waiters, kept as parts come
+    /// and go: the batcher asks for it at every envelope it takes.
+    write_by: Option<Instant>,
 }
 
 /// One envelope's share of a batch.
@@ -29,11 +32,21 @@ struct Part {
 
 impl Batch {
     pub(super) fn push(&mut self, envelope: Envelope) {
-        self.parts.push(Part {
+        self.push_part(Part {
             len: envelope.events.len(),
             waiter: envelope.durable,
         });
         self.events.extend(envelope.events);
+    }
+
+    fn push_part(&mut self, part: Part) {
+        if let Some(waiter) = &part.waiter {
+            self.write_by = Some(
+                self.write_by
+                    .map_or(waiter.write_by, |at| at.min(waiter.write_by)),
+            );
+        }
+        self.parts.push(part);
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -43,11 +56,7 @@ impl Batch {
     /// When the batch must go to the spool for its earliest waiter to be
     /// answered in time.
     pub(super) fn write_by(&self) -> Option<Instant> {
-        self.parts
-            .iter()
-            .filter_map(|part| part.waiter.as_ref())
-            .map(|waiter| waiter.write_by)
-            .min()
+        self.write_by
     }
 
     /// Takes out the oldest parts, up to `limit` events (at least one part:
@@ -85,7 +94,7 @@ impl Batch {
         for part in std::mem::take(&mut self.parts) {
             let into = if take(&part) { &mut taken } else { &mut kept };
             into.events.extend(events.by_ref().take(part.len));
-            into.parts.push(part);
+            into.push_part(part);
         }
         *self = kept;
         taken
@@ -210,6 +219,31 @@ mod tests {
             Ok(Err(RecordError::SpoolFull(_)))
         ));
         assert_eq!(ids(&batch), [2], "what nobody waits for stays");
+        assert_eq!(batch.write_by(), None, "and nobody waits for it");
+    }
+
+    #[test]
+    fn the_earliest_time_to_spool_follows_the_parts() {
+        let now = Instant::now();
+        let mut batch = Batch::default();
+        for (events, deadline) in [(1, Some(3)), (1, None), (1, Some(1)), (1, Some(2))] {
+            let durable = deadline.map(|s| {
+                let (reply, _receiver) = oneshot::channel();
+                Waiter::new(reply, now + Duration::from_secs(s))
+            });
+            batch.push(Envelope {
+                events: (0..events).map(|_| usage(1)).collect(),
+                durable,
+            });
+        }
+        let earliest = |s| now + Duration::from_secs(s) - SPOOL_MARGIN;
+        assert_eq!(batch.write_by(), Some(earliest(1)));
+        let front = batch.take_front(2);
+        assert_eq!(front.write_by(), Some(earliest(3)));
+        assert_eq!(batch.write_by(), Some(earliest(1)));
+        let durable = batch.take_durable();
+        assert_eq!(durable.write_by(), Some(earliest(1)));
+        assert_eq!(batch.write_by(), None);
     }
 
     #[test]

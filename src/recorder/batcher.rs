@@ -145,8 +145,8 @@ impl Batcher {
             }
         }
         // what is being written is answered before anything else drains
-        while let Some(written) = writes.tasks.join_next().await {
-            self.settle(written).await;
+        while let Some(ended) = writes.tasks.join_next().await {
+            self.settle(ended).await;
         }
         self.drain(next, Instant::now() + grace).await;
     }

@@ -64,8 +64,8 @@ impl Batcher {
         }
         tokio::select! {
             biased;
-            Some(written) = writes.tasks.join_next(), if !writes.is_empty() => {
-                self.settle(written).await;
+            Some(ended) = writes.tasks.join_next(), if !writes.is_empty() => {
+                self.settle(ended).await;
             }
             envelope = self.queue.recv(), if room && writes.open => match envelope {
                 Some(envelope) => {
