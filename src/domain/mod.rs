@@ -7,11 +7,14 @@
 //! * [`Resolver`] (routes and callers, through the cache tiers) and
 //!   [`Directory`] (calls, from PostgreSQL), with [`Change`] for what the
 //!   change log invalidates and [`Peeked`] for a look that changes nothing;
-//! * [`event`]: the call and usage events the recorder writes.
+//! * [`event`]: the call and usage events the recorder writes;
+//! * [`policy`]: an organization's call workflow (rules, schedules, caller
+//!   lists, splits) and whether a rule matches a call.
 
 mod e164;
 pub mod event;
 mod ids;
+pub mod policy;
 mod resolver;
 mod route;
 

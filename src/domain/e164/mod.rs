@@ -79,6 +79,11 @@ impl fmt::Display for Region {
 }
 
 impl Region {
+    /// The ISO 3166-1 alpha-2 code (`US`, `GB`).
+    pub fn code(&self) -> &str {
+        self.0.as_ref()
+    }
+
     /// Reads an optional region field: empty means "none given".
     pub fn parse_optional(code: &str) -> Result<Option<Self>, NumberError> {
         if code.trim().is_empty() {
@@ -182,6 +187,18 @@ impl E164 {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The region the number belongs to, as libphonenumber's metadata
+    /// places it (`+1 416…` is CA, `+1 415…` US); `None` for a
+    /// non-geographic number or one it cannot place. A full parse: costs
+    /// microseconds.
+    pub fn region(&self) -> Option<Region> {
+        phonenumber::parse(None, self.as_str())
+            .ok()?
+            .country()
+            .id()
+            .map(Region)
     }
 }
 
