@@ -61,6 +61,10 @@ pub fn bench_route(i: usize, organizations: usize) -> Route {
     Route {
         number: E164::from_canonical(&bench_number(i)).expect("canonical"),
         number_active: true,
+        provisioned: switchboard::domain::Provisioned::Number {
+            id: Uuid::from_u128(i as u128),
+            concurrency_limit: None,
+        },
         organization: Arc::new(Organization {
             id: switchboard::domain::OrgId(bench_org_id(g)),
             slug: format!("bench-{g}"),
@@ -69,6 +73,7 @@ pub fn bench_route(i: usize, organizations: usize) -> Route {
             settings: object(BENCH_ORG_SETTINGS),
             concurrency_limit: Some(BENCH_CONCURRENCY_LIMIT),
             is_active: true,
+            policy: None,
         }),
         agent: Arc::new(Agent {
             id: switchboard::domain::AgentId(bench_agent_id(g)),
@@ -76,6 +81,7 @@ pub fn bench_route(i: usize, organizations: usize) -> Route {
             voice_id: "aura-asteria-en".into(),
             llm_config: object(BENCH_LLM_CONFIG),
             is_active: true,
+            concurrency_limit: None,
         }),
     }
 }

@@ -34,6 +34,12 @@ impl Noop {
             },
             routed: RouteCallResponse {
                 call_id: Uuid::nil().to_string(),
+                decision: Some(proto::Decision {
+                    action: Some(proto::decision::Action::Agent(proto::AgentDecision {
+                        agent: route.agent.clone(),
+                    })),
+                    rule: None,
+                }),
                 route: Some(route),
                 customer: None,
             },

@@ -4,8 +4,9 @@ use prost_types::{value::Kind, ListValue, Struct, Value as ProtoValue};
 use serde_json::{Map, Number, Value};
 
 use crate::{
-    domain::{self, EndReason},
+    domain::{self, policy::Destination, EndReason},
     proto,
+    routing::CallDecision,
 };
 
 /// Every end reason this build knows, both ways; `UNSPECIFIED` has no
@@ -45,22 +46,79 @@ impl TryFrom<proto::EndReason> for EndReason {
 
 impl From<&domain::Route> for proto::Route {
     fn from(route: &domain::Route) -> Self {
-        let org = &route.organization;
-        let agent = &route.agent;
-        proto::Route {
-            number: route.number.to_string(),
-            organization: Some(proto::Organization {
-                id: org.id.to_string(),
-                slug: org.slug.clone(),
-                name: org.name.clone(),
-                plan_tier: org.plan_tier.as_str().to_string(),
-                settings: Some(json_to_struct(&org.settings)),
+        route_with(route, &route.agent)
+    }
+}
+
+/// A route answered by `agent`.
+fn route_with(route: &domain::Route, agent: &domain::Agent) -> proto::Route {
+    let org = &route.organization;
+    proto::Route {
+        number: route.number.to_string(),
+        organization: Some(proto::Organization {
+            id: org.id.to_string(),
+            slug: org.slug.clone(),
+            name: org.name.clone(),
+            plan_tier: org.plan_tier.as_str().to_string(),
+            settings: Some(json_to_struct(&org.settings)),
+        }),
+        agent: Some(proto::Agent::from(agent)),
+    }
+}
+
+impl From<&domain::Agent> for proto::Agent {
+    fn from(agent: &domain::Agent) -> Self {
+        proto::Agent {
+            id: agent.id.to_string(),
+            name: agent.name.clone(),
+            voice_id: agent.voice_id.clone(),
+            llm_config: Some(json_to_struct(&agent.llm_config)),
+        }
+    }
+}
+
+/// `RouteCallResponse.route`: the route with the agent that answers, or
+/// none when no agent does (a client unaware of decisions must not start
+/// one).
+pub(super) fn decided_route(
+    route: &domain::Route,
+    decision: &CallDecision,
+) -> Option<proto::Route> {
+    match decision {
+        CallDecision::Agent { agent, .. } => Some(route_with(route, agent)),
+        CallDecision::Transfer { .. } | CallDecision::Reject { .. } => None,
+    }
+}
+
+impl From<&CallDecision> for proto::Decision {
+    fn from(decision: &CallDecision) -> Self {
+        use proto::decision::Action;
+        let action = match decision {
+            CallDecision::Agent { agent, .. } => Action::Agent(proto::AgentDecision {
+                agent: Some(proto::Agent::from(&**agent)),
             }),
-            agent: Some(proto::Agent {
-                id: agent.id.to_string(),
-                name: agent.name.clone(),
-                voice_id: agent.voice_id.clone(),
-                llm_config: Some(json_to_struct(&agent.llm_config)),
+            CallDecision::Transfer { to, .. } => Action::Transfer(proto::TransferDecision {
+                destination: to.as_str().to_string(),
+                kind: match to {
+                    Destination::Number(_) => "e164",
+                    Destination::SipUri(_) => "sip_uri",
+                }
+                .to_string(),
+            }),
+            CallDecision::Reject { reason, .. } => Action::Reject(proto::RejectDecision {
+                reason: reason.as_str().to_string(),
+                sip_code: u32::from(reason.sip_code()),
+            }),
+        };
+        proto::Decision {
+            action: Some(action),
+            rule: decision.rule().map(|rule| proto::MatchedRule {
+                id: rule.id.to_string(),
+                name: rule.name.clone(),
+                overflow_level: rule
+                    .overflow
+                    .map(|level| level.as_str().to_string())
+                    .unwrap_or_default(),
             }),
         }
     }

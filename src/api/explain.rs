@@ -11,7 +11,7 @@ use crate::{
     admission::{Decision, LimitSource, Preview},
     domain::{Resolver, Tier},
     proto::{self, ExplainRouteRequest, ExplainRouteResponse},
-    routing::{ExplainedNumber, Explanation, RouteError, Router},
+    routing::{ExplainedNumber, Explanation, RouteError, Router, StepOutcome},
 };
 
 /// The handler's body: explains the request's number with `router`.
@@ -76,6 +76,40 @@ impl From<Explanation> for ExplainRouteResponse {
                     customer: explanation.customer.as_deref().map(proto::Customer::from),
                 }),
             admission: explanation.admission.as_ref().map(admission),
+            decision: explanation.decision.as_ref().map(proto::Decision::from),
+            evaluated_at: Some(prost_types::Timestamp {
+                seconds: explanation.evaluated_at.as_second(),
+                nanos: explanation.evaluated_at.subsec_nanosecond(),
+            }),
+            schedules: explanation
+                .schedules
+                .iter()
+                .map(|schedule| proto::ScheduleExplanation {
+                    name: schedule.name.clone(),
+                    time_zone: schedule.time_zone.clone(),
+                    local_time: schedule
+                        .state
+                        .map(|(local, _)| local.to_string())
+                        .unwrap_or_default(),
+                    open: schedule.state.is_some_and(|(_, open)| open),
+                })
+                .collect(),
+            rules: explanation
+                .steps
+                .iter()
+                .map(|step| proto::RuleExplanation {
+                    id: step.rule_id.to_string(),
+                    name: step.name.clone(),
+                    list: step.list.to_string(),
+                    position: step.position,
+                    overflow_level: step
+                        .overflow_pass
+                        .map(|level| level.as_str().to_string())
+                        .unwrap_or_default(),
+                    matched: matches!(step.outcome, StepOutcome::Matched),
+                    reason: step.outcome.to_string(),
+                })
+                .collect(),
         }
     }
 }
@@ -122,6 +156,15 @@ fn admission(preview: &Preview) -> proto::AdmissionExplanation {
         active_calls: preview.active,
         decision: decision as i32,
         on_redis_down: setting_name(&preview.on_redis_down),
+        levels: preview
+            .levels
+            .iter()
+            .map(|level| proto::LimitExplanation {
+                level: level.level.as_str().to_string(),
+                limit: level.limit,
+                active_calls: level.active,
+            })
+            .collect(),
     }
 }
 

@@ -198,8 +198,9 @@ impl<R: Resolver> CallRouter for CallRouterService<R> {
                 tracing::Span::current().record("call_id", tracing::field::display(routed.call_id));
                 Ok(RouteCallResponse {
                     call_id: routed.call_id.to_string(),
-                    route: Some(proto::Route::from(&routed.route)),
+                    route: convert::decided_route(&routed.route, &routed.decision),
                     customer: routed.customer.as_deref().map(proto::Customer::from),
+                    decision: Some(proto::Decision::from(&routed.decision)),
                 })
             }
             .instrument(span),

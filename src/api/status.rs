@@ -9,11 +9,16 @@
 
 use tonic::{metadata::MetadataValue, Code, Status};
 
-use crate::{domain::ResolveError, recorder::RecordError, routing::RouteError};
+use crate::{
+    domain::{policy::LimitLevel, ResolveError},
+    recorder::RecordError,
+    routing::RouteError,
+};
 
 /// Trailer naming why a request was refused.
 pub const REASON_KEY: &str = "switchboard-reason";
-/// On a refusal by a limit: what the limit applies to (`organization`).
+/// On a refusal by a limit: what the limit applies to (`organization`,
+/// `agent` or `number`).
 pub const LIMIT_SCOPE_KEY: &str = "switchboard-limit-scope";
 /// On a refusal by a limit: the limit.
 pub const LIMIT_KEY: &str = "switchboard-limit";
@@ -26,7 +31,7 @@ pub(crate) struct Answer {
     pub code: Code,
     pub reason: &'static str,
     pub message: String,
-    pub limit: Option<(u32, u32)>,
+    pub limit: Option<(LimitLevel, u32, u32)>,
 }
 
 /// The one mapping from a refusal to its answer.
@@ -52,8 +57,12 @@ pub(crate) fn answer(error: &RouteError) -> Answer {
             tracing::error!(error = %cause, "routing data could not be read");
             (Code::Internal, "internal", "internal error".to_string())
         }
-        RouteError::OverLimit { limit: at, active } => {
-            limit = Some((*at, *active));
+        RouteError::OverLimit {
+            level,
+            limit: at,
+            active,
+        } => {
+            limit = Some((*level, *at, *active));
             (
                 Code::ResourceExhausted,
                 "concurrency_limit",
@@ -86,9 +95,9 @@ impl From<RouteError> for Status {
     fn from(error: RouteError) -> Self {
         let answer = answer(&error);
         let mut status = refusal(answer.code, answer.reason, answer.message);
-        if let Some((limit, active)) = answer.limit {
+        if let Some((level, limit, active)) = answer.limit {
             let trailers = status.metadata_mut();
-            trailers.insert(LIMIT_SCOPE_KEY, MetadataValue::from_static("organization"));
+            trailers.insert(LIMIT_SCOPE_KEY, MetadataValue::from_static(level.as_str()));
             trailers.insert(LIMIT_KEY, MetadataValue::from(limit));
             trailers.insert(ACTIVE_CALLS_KEY, MetadataValue::from(active));
         }

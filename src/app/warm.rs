@@ -50,6 +50,10 @@ pub(super) async fn warm_start(
             ),
             Err(error) => tracing::warn!(%error, "warm start failed; starting cold"),
         }
+        match cache.warm_ranges().await {
+            Ok(ranges) => tracing::info!(ranges, "warm start: number ranges loaded"),
+            Err(error) => tracing::warn!(%error, "number ranges not loaded; loaded when needed"),
+        }
     }
     warm.finished.store(true, Ordering::Release);
 }

@@ -22,4 +22,7 @@ pub use e164::{Method, Normalization, NumberError, Region, E164, MAX_INPUT_BYTES
 pub use event::{CallEnded, CallOpened, EndReason, Event, Metric, Usage};
 pub use ids::{AgentId, CallId, OrgId};
 pub use resolver::{Change, Directory, Peeked, Resolver, Tier};
-pub use route::{Agent, Customer, Inactive, Organization, PlanTier, ResolveError, Route};
+pub use route::{
+    Agent, Customer, Inactive, NumberRange, Organization, PlanTier, Provisioned, ResolveError,
+    Route,
+};

@@ -4,7 +4,9 @@
 
 use std::{future::Future, sync::Arc};
 
-use super::{Agent, AgentId, CallId, Customer, OrgId, Organization, ResolveError, Route, E164};
+use super::{
+    Agent, AgentId, CallId, Customer, NumberRange, OrgId, Organization, ResolveError, Route, E164,
+};
 
 /// One change from the routing change log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +17,8 @@ pub enum Change {
     /// A customer row of this organization with this phone was added,
     /// changed or removed: what the caller lookup answers for them.
     Customer(OrgId, E164),
+    /// The number range with this prefix was added, changed or removed.
+    Range(String),
 }
 
 /// The tier that answers a lookup.
@@ -92,6 +96,10 @@ pub trait Resolver: Send + Sync + 'static {
         self.resolve_caller(org_id, phone)
     }
 
+    /// Every number range, from the source of truth: a tier that keeps
+    /// none asks the one below.
+    fn ranges(&self) -> impl Future<Output = Result<Vec<NumberRange>, ResolveError>> + Send;
+
     /// Forgets what `change` affects, in this tier and the ones below it.
     /// Tiers that keep nothing need not implement it.
     fn invalidate(&self, change: &Change) -> impl Future<Output = ()> + Send {
@@ -156,6 +164,10 @@ impl<R: Resolver> Resolver for Arc<R> {
         phone: &E164,
     ) -> impl Future<Output = Result<Option<Arc<Customer>>, ResolveError>> + Send {
         (**self).peek_caller(org_id, phone)
+    }
+
+    fn ranges(&self) -> impl Future<Output = Result<Vec<NumberRange>, ResolveError>> + Send {
+        (**self).ranges()
     }
 
     fn invalidate(&self, change: &Change) -> impl Future<Output = ()> + Send {

@@ -7,21 +7,92 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{AgentId, OrgId, E164};
+use super::{policy::Policy, AgentId, OrgId, E164};
 
 /// Where calls to one number go, with everything the gateway needs to start
 /// the agent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
-    /// The provisioned number, canonical E.164.
+    /// The called number, canonical E.164.
     pub number: E164,
-    /// Whether the number itself is switched on (a released or suspended
-    /// number stays provisioned but takes no calls).
+    /// Whether the number itself (or its range) is switched on (a released
+    /// or suspended number stays provisioned but takes no calls).
     pub number_active: bool,
+    /// What provisions the number: a row of its own, or a range.
+    pub provisioned: Provisioned,
     /// The tenant that owns the number. Shared: many numbers, one org.
     pub organization: Arc<Organization>,
     /// The AI agent that answers the number. Shared: many numbers, one agent.
     pub agent: Arc<Agent>,
+}
+
+/// What provisions a number: `phone_numbers` or `number_ranges`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provisioned {
+    /// The number's own row (`phone_numbers.id`).
+    Number {
+        id: Uuid,
+        /// Calls to the number at once, if limited.
+        concurrency_limit: Option<u32>,
+    },
+    /// A range the number belongs to (`number_ranges.id`).
+    Range {
+        id: Uuid,
+        prefix: Arc<str>,
+        /// Calls to all the range's numbers at once, if limited.
+        concurrency_limit: Option<u32>,
+    },
+}
+
+impl Provisioned {
+    /// The row's id: what the number-level lease and rules are keyed by.
+    pub fn id(&self) -> Uuid {
+        match self {
+            Provisioned::Number { id, .. } | Provisioned::Range { id, .. } => *id,
+        }
+    }
+
+    pub fn concurrency_limit(&self) -> Option<u32> {
+        match self {
+            Provisioned::Number {
+                concurrency_limit, ..
+            }
+            | Provisioned::Range {
+                concurrency_limit, ..
+            } => *concurrency_limit,
+        }
+    }
+
+    /// The ids a policy's rules are scoped by: `(number, range)`.
+    pub fn scope(&self) -> (Option<Uuid>, Option<Uuid>) {
+        match self {
+            Provisioned::Number { id, .. } => (Some(*id), None),
+            Provisioned::Range { id, .. } => (None, Some(*id)),
+        }
+    }
+}
+
+/// A block of numbers owned by prefix, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumberRange {
+    pub id: Uuid,
+    /// `+` and its first digits.
+    pub prefix: Arc<str>,
+    pub org_id: OrgId,
+    pub agent_id: AgentId,
+    pub is_active: bool,
+    pub concurrency_limit: Option<u32>,
+}
+
+impl NumberRange {
+    /// What provisions a number of this range.
+    pub fn provisioned(&self) -> Provisioned {
+        Provisioned::Range {
+            id: self.id,
+            prefix: self.prefix.clone(),
+            concurrency_limit: self.concurrency_limit,
+        }
+    }
 }
 
 impl Route {
@@ -83,6 +154,9 @@ pub struct Organization {
     pub concurrency_limit: Option<i32>,
     /// Whether the organization may take calls: active, and not deleted.
     pub is_active: bool,
+    /// The organization's call workflow; `None` without active rules.
+    #[serde(default)]
+    pub policy: Option<Arc<Policy>>,
 }
 
 /// An AI phone agent.
@@ -97,6 +171,9 @@ pub struct Agent {
     pub llm_config: Map<String, Value>,
     /// Whether the agent may take calls.
     pub is_active: bool,
+    /// Calls to the agent at once, if limited.
+    #[serde(default)]
+    pub concurrency_limit: Option<u32>,
 }
 
 /// A known caller of one organization.

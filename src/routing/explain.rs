@@ -10,8 +10,12 @@
 //! * the route comes from [`Resolver::peek`]: each tier is read without
 //!   filling or evicting anything, so explaining a number does not change
 //!   which tier answers the next call;
+//! * the organization's policy is walked as `route_call` walks it, every
+//!   rule's outcome kept ([`RuleStep`]), with the local time of each
+//!   schedule; the rules' agents are read from the source;
 //! * admission is [`Admission::preview`](crate::admission::Admission::preview):
-//!   live leases counted, none taken;
+//!   live leases counted at every level, none taken; a preview that refuses
+//!   walks the overflow rules as `route_call` would;
 //! * nothing is recorded.
 //!
 //! The refusal it reports is the [`RouteError`] `route_call` would return,
@@ -20,11 +24,17 @@
 
 use std::sync::Arc;
 
-use super::{Field, RouteError, Router};
+use jiff::{civil, Timestamp};
+
+use super::{
+    decide::{self, Walk},
+    CallDecision, Field, RouteError, Router, RuleStep,
+};
 use crate::{
-    admission::Preview,
+    admission::{Decision, LeaseScope, Preview},
     domain::{
-        Customer, Directory, Normalization, NumberError, Peeked, Region, Resolver, E164,
+        policy::{CallFacts, ScheduleState},
+        CallId, Customer, Directory, Normalization, NumberError, Peeked, Region, Resolver, E164,
         MAX_INPUT_BYTES,
     },
 };
@@ -51,12 +61,31 @@ pub struct Explanation {
     pub lookup: Option<Peeked>,
     /// The caller, when they are a known customer of the route's org.
     pub customer: Option<Arc<Customer>>,
-    /// The organization's limit and admission's decision for a new call;
-    /// `None` when the number is not provisioned.
+    /// The limits and live calls at each level and admission's decision
+    /// for a new call to the decided agent (the number's own when the call
+    /// goes elsewhere); `None` when the number is not provisioned.
     pub admission: Option<Preview>,
     /// How `route_call` would refuse the call now; `None` when it would
     /// route it.
     pub refusal: Option<RouteError>,
+    /// What the call would do, when it is not refused.
+    pub decision: Option<CallDecision>,
+    /// The instant the policy was evaluated at.
+    pub evaluated_at: Timestamp,
+    /// The policy's schedules at that instant.
+    pub schedules: Vec<ScheduleView>,
+    /// Every rule the walk met, in order, and what became of it.
+    pub steps: Vec<RuleStep>,
+}
+
+/// A schedule as the policy read it.
+#[derive(Debug, Clone)]
+pub struct ScheduleView {
+    pub name: String,
+    pub time_zone: String,
+    /// The local time used and whether it is open; `None` when the time
+    /// zone is unknown to this daemon.
+    pub state: Option<(civil::DateTime, bool)>,
 }
 
 impl<R: Resolver, D: Directory> Router<R, D> {
@@ -105,6 +134,10 @@ impl<R: Resolver, D: Directory> Router<R, D> {
             customer: None,
             admission: None,
             refusal: None,
+            decision: None,
+            evaluated_at: decide::now(),
+            schedules: Vec::new(),
+            steps: Vec::new(),
         };
         let called = match called {
             Ok(called) => called,
@@ -117,26 +150,110 @@ impl<R: Resolver, D: Directory> Router<R, D> {
         let lookup = self.resolver.peek(&called).await?;
         explanation.refusal = match &lookup.route {
             None => Some(RouteError::NotProvisioned(called.clone())),
-            Some(route) => route.inactive_part().map(|what| RouteError::Inactive {
+            Some(route) if !route.organization.is_active => Some(RouteError::Inactive {
                 number: called.clone(),
-                what,
+                what: crate::domain::Inactive::Organization,
             }),
+            Some(route) if !route.number_active => Some(RouteError::Inactive {
+                number: called.clone(),
+                what: crate::domain::Inactive::Number,
+            }),
+            Some(_) => None,
         };
         if let Some(route) = &lookup.route {
             let caller = explanation
                 .caller
                 .as_ref()
                 .and_then(|caller| caller.result.as_ref().ok());
-            let (preview, customer) = tokio::join!(
-                self.admission.preview(&route.organization),
-                self.peek_caller(route, caller),
-            );
-            // RouteCall admits only an active route: its refusal comes first
-            if explanation.refusal.is_none() {
-                explanation.refusal = RouteError::refusal(&preview.decision);
+            explanation.customer = self.peek_caller(route, caller).await;
+            if let Some(policy) = route.organization.policy.as_deref() {
+                explanation.schedules = policy
+                    .schedules()
+                    .map(|schedule| ScheduleView {
+                        name: schedule.name.clone(),
+                        time_zone: schedule.time_zone_name.clone(),
+                        state: match schedule.state_at(explanation.evaluated_at) {
+                            ScheduleState::Known { open, local, .. } => Some((local, open)),
+                            ScheduleState::UnknownTimeZone => None,
+                        },
+                    })
+                    .collect();
             }
-            explanation.admission = Some(preview);
-            explanation.customer = customer;
+            // a retry of this very call would draw the same split side; a
+            // new call draws its own: explained for a call id of its own
+            let call_id = CallId(uuid::Uuid::new_v4());
+            let mut steps = Vec::new();
+            let mut walk = Walk {
+                route,
+                facts: CallFacts::new(
+                    caller,
+                    Some(explanation.customer.is_some()),
+                    route.agent.is_active,
+                    explanation.evaluated_at,
+                ),
+                call_id,
+                steps: Some(&mut steps),
+                peek: true,
+            };
+            // RouteCall refuses a switched-off organization or number before
+            // its policy; the walk is still shown
+            let decided = self.decide(&mut walk, None).await;
+            let (decision, preview) = match decided {
+                Err(refusal) => (Err(refusal), None),
+                Ok(decision) => {
+                    let decision = decision.expect("the first pass always decides");
+                    // admission is previewed for the agent the call would
+                    // reach, the number's own when it would go elsewhere
+                    let agent = match &decision {
+                        CallDecision::Agent { agent, .. } => agent.clone(),
+                        _ => route.agent.clone(),
+                    };
+                    let scope = LeaseScope::of(&route.organization, &agent, &route.provisioned);
+                    let limits =
+                        self.admission
+                            .limits(&route.organization, &agent, &route.provisioned);
+                    let preview = self.admission.preview(scope, limits).await;
+                    let decision = match (&decision, preview.decision) {
+                        (CallDecision::Agent { .. }, Decision::Refused { level, .. }) => {
+                            match self.decide(&mut walk, Some(level)).await {
+                                Ok(Some(overflow)) => Ok(overflow),
+                                Ok(None) => {
+                                    Err(RouteError::refusal(&preview.decision).expect("a refusal"))
+                                }
+                                Err(refusal) => Err(refusal),
+                            }
+                        }
+                        (CallDecision::Agent { .. }, other) => match RouteError::refusal(&other) {
+                            Some(refusal) => Err(refusal),
+                            None => Ok(decision),
+                        },
+                        _ => Ok(decision),
+                    };
+                    (decision, Some(preview))
+                }
+            };
+            explanation.steps = steps;
+            explanation.admission = preview;
+            match decision {
+                Ok(decision) if explanation.refusal.is_none() => {
+                    explanation.decision = Some(decision)
+                }
+                Ok(_) => {}
+                Err(refusal) => {
+                    // RouteCall's own order: a switched-off number or
+                    // organization is refused first
+                    if explanation.refusal.is_none() {
+                        explanation.refusal = Some(refusal);
+                    }
+                }
+            }
+            if explanation.admission.is_none() {
+                let scope = LeaseScope::of(&route.organization, &route.agent, &route.provisioned);
+                let limits =
+                    self.admission
+                        .limits(&route.organization, &route.agent, &route.provisioned);
+                explanation.admission = Some(self.admission.preview(scope, limits).await);
+            }
         }
         explanation.lookup = Some(lookup);
         Ok(explanation)

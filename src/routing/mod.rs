@@ -1,16 +1,19 @@
 //! The routing domain: what a number resolves to, and the [`Router`] that
 //! answers the gateway's questions.
 //!
-//! A call flows `normalize → resolve → check → admit → record`:
+//! A call flows `normalize → resolve → check → decide → admit → record`:
 //!
 //! 1. [`E164::parse`] turns the raw called number into canonical E.164;
 //! 2. a [`Resolver`] finds the number's [`Route`] (the cache tiers in front
-//!    of the PostgreSQL store);
-//! 3. the router refuses routes whose number, agent or organization is
-//!    inactive;
-//! 4. [`Admission`] takes a lease under the organization's concurrent-call
-//!    limit;
-//! 5. the [`Recorder`] gets the call-opened event, without anyone waiting
+//!    of the PostgreSQL store; a number of a range gets its range's);
+//! 3. the router refuses routes whose number or organization is inactive;
+//! 4. the organization's policy, cached with it, decides what the call does
+//!    (`decide`): an agent (the number's own when no rule matches, refused
+//!    if switched off), a transfer or a rejection;
+//! 5. for an agent, [`Admission`] takes a lease under the organization's,
+//!    the agent's and the number's concurrent-call limits; refused at a
+//!    level, the policy's overflow rules for that level decide again;
+//! 6. the [`Recorder`] gets the call-opened event, without anyone waiting
 //!    for the database.
 //!
 //! `end_call` and `record_usage` find the call's organization and record
@@ -24,6 +27,7 @@
 //! protobuf, the store layer owns every query.
 
 mod cache;
+mod decide;
 mod explain;
 
 use std::{
@@ -34,8 +38,9 @@ use std::{
 use uuid::Uuid;
 
 use crate::{
-    admission::{Admission, Decision},
+    admission::{Admission, Decision, LeaseScope},
     domain::{
+        policy::{CallFacts, LimitLevel},
         CallEnded, CallId, CallOpened, Customer, Directory, EndReason, Event, Inactive, Metric,
         NumberError, OrgId, Region, ResolveError, Resolver, Route, Usage, E164, MAX_INPUT_BYTES,
     },
@@ -44,6 +49,7 @@ use crate::{
 };
 
 pub use cache::{CacheSettings, RouteCache};
+pub use decide::{CallDecision, MatchedRule, RuleStep, StepOutcome};
 pub use explain::{ExplainedNumber, Explanation};
 
 /// Longest accepted gateway call id (SIP Call-IDs, Twilio CallSids, ...).
@@ -77,9 +83,14 @@ pub enum RouteError {
     /// The routing data could not be read in time.
     #[error("routing data unavailable: {0}")]
     Unavailable(#[from] ResolveError),
-    /// The organization is at its concurrent-call limit.
-    #[error("the organization is at its limit of {limit} concurrent calls ({active} active)")]
-    OverLimit { limit: u32, active: u32 },
+    /// The organization, the agent or the number is at its concurrent-call
+    /// limit, and no overflow rule takes the call.
+    #[error("the {} is at its limit of {limit} concurrent calls ({active} active)", level.as_str())]
+    OverLimit {
+        level: LimitLevel,
+        limit: u32,
+        active: u32,
+    },
     /// Redis cannot be asked and admission is set to fail closed.
     #[error("the concurrent-call limit cannot be checked right now")]
     AdmissionUnavailable,
@@ -101,7 +112,15 @@ impl RouteError {
     /// The error for an admission decision that refuses the call.
     fn refusal(decision: &Decision) -> Option<RouteError> {
         match *decision {
-            Decision::Refused { limit, active } => Some(RouteError::OverLimit { limit, active }),
+            Decision::Refused {
+                level,
+                limit,
+                active,
+            } => Some(RouteError::OverLimit {
+                level,
+                limit,
+                active,
+            }),
             Decision::RefusedUnchecked => Some(RouteError::AdmissionUnavailable),
             _ => None,
         }
@@ -200,7 +219,11 @@ pub struct UsageRequest {
 pub struct RoutedCall {
     /// The id of the call's record, derived from the gateway's call id.
     pub call_id: CallId,
+    /// The number's route: its organization, and its own agent.
     pub route: Route,
+    /// What the call does: the agent that answers it (with its lease
+    /// taken and its record opened), or a transfer or rejection (neither).
+    pub decision: CallDecision,
     /// The caller, when they are a known customer of the route's org.
     pub customer: Option<Arc<Customer>>,
 }
@@ -214,9 +237,10 @@ pub struct Router<R, D = PgStore> {
     directory: D,
     admission: Admission,
     recorder: Recorder,
-    /// Call → organization for calls routed here, so that their `EndCall`
-    /// and usage need not ask Redis.
-    recent_calls: moka::future::Cache<CallId, OrgId>,
+    /// Call → the scope of its lease (its organization, agent and number)
+    /// for calls routed here, so that their `EndCall` and usage need not
+    /// ask Redis.
+    recent_calls: moka::future::Cache<CallId, LeaseScope>,
 }
 
 impl<R: Resolver, D: Directory> Router<R, D> {
@@ -247,9 +271,11 @@ impl<R: Resolver, D: Directory> Router<R, D> {
         self.active_route(number).await
     }
 
-    /// Routes a new inbound call: resolves it, admits it under its
-    /// organization's limit and opens its record. A retry (same gateway
-    /// call id) gets the same call id and holds the same lease.
+    /// Routes a new inbound call: resolves it, decides what it does, and
+    /// for an agent admits it under its limits and opens its record. A
+    /// retry (same gateway call id) gets the same call id, the same
+    /// decision (splits are drawn from the call id) and holds the same
+    /// lease.
     pub async fn route_call(&self, request: &CallRequest) -> Result<RoutedCall, RouteError> {
         let region = Region::parse_optional(&request.default_region)
             .map_err(|e| RouteError::invalid(Field::DefaultRegion, e))?;
@@ -264,38 +290,125 @@ impl<R: Resolver, D: Directory> Router<R, D> {
         }
         let caller = E164::parse(&request.caller_number, region).ok();
 
-        let route = self.active_route(called).await?;
-        // room for the record first: a call that cannot be recorded must
-        // not take a slot
-        let permit = self.recorder.reserve()?;
+        let route = self.reachable_route(called).await?;
         let call_id = CallId(Uuid::new_v5(
             &CALL_ID_NAMESPACE,
             request.gateway_call_id.as_bytes(),
         ));
-        let org = &route.organization;
-        let (decision, customer) = tokio::join!(
-            self.admission.admit(org, call_id),
-            self.identify_caller(&route, caller.as_ref()),
-        );
-        if let Some(refusal) = RouteError::refusal(&decision) {
-            return Err(refusal);
-        }
-        self.recent_calls.insert(call_id, org.id).await;
-        permit.record(vec![Event::CallOpened(CallOpened {
+        // the customer is looked up first only when a rule asks about them;
+        // otherwise beside admission, as enrichment
+        let (number_id, range_id) = route.provisioned.scope();
+        let asks = (route.organization.policy.as_deref())
+            .is_some_and(|policy| policy.asks_caller_known(number_id, range_id));
+        let early_customer = match asks {
+            true => Some(self.identify_caller(&route, caller.as_ref()).await),
+            false => None,
+        };
+        let mut walk = decide::Walk {
+            route: &route,
+            facts: CallFacts::new(
+                caller.as_ref(),
+                early_customer.as_ref().map(Option::is_some),
+                route.agent.is_active,
+                decide::now(),
+            ),
             call_id,
-            org_id: org.id,
-            agent_id: route.agent.id,
-            customer_id: customer.as_ref().map(|c| c.id),
-            gateway_call_id: request.gateway_call_id.clone(),
-            called_number: route.number.as_str().to_string(),
-            caller_number: caller.map(|c| c.as_str().to_string()),
-            started_at: SystemTime::now(),
-        })]);
+            steps: None,
+            peek: false,
+        };
+        let decision = self
+            .decide(&mut walk, None)
+            .await?
+            .expect("the first pass always decides");
+        let customer_lookup = async {
+            match early_customer.clone() {
+                Some(customer) => customer,
+                None => self.identify_caller(&route, caller.as_ref()).await,
+            }
+        };
+        let (decision, customer) = match decision {
+            CallDecision::Agent { agent, rule } => {
+                // room for the record first: a call that cannot be
+                // recorded must not take a slot
+                let permit = self.recorder.reserve()?;
+                let (admitted, customer) =
+                    tokio::join!(self.admit(&mut walk, agent, rule), customer_lookup);
+                let admitted = admitted?;
+                if let CallDecision::Agent { agent, .. } = &admitted {
+                    let scope = LeaseScope::of(&route.organization, agent, &route.provisioned);
+                    self.recent_calls.insert(call_id, scope).await;
+                    permit.record(vec![Event::CallOpened(CallOpened {
+                        call_id,
+                        org_id: route.organization.id,
+                        agent_id: agent.id,
+                        customer_id: customer.as_ref().map(|c| c.id),
+                        gateway_call_id: request.gateway_call_id.clone(),
+                        called_number: route.number.as_str().to_string(),
+                        caller_number: caller.map(|c| c.as_str().to_string()),
+                        started_at: SystemTime::now(),
+                    })]);
+                }
+                (admitted, customer)
+            }
+            elsewhere => (elsewhere, customer_lookup.await),
+        };
+        metrics::counter!("switchboard_routing_decisions_total", "decision" => <&str>::from(decision.kind()))
+            .increment(1);
         Ok(RoutedCall {
             call_id,
             route,
+            decision,
             customer,
         })
+    }
+
+    /// Admits a call decided for `agent` under its limits. Refused at a
+    /// level, the policy's overflow rules for that level decide instead;
+    /// an overflow to another agent is admitted once more (one round trip
+    /// more, on overflow only), and refused if that one is full too.
+    async fn admit(
+        &self,
+        walk: &mut decide::Walk<'_>,
+        agent: Arc<crate::domain::Agent>,
+        rule: Option<MatchedRule>,
+    ) -> Result<CallDecision, RouteError> {
+        let route = walk.route;
+        let scope = LeaseScope::of(&route.organization, &agent, &route.provisioned);
+        let limits = self
+            .admission
+            .limits(&route.organization, &agent, &route.provisioned);
+        let decision = self.admission.admit(scope, limits, walk.call_id).await;
+        let refused = match decision {
+            Decision::Refused { level, .. } => level,
+            other => {
+                if let Some(refusal) = RouteError::refusal(&other) {
+                    return Err(refusal);
+                }
+                return Ok(CallDecision::Agent { agent, rule });
+            }
+        };
+        match self.decide(walk, Some(refused)).await? {
+            Some(CallDecision::Agent {
+                agent: overflow_agent,
+                rule,
+            }) => {
+                let scope =
+                    LeaseScope::of(&route.organization, &overflow_agent, &route.provisioned);
+                let limits =
+                    self.admission
+                        .limits(&route.organization, &overflow_agent, &route.provisioned);
+                let again = self.admission.admit(scope, limits, walk.call_id).await;
+                match RouteError::refusal(&again) {
+                    Some(refusal) => Err(refusal),
+                    None => Ok(CallDecision::Agent {
+                        agent: overflow_agent,
+                        rule,
+                    }),
+                }
+            }
+            Some(elsewhere) => Ok(elsewhere),
+            None => Err(RouteError::refusal(&decision).expect("a refusal")),
+        }
     }
 
     /// Ends a call: records the outcome durably, answering before
@@ -318,7 +431,7 @@ impl<R: Resolver, D: Directory> Router<R, D> {
         {
             return Err(RouteError::invalid(Field::AnsweredAt, "is after ended_at"));
         }
-        let org_id = self.call_org(call_id).await?;
+        let (org_id, scope) = self.call_lease(call_id).await?;
         // durable first: a refused end must not free a slot while its call
         // stays open in the database
         self.recorder
@@ -336,7 +449,12 @@ impl<R: Resolver, D: Directory> Router<R, D> {
         // releasing twice (a retried EndCall) is harmless
         // (a lease not released expires by itself; Redis's outage is logged
         // by admission, this is counted)
-        if self.admission.release(org_id, call_id).await.is_err() {
+        if self
+            .admission
+            .release(org_id, scope, call_id)
+            .await
+            .is_err()
+        {
             metrics::counter!("switchboard_admission_release_failures_total").increment(1);
         }
         Ok(())
@@ -382,7 +500,7 @@ impl<R: Resolver, D: Directory> Router<R, D> {
             }
             items.push((metric, *quantity));
         }
-        let org_id = self.call_org(call_id).await?;
+        let (org_id, _) = self.call_lease(call_id).await?;
         let occurred_at = SystemTime::now();
         let events = items
             .into_iter()
@@ -402,21 +520,29 @@ impl<R: Resolver, D: Directory> Router<R, D> {
         Ok(())
     }
 
-    /// The organization of a call: remembered here, else as admission
-    /// remembered it in Redis, else as recorded in the database.
-    async fn call_org(&self, call_id: CallId) -> Result<OrgId, RouteError> {
-        if let Some(org_id) = self.recent_calls.get(&call_id).await {
-            return Ok(org_id);
+    /// The organization of a call and the scope of its lease: remembered
+    /// here, else as admission remembered them in Redis, else the
+    /// organization as recorded in the database (the lease's other levels
+    /// then expire by themselves).
+    async fn call_lease(&self, call_id: CallId) -> Result<(OrgId, Option<LeaseScope>), RouteError> {
+        if let Some(scope) = self.recent_calls.get(&call_id).await {
+            return Ok((scope.org_id, Some(scope)));
         }
-        let redis = self.admission.call_org(call_id).await;
-        let org_id = match redis {
-            Ok(Some(org_id)) => Some(org_id),
-            _ => self.directory.call_org(call_id).await?,
+        let redis = self.admission.call_lease(call_id).await;
+        let found = match redis {
+            Ok(Some(found)) => Some(found),
+            _ => self
+                .directory
+                .call_org(call_id)
+                .await?
+                .map(|org_id| (org_id, None)),
         };
-        match (org_id, redis) {
-            (Some(org_id), _) => {
-                self.recent_calls.insert(call_id, org_id).await;
-                Ok(org_id)
+        match (found, redis) {
+            (Some((org_id, scope)), _) => {
+                if let Some(scope) = scope {
+                    self.recent_calls.insert(call_id, scope).await;
+                }
+                Ok((org_id, scope))
             }
             // Redis may know a call the database does not have yet
             // (Redis's outage is logged by admission, the answer counted)
@@ -435,6 +561,24 @@ impl<R: Resolver, D: Directory> Router<R, D> {
             Some(what) => Err(RouteError::Inactive { number, what }),
             None => Ok(route),
         }
+    }
+
+    /// The route of a number that may take calls, its own agent aside: the
+    /// policy decides what a switched-off agent means (a rule may send its
+    /// calls elsewhere; without one, `decide` refuses the call as
+    /// `active_route` would).
+    async fn reachable_route(&self, number: E164) -> Result<Route, RouteError> {
+        let Some(route) = self.resolver.resolve(&number).await? else {
+            return Err(RouteError::NotProvisioned(number));
+        };
+        let what = if !route.organization.is_active {
+            Inactive::Organization
+        } else if !route.number_active {
+            Inactive::Number
+        } else {
+            return Ok(route);
+        };
+        Err(RouteError::Inactive { number, what })
     }
 
     /// Caller identification is enrichment: a withheld or unparseable caller

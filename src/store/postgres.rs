@@ -16,7 +16,7 @@
 //! have their own timeout, so a dead or hung database turns into a
 //! [`ResolveError`] in bounded time instead of a stuck call.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
@@ -26,8 +26,9 @@ use tokio_postgres::{types::Type, Row};
 
 use super::PgTarget;
 use crate::domain::{
-    Agent, AgentId, CallId, Customer, Directory, OrgId, Organization, ResolveError, Resolver,
-    Route, E164,
+    policy::{Policy, PolicyDoc},
+    Agent, AgentId, CallId, Customer, Directory, NumberRange, OrgId, Organization, Provisioned,
+    ResolveError, Resolver, Route, E164,
 };
 use crate::telemetry::{outage::POSTGRES, series::Query};
 
@@ -71,11 +72,20 @@ macro_rules! organization_columns {
     };
 }
 
+/// The organization's policy, named as `organization_from_row` reads it
+/// (one call per organization read: see `ACTIVE_ROUTES_SQL`).
+macro_rules! policy_column {
+    () => {
+        "switchboard.routing_policy(o.id) as org_policy"
+    };
+}
+
 /// An agent's columns, named as `agent_from_row` reads them.
 macro_rules! agent_columns {
     () => {
         "a.id as agent_id, a.name as agent_name, coalesce(a.voice_id, '') as agent_voice_id,
-           coalesce(a.llm_config, '{}') as agent_llm_config, a.is_active as agent_active"
+           coalesce(a.llm_config, '{}') as agent_llm_config, a.is_active as agent_active,
+           a.concurrency_limit as agent_concurrency_limit"
     };
 }
 
@@ -83,12 +93,16 @@ macro_rules! agent_columns {
 /// reads it. The composite key `(org_id, agent_id)` guarantees the agent
 /// belongs to the number's organization.
 macro_rules! route_select {
-    () => {
+    ($policy:expr) => {
         concat!(
             "
-    select p.number, p.is_active as number_active,
+    select p.number, p.is_active as number_active, p.id as number_id,
+           p.concurrency_limit as number_concurrency_limit,
            ",
             organization_columns!(),
+            ",
+           ",
+            $policy,
             ",
            ",
             agent_columns!(),
@@ -102,7 +116,10 @@ macro_rules! route_select {
 
 /// One resolution, one round trip. Public for the benchmarks, which run the
 /// same statement straight through the pooler as the "no daemon" baseline.
-pub const RESOLVE_NUMBER_SQL: &str = concat!(route_select!(), "\n     where p.number = $1");
+pub const RESOLVE_NUMBER_SQL: &str = concat!(
+    route_select!(policy_column!()),
+    "\n     where p.number = $1"
+);
 
 /// One agent, for reloading just the part of routes a change evicted.
 const RESOLVE_AGENT_SQL: &str = concat!(
@@ -119,13 +136,33 @@ const RESOLVE_ORGANIZATION_SQL: &str = concat!(
     "
     select ",
     organization_columns!(),
+    ",
+           ",
+    policy_column!(),
     "
       from public.organizations o
      where o.id = $1"
 );
 
-/// Every active route, for warm start; `$1` caps the rows read.
-const ACTIVE_ROUTES_SQL: &str = concat!(route_select!(), "\n     where p.is_active\n     limit $1");
+/// Every active route, for warm start; `$1` caps the rows read. Each
+/// organization's policy is built once (the CTE), not once per number.
+const ACTIVE_ROUTES_SQL: &str = concat!(
+    "
+    with policies as materialized (
+      select o.id, switchboard.routing_policy(o.id) as org_policy
+        from public.organizations o
+       where exists (select 1 from public.phone_numbers p where p.org_id = o.id and p.is_active))",
+    route_select!("pol.org_policy"),
+    "
+      join policies pol on pol.id = o.id
+     where p.is_active
+     limit $1"
+);
+
+/// Every number range (ranges are few: a block of numbers each).
+const RANGES_SQL: &str = "
+    select r.id, r.prefix, r.org_id, r.agent_id, r.is_active, r.concurrency_limit
+      from public.number_ranges r";
 
 /// A caller's customer record in one organization. Public for the
 /// benchmarks, whose per-call baseline runs it through the pooler.
@@ -198,10 +235,13 @@ impl PgStore {
             return Ok(None);
         }
         // one unreadable row must not keep every other route from loading:
-        // it is logged, counted and left to be read (and refused) on its own
+        // it is logged, counted and left to be read (and refused) on its own;
+        // an organization (its policy compiled) is read once for all its
+        // numbers
+        let mut organizations: HashMap<OrgId, Arc<Organization>> = HashMap::new();
         let routes = rows
             .iter()
-            .filter_map(|row| match route_from_row(row) {
+            .filter_map(|row| match route_sharing(row, &mut organizations) {
                 Ok(route) => Some(route),
                 Err(error) => {
                     metrics::counter!(
@@ -216,6 +256,12 @@ impl PgStore {
             })
             .collect();
         Ok(Some(routes))
+    }
+
+    /// Every number range.
+    pub async fn number_ranges(&self) -> Result<Vec<NumberRange>, ResolveError> {
+        let rows = self.query_typed(Query::Ranges, RANGES_SQL, &[]).await?;
+        rows.iter().map(range_from_row).collect()
     }
 
     /// Pool occupancy, for metrics and readiness.
@@ -382,6 +428,12 @@ impl Resolver for PgStore {
             .transpose()
     }
 
+    fn ranges(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Vec<NumberRange>, ResolveError>> + Send {
+        self.number_ranges()
+    }
+
     async fn resolve_caller(
         &self,
         org_id: OrgId,
@@ -429,14 +481,76 @@ impl Drop for Checkout {
 }
 
 fn route_from_row(row: &Row) -> Result<Route, ResolveError> {
+    route_with(row, Arc::new(organization_from_row(row)?))
+}
+
+/// A route whose organization is read once per organization, kept in
+/// `organizations`.
+fn route_sharing(
+    row: &Row,
+    organizations: &mut HashMap<OrgId, Arc<Organization>>,
+) -> Result<Route, ResolveError> {
+    let org_id = OrgId(get(row, "org_id")?);
+    let organization = match organizations.get(&org_id) {
+        Some(organization) => organization.clone(),
+        None => {
+            let organization = Arc::new(organization_from_row(row)?);
+            organizations.insert(org_id, organization.clone());
+            organization
+        }
+    };
+    route_with(row, organization)
+}
+
+fn route_with(row: &Row, organization: Arc<Organization>) -> Result<Route, ResolveError> {
     let number: &str = get(row, "number")?;
     Ok(Route {
         number: E164::from_canonical(number)
             .map_err(|e| ResolveError::Corrupt(format!("phone_numbers.number {e}")))?,
         number_active: get(row, "number_active")?,
-        organization: Arc::new(organization_from_row(row)?),
+        provisioned: Provisioned::Number {
+            id: get(row, "number_id")?,
+            concurrency_limit: limit(get(row, "number_concurrency_limit")?),
+        },
+        organization,
         agent: Arc::new(agent_from_row(row)?),
     })
+}
+
+fn range_from_row(row: &Row) -> Result<NumberRange, ResolveError> {
+    Ok(NumberRange {
+        id: get(row, "id")?,
+        prefix: get::<&str>(row, "prefix")?.into(),
+        org_id: OrgId(get(row, "org_id")?),
+        agent_id: AgentId(get(row, "agent_id")?),
+        is_active: get(row, "is_active")?,
+        concurrency_limit: limit(get(row, "concurrency_limit")?),
+    })
+}
+
+/// A stored concurrent-call limit (checked not negative).
+fn limit(stored: Option<i32>) -> Option<u32> {
+    stored.map(|limit| u32::try_from(limit).unwrap_or(0))
+}
+
+/// The organization's policy column: null without active rules.
+fn policy_from_row(row: &Row) -> Result<Option<Arc<Policy>>, ResolveError> {
+    let Some(doc) = get::<Option<Value>>(row, "org_policy")? else {
+        return Ok(None);
+    };
+    let doc: PolicyDoc = serde_json::from_value(doc)
+        .map_err(|e| ResolveError::Corrupt(format!("routing_policy: {e}")))?;
+    let policy =
+        Policy::compile(doc).map_err(|e| ResolveError::Corrupt(format!("routing_policy: {e}")))?;
+    for schedule in policy.unknown_time_zones() {
+        metrics::counter!("switchboard_policy_unknown_time_zones_total").increment(1);
+        tracing::warn!(
+            schedule = schedule.name,
+            time_zone = schedule.time_zone_name,
+            "a schedule's time zone is unknown to this daemon: its rules never match"
+        );
+    }
+    Ok(Some(Arc::new(policy)))
 }
 
 fn organization_from_row(row: &Row) -> Result<Organization, ResolveError> {
@@ -453,6 +567,7 @@ fn organization_from_row(row: &Row) -> Result<Organization, ResolveError> {
         settings: json_object(get(row, "org_settings")?, "organizations.settings")?,
         is_active: get(row, "org_active")?,
         concurrency_limit: get(row, "org_concurrency_limit")?,
+        policy: policy_from_row(row)?,
     })
 }
 
@@ -463,6 +578,7 @@ fn agent_from_row(row: &Row) -> Result<Agent, ResolveError> {
         voice_id: get(row, "agent_voice_id")?,
         llm_config: json_object(get(row, "agent_llm_config")?, "agents.llm_config")?,
         is_active: get(row, "agent_active")?,
+        concurrency_limit: limit(get(row, "agent_concurrency_limit")?),
     })
 }
 

@@ -3,9 +3,11 @@
 //! [`RedisTier`] sits between the in-process cache and PostgreSQL and
 //! implements [`Resolver`] like both. As in L1, the number's binding, the
 //! agent and the organization are separate keys (`<prefix>:v3:n:<number>`,
-//! `…:a:<id>`, `…:o:<id>`; the `v3` changes whenever the encoding does).
-//! The binding is a short text naming its parts (`bound 1 <org> <agent>`,
-//! or `absent`), the agent and organization are MessagePack. A lookup is
+//! `…:a:<id>`, `…:o:<id>`; the `v5` changes whenever the encoding does).
+//! The binding is a short text naming its parts (`bound 1 <org> <agent>
+//! <number id> <limit or ->`, or `absent`), the agent and organization
+//! (with its policy) are MessagePack. Number ranges are not kept here: each
+//! replica holds them all (see `routing::cache`). A lookup is
 //! one round trip: a small Lua script reads the binding and the two parts
 //! it names (see [`READ_ROUTE`]).
 //!
@@ -32,16 +34,18 @@ use redis::{aio::MultiplexedConnection, AsyncCommands, Script, SetExpiry, SetOpt
 use serde::{Deserialize, Serialize};
 
 use super::redis_link::{CommandError, RedisLink};
+use uuid::Uuid;
+
 use crate::domain::{
-    Agent, AgentId, Change, Customer, OrgId, Organization, Peeked, ResolveError, Resolver, Route,
-    Tier, E164,
+    Agent, AgentId, Change, Customer, NumberRange, OrgId, Organization, Peeked, Provisioned,
+    ResolveError, Resolver, Route, Tier, E164,
 };
 use crate::telemetry::series::RedisFallback;
 
 mod callers;
 
 /// Version of the key layout and encoding, part of every key.
-const LAYOUT: &str = "v4";
+const LAYOUT: &str = "v5";
 
 /// One L2 lookup, one round trip: the number's binding (`KEYS[1]`), then the
 /// agent and organization it names, under the part-key prefix `ARGV[1]`.
@@ -54,7 +58,7 @@ const LAYOUT: &str = "v4";
 const READ_ROUTE: &str = r"
 local binding = redis.call('GET', KEYS[1])
 if not binding then return {} end
-local org, agent = string.match(binding, '^bound [01] (%S+) (%S+)$')
+local org, agent = string.match(binding, '^bound [01] (%S+) (%S+) ')
 if not org then return {binding} end
 return {binding, redis.call('GET', ARGV[1] .. ':a:' .. agent), redis.call('GET', ARGV[1] .. ':o:' .. org)}
 ";
@@ -91,6 +95,9 @@ enum Binding {
         number_active: bool,
         org_id: OrgId,
         agent_id: AgentId,
+        /// `phone_numbers.id`.
+        number_id: Uuid,
+        concurrency_limit: Option<u32>,
     },
     Absent,
 }
@@ -111,7 +118,16 @@ impl Binding {
                 number_active,
                 org_id,
                 agent_id,
-            } => format!("bound {} {org_id} {agent_id}", u8::from(number_active)).into_bytes(),
+                number_id,
+                concurrency_limit,
+            } => {
+                let limit = concurrency_limit.map_or_else(|| "-".to_string(), |l| l.to_string());
+                format!(
+                    "bound {} {org_id} {agent_id} {number_id} {limit}",
+                    u8::from(number_active)
+                )
+                .into_bytes()
+            }
             Binding::Absent => b"absent".to_vec(),
         }
     }
@@ -130,10 +146,17 @@ impl Binding {
         };
         let org_id = fields.next()?.parse().ok()?;
         let agent_id = fields.next()?.parse().ok()?;
+        let number_id = fields.next()?.parse().ok()?;
+        let concurrency_limit = match fields.next()? {
+            "-" => None,
+            limit => Some(limit.parse().ok()?),
+        };
         fields.next().is_none().then_some(Binding::Bound {
             number_active,
             org_id,
             agent_id,
+            number_id,
+            concurrency_limit,
         })
     }
 }
@@ -238,6 +261,8 @@ impl<R: Resolver> RedisTier<R> {
             number_active,
             org_id,
             agent_id,
+            number_id,
+            concurrency_limit,
         } = binding
         else {
             return Some(L2Answer::NotProvisioned);
@@ -251,6 +276,10 @@ impl<R: Resolver> RedisTier<R> {
         Some(L2Answer::Route(Route {
             number: number.clone(),
             number_active,
+            provisioned: Provisioned::Number {
+                id: number_id,
+                concurrency_limit,
+            },
             organization: Arc::new(organization),
             agent: Arc::new(agent),
         }))
@@ -296,11 +325,19 @@ impl<R: Resolver> RedisTier<R> {
                 Binding::Absent.encode(),
                 settings.negative_ttl,
             )),
+            // a range's number (not from the tiers below, which read only
+            // numbers): nothing of its own to keep
+            Some(Route {
+                provisioned: Provisioned::Range { .. },
+                ..
+            }) => return,
             Some(route) => {
                 let binding = Binding::Bound {
                     number_active: route.number_active,
                     org_id: route.organization.id,
                     agent_id: route.agent.id,
+                    number_id: route.provisioned.id(),
+                    concurrency_limit: route.provisioned.concurrency_limit(),
                 };
                 writes.push((
                     self.settings.number_key(number),
@@ -402,6 +439,12 @@ impl<R: Resolver> Resolver for RedisTier<R> {
         .await
     }
 
+    fn ranges(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Vec<NumberRange>, ResolveError>> + Send {
+        self.inner.ranges()
+    }
+
     /// L2's answer, else PostgreSQL's, without filling L2.
     async fn peek(&self, number: &E164) -> Result<Peeked, ResolveError> {
         if self.settings.ttl.is_zero() {
@@ -441,6 +484,8 @@ impl<R: Resolver> Resolver for RedisTier<R> {
             Change::Agent(id) => self.settings.agent_key(*id),
             Change::Organization(id) => self.settings.org_key(*id),
             Change::Customer(org_id, phone) => self.settings.caller_key(*org_id, phone),
+            // ranges are not kept here
+            Change::Range(_) => return self.inner.invalidate(change).await,
         };
         let ttl = self.settings.tombstone_ttl.as_millis() as u64;
         let timeout = self.settings.timeout.max(TOMBSTONE_TIMEOUT_FLOOR);
@@ -513,8 +558,18 @@ mod tests {
             number_active: false,
             org_id: OrgId(uuid::Uuid::from_u128(1)),
             agent_id: AgentId(uuid::Uuid::from_u128(2)),
+            number_id: uuid::Uuid::from_u128(3),
+            concurrency_limit: None,
         };
         assert_eq!(Binding::decode(&bound.encode()), Some(bound));
+        let limited = Binding::Bound {
+            number_active: true,
+            org_id: OrgId(uuid::Uuid::from_u128(1)),
+            agent_id: AgentId(uuid::Uuid::from_u128(2)),
+            number_id: uuid::Uuid::from_u128(3),
+            concurrency_limit: Some(7),
+        };
+        assert_eq!(Binding::decode(&limited.encode()), Some(limited));
         assert_eq!(
             Binding::decode(&Binding::Absent.encode()),
             Some(Binding::Absent)
@@ -523,7 +578,9 @@ mod tests {
             TOMBSTONE,
             b"bound 2 00000000-0000-0000-0000-000000000001 00000000-0000-0000-0000-000000000002",
             b"bound 1 00000000-0000-0000-0000-000000000001",
-            b"bound 1 00000000-0000-0000-0000-000000000001 00000000-0000-0000-0000-000000000002 x",
+            b"bound 1 00000000-0000-0000-0000-000000000001 00000000-0000-0000-0000-000000000002",
+            b"bound 1 00000000-0000-0000-0000-000000000001 00000000-0000-0000-0000-000000000002 00000000-0000-0000-0000-000000000003 x",
+            b"bound 1 00000000-0000-0000-0000-000000000001 00000000-0000-0000-0000-000000000002 00000000-0000-0000-0000-000000000003 - x",
             b"\x81\xa5Bound",
         ] {
             assert_eq!(

@@ -17,8 +17,9 @@ pub struct LoggedChange {
 }
 
 /// The change a log row or a notification names: its `entity` (`number`,
-/// `agent`, `organization` or `customer`) and `key` (the E.164 number, the
-/// id, or for a customer `<org id>:<phone>`).
+/// `agent`, `organization`, `customer` or `range`) and `key` (the E.164
+/// number, the id, for a customer `<org id>:<phone>`, for a range its
+/// prefix).
 pub fn parse(entity: &str, key: &str) -> Option<Change> {
     match entity {
         "number" => E164::from_canonical(key).ok().map(Change::Number),
@@ -28,6 +29,11 @@ pub fn parse(entity: &str, key: &str) -> Option<Change> {
             let (org_id, phone) = key.split_once(':')?;
             let phone = E164::from_canonical(phone).ok()?;
             Some(Change::Customer(org_id.parse().ok()?, phone))
+        }
+        "range" => {
+            let digits = key.strip_prefix('+')?;
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| Change::Range(key.to_string()))
         }
         _ => None,
     }
@@ -56,6 +62,17 @@ mod tests {
             assert_eq!(parse("customer", &key), None, "{key}");
         }
         assert_eq!(parse("invoice", org), None);
+    }
+
+    #[test]
+    fn range_keys_are_prefixes() {
+        assert_eq!(
+            parse("range", "+1646555"),
+            Some(Change::Range("+1646555".into()))
+        );
+        for key in ["1646555", "+", "+1646 555", "+1646x"] {
+            assert_eq!(parse("range", key), None, "{key}");
+        }
     }
 }
 

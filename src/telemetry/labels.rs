@@ -77,12 +77,24 @@ pub enum Query {
     /// /readyz's probe.
     Ping,
     ActiveRoutes,
+    /// Every number range (warm start, and after a range changes).
+    Ranges,
     ResolveNumber,
     ResolveAgent,
     ResolveOrganization,
     FindCustomer,
     CallOrg,
     WriteEvents,
+}
+
+/// What a routed call does (`switchboard_routing_decisions_total{decision}`).
+#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
+#[strum(serialize_all = "snake_case")]
+pub enum RoutingDecision {
+    NumberAgent,
+    RuleAgent,
+    Transfer,
+    Reject,
 }
 
 /// The cache tiers that answer a lookup (`switchboard_cache_hits_total{tier}`).

@@ -256,6 +256,24 @@ pub const FAMILIES: &[Family] = &[
         &[],
     ),
     family(
+        "switchboard_routing_decisions_total",
+        Counter,
+        "Calls routed, by what they do: number_agent (no rule matched), rule_agent (a rule's agent or split), transfer, reject.",
+        &[("decision", RoutingDecision::VARIANTS)],
+    ),
+    family(
+        "switchboard_policy_unknown_time_zones_total",
+        Counter,
+        "Schedules loaded whose time zone this daemon does not know (their rules never match).",
+        &[],
+    ),
+    family(
+        "switchboard_cache_number_ranges",
+        Gauge,
+        "Number ranges held (every range, loaded whole).",
+        &[],
+    ),
+    family(
         "switchboard_routing_customer_lookup_failures_total",
         Counter,
         "Caller lookups that failed; the call was routed without them.",

@@ -27,7 +27,11 @@
 mod schedule;
 pub mod split;
 
-use std::{cell::OnceCell, collections::HashMap, collections::HashSet, fmt, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    sync::{Arc, OnceLock},
+};
 
 use jiff::{civil, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -189,7 +193,7 @@ pub struct CallFacts<'a> {
     /// The instant schedules are read at.
     pub now: Timestamp,
     /// The caller's region, worked out when a rule first asks.
-    region: OnceCell<Option<Region>>,
+    region: OnceLock<Option<Region>>,
 }
 
 impl<'a> CallFacts<'a> {
@@ -204,7 +208,7 @@ impl<'a> CallFacts<'a> {
             caller_known,
             agent_active,
             now,
-            region: OnceCell::new(),
+            region: OnceLock::new(),
         }
     }
 
@@ -406,6 +410,11 @@ impl Policy {
     /// The schedule a rule names.
     pub fn schedule(&self, id: Uuid) -> Option<&Schedule> {
         self.schedules.get(&id)
+    }
+
+    /// Every schedule the rules use.
+    pub fn schedules(&self) -> impl Iterator<Item = &Schedule> {
+        self.schedules.values()
     }
 
     /// Schedules whose time zone this daemon does not know: their rules

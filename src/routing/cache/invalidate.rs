@@ -18,6 +18,12 @@ impl<R: Resolver> RouteCache<R> {
     /// change names from the source, past them. With L1 off, returns once
     /// the tiers below have evicted it.
     pub async fn apply(&self, change: &Change) {
+        if let Change::Range(_) = change {
+            // held whole, whether L1 keeps routes or not
+            self.ranges_changed();
+            self.inner.invalidate(change).await;
+            return;
+        }
         if !self.enabled() {
             self.inner.invalidate(change).await;
             return;
@@ -27,6 +33,7 @@ impl<R: Resolver> RouteCache<R> {
             Change::Agent(id) => stripe(Kind::Agent, id),
             Change::Organization(id) => stripe(Kind::Organization, id),
             Change::Customer(org_id, phone) => stripe(Kind::Caller, &(*org_id, phone.clone())),
+            Change::Range(_) => unreachable!("applied above"),
         };
         let Some(cache) = self.me.upgrade() else {
             return; // being dropped: nothing left to keep fresh
@@ -37,6 +44,7 @@ impl<R: Resolver> RouteCache<R> {
             Change::Agent(id) => self.agents.invalidate(id).await,
             Change::Organization(id) => self.organizations.invalidate(id).await,
             Change::Customer(org_id, phone) => self.forget_caller(*org_id, phone).await,
+            Change::Range(_) => unreachable!("applied above"),
         }
         let change = change.clone();
         self.spawn(async move {
@@ -55,6 +63,7 @@ impl<R: Resolver> RouteCache<R> {
         self.agents.invalidate_all();
         self.organizations.invalidate_all();
         self.callers.invalidate_all();
+        self.ranges_changed();
         metrics::counter!("switchboard_cache_flushes_total").increment(1);
     }
 }
@@ -92,7 +101,7 @@ mod tests {
                 Change::Number(_) => assert_eq!((agent, org), (&name, &name)),
                 Change::Agent(_) => assert_eq!(agent, &name),
                 Change::Organization(_) => assert_eq!(org, &name),
-                Change::Customer(..) => unreachable!("not among the changes"),
+                Change::Customer(..) | Change::Range(_) => unreachable!("not among the changes"),
             }
         }
     }

@@ -177,6 +177,7 @@ impl<R: Resolver> RouteCache<R> {
         Ok(agent.zip(organization).map(|(agent, organization)| Route {
             number: number.clone(),
             number_active: binding.number_active,
+            provisioned: binding.provisioned.clone(),
             organization,
             agent,
         }))

@@ -41,6 +41,8 @@
 //! * `stale`: stale-if-error, and the coalesced rereads of stale routes;
 //! * `callers`: callers (customer or stranger) of an organization, kept
 //!   like numbers;
+//! * `ranges`: number ranges, held whole, for numbers no row provisions on
+//!   their own;
 //! * `preload`: warm start;
 //! * `peek`: what `resolve` would answer, for explain;
 //! * `stats`: metrics.
@@ -53,6 +55,7 @@ mod invalidate;
 mod load;
 mod peek;
 mod preload;
+mod ranges;
 mod refresh;
 mod settle;
 mod stale;
@@ -73,11 +76,13 @@ use moka::future::Cache;
 use tokio::{runtime::Handle, sync::Semaphore};
 
 use crate::domain::{
-    Agent, AgentId, Customer, OrgId, Organization, Peeked, ResolveError, Resolver, Route, E164,
+    Agent, AgentId, Customer, NumberRange, OrgId, Organization, Peeked, ResolveError, Resolver,
+    Route, E164,
 };
 
 use self::{
     callers::{Caller, CallerKey},
+    ranges::Ranges,
     refresh::BACKGROUND_REFRESHES,
     settle::STRIPES,
     storage::{Binding, Entry, Lookup},
@@ -112,6 +117,8 @@ pub struct RouteCache<R> {
     callers: Cache<CallerKey, Entry<Caller>>,
     /// Reads of callers in flight, shared by the requests waiting for them.
     caller_reads: Cache<CallerKey, Caller>,
+    /// Every number range, for numbers no row provisions on their own.
+    ranges: Ranges,
     /// Bumped by every eviction (for warm start and stale-if-error, which
     /// only ask whether anything changed).
     generation: AtomicU64,
@@ -165,6 +172,7 @@ impl<R: Resolver> RouteCache<R> {
             organizations,
             callers,
             caller_reads,
+            ranges: Ranges::default(),
             generation: AtomicU64::new(0),
             stripes: std::array::from_fn(|_| AtomicU64::new(0)),
             settling: std::array::from_fn(|_| AtomicU32::new(0)),
@@ -215,6 +223,11 @@ impl<R: Resolver> RouteCache<R> {
     /// Numbers currently cached (approximate), for metrics.
     pub fn len(&self) -> u64 {
         self.numbers.entry_count()
+    }
+
+    /// Number ranges held.
+    pub fn ranges_held(&self) -> usize {
+        self.ranges.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -281,22 +294,32 @@ impl<R: Resolver> Resolver for RouteCache<R> {
         self.inner.source()
     }
 
+    /// The number's own route, else its range's.
     async fn resolve(&self, number: &E164) -> Result<Option<Route>, ResolveError> {
         // The tiers below are reached through a box: their futures (a
         // Redis round trip, a pooled query, the coalescing around them)
         // take tens of kilobytes, and the hit path would otherwise carry
         // them, copied along with every request's future as it moves.
-        if !self.enabled() {
-            return Box::pin(self.inner.resolve(number)).await;
-        }
-        let started = Instant::now();
-        match self.cached(number).await {
-            Lookup::Hit(route) => {
-                self.count_hit(started);
-                Ok(route)
+        let exact = if !self.enabled() {
+            Box::pin(self.inner.resolve(number)).await
+        } else {
+            let started = Instant::now();
+            match self.cached(number).await {
+                Lookup::Hit(route) => {
+                    self.count_hit(started);
+                    Ok(route)
+                }
+                lookup => Box::pin(self.resolve_missed(number, lookup, started)).await,
             }
-            lookup => Box::pin(self.resolve_missed(number, lookup, started)).await,
+        };
+        match exact {
+            Ok(None) => Box::pin(self.resolve_in_range(number)).await,
+            found => found,
         }
+    }
+
+    fn ranges(&self) -> impl Future<Output = Result<Vec<NumberRange>, ResolveError>> + Send {
+        self.inner.ranges()
     }
 
     /// One part: the fresh cached copy, else reloaded alone (what
@@ -339,8 +362,9 @@ impl<R: Resolver> Resolver for RouteCache<R> {
     /// below, peeked the same way. Plain `get`s: nothing is loaded,
     /// refreshed or evicted, so explaining a route does not change what the
     /// next call finds.
-    fn peek(&self, number: &E164) -> impl Future<Output = Result<Peeked, ResolveError>> + Send {
-        self.peek_tiers(number)
+    async fn peek(&self, number: &E164) -> Result<Peeked, ResolveError> {
+        let exact = self.peek_tiers(number).await?;
+        self.peek_in_range(number, exact).await
     }
 }
 

@@ -193,6 +193,13 @@ mod tests {
             Ok(route)
         }
 
+        fn ranges(
+            &self,
+        ) -> impl std::future::Future<Output = Result<Vec<crate::domain::NumberRange>, ResolveError>>
+               + Send {
+            self.table.ranges()
+        }
+
         async fn resolve_agent(
             &self,
             id: crate::domain::AgentId,

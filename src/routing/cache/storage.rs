@@ -14,7 +14,7 @@ use std::{
 use moka::{future::Cache, Expiry};
 
 use super::{CacheSettings, RouteCache};
-use crate::domain::{AgentId, OrgId, Resolver, Route, E164};
+use crate::domain::{AgentId, OrgId, Provisioned, Resolver, Route, E164};
 
 /// A number's binding: what the number points at.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub(super) struct Binding {
     pub(super) number_active: bool,
     pub(super) org_id: OrgId,
     pub(super) agent_id: AgentId,
+    /// The number's own row.
+    pub(super) provisioned: Provisioned,
 }
 
 impl Binding {
@@ -31,6 +33,7 @@ impl Binding {
             number_active: route.number_active,
             org_id: route.organization.id,
             agent_id: route.agent.id,
+            provisioned: route.provisioned.clone(),
         }
     }
 }
@@ -187,6 +190,7 @@ impl<R: Resolver> RouteCache<R> {
         let route = Route {
             number: number.clone(),
             number_active: bound.number_active,
+            provisioned: bound.provisioned.clone(),
             organization: org.value,
             agent: agent.value,
         };

@@ -12,7 +12,7 @@ use tokio::{sync::Notify, task::JoinHandle};
 use uuid::Uuid;
 
 use super::{CacheSettings, RouteCache};
-use crate::domain::{Agent, Customer, OrgId, Organization, ResolveError};
+use crate::domain::{Agent, Customer, NumberRange, OrgId, Organization, Provisioned, ResolveError};
 
 /// The domain's names that the tests use besides the doubles.
 pub(super) use crate::domain::{Change, Resolver, Route, Tier, E164};
@@ -33,6 +33,9 @@ pub(super) struct Table {
     pub(super) down: AtomicBool,
     pub(super) gate: Option<Arc<Notify>>,
     pub(super) entered: Arc<Notify>,
+    /// Number ranges, and how many times they were read.
+    pub(super) ranges: Mutex<Vec<NumberRange>>,
+    pub(super) range_reads: AtomicUsize,
 }
 
 impl Resolver for Table {
@@ -66,6 +69,14 @@ impl Resolver for Table {
         id: crate::domain::OrgId,
     ) -> Result<Option<Arc<Organization>>, ResolveError> {
         Ok(self.part(|r| (r.organization.id == id).then(|| r.organization.clone())))
+    }
+
+    async fn ranges(&self) -> Result<Vec<NumberRange>, ResolveError> {
+        self.range_reads.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ResolveError::Unavailable("connection refused".into()));
+        }
+        Ok(self.ranges.lock().unwrap().clone())
     }
 
     async fn resolve_caller(
@@ -112,6 +123,10 @@ pub(super) fn route(number: &str, agent_name: &str) -> Route {
     Route {
         number: E164::from_canonical(number).unwrap(),
         number_active: true,
+        provisioned: Provisioned::Number {
+            id: Uuid::from_u128(3),
+            concurrency_limit: None,
+        },
         organization: Arc::new(Organization {
             id: crate::domain::OrgId(Uuid::from_u128(1)),
             slug: "acme".into(),
@@ -120,6 +135,7 @@ pub(super) fn route(number: &str, agent_name: &str) -> Route {
             settings: Default::default(),
             concurrency_limit: None,
             is_active: true,
+            policy: None,
         }),
         agent: Arc::new(Agent {
             id: crate::domain::AgentId(Uuid::from_u128(2)),
@@ -127,6 +143,7 @@ pub(super) fn route(number: &str, agent_name: &str) -> Route {
             voice_id: "v".into(),
             llm_config: Default::default(),
             is_active: true,
+            concurrency_limit: None,
         }),
     }
 }
