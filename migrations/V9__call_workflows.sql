@@ -309,9 +309,10 @@ create table if not exists public.routing_rules (
            when 'reject' then reject_reason is not null and agent_id is null and transfer_to is null
          end),
   unique (org_id, id),
-  -- one rule per place in a list; deferrable, so a transaction can reorder
+  -- one rule per place in a list (not deferrable: a deferrable key cannot
+  -- serve `on conflict`, which every upsert needs; leave gaps, 10, 20, …)
   constraint routing_rules_position_key unique nulls not distinct
-    (org_id, phone_number_id, number_range_id, position) deferrable initially immediate,
+    (org_id, phone_number_id, number_range_id, position),
   foreign key (org_id, phone_number_id) references public.phone_numbers (org_id, id) on delete cascade,
   foreign key (org_id, number_range_id) references public.number_ranges (org_id, id) on delete cascade,
   foreign key (org_id, caller_in_list) references public.caller_lists (org_id, id),

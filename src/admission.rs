@@ -488,11 +488,23 @@ impl Admission {
         };
         let limit = u32::try_from(limit).unwrap_or(0);
         Ok(match code {
-            0 => Decision::Refused {
-                level,
-                limit,
-                active,
-            },
+            0 => {
+                // a refused call is no call: its EndCall must not find it
+                // (the mapping went out beside the script, to save the
+                // round trip on every admitted call)
+                let call_key = self.call_key(call_id);
+                let forgotten: Result<(), _> = self
+                    .command(|mut c| async move { c.del(call_key).await })
+                    .await;
+                if let Err(error) = forgotten {
+                    tracing::debug!(%error, %call_id, "a refused call's mapping is left to expire");
+                }
+                Decision::Refused {
+                    level,
+                    limit,
+                    active,
+                }
+            }
             2 => Decision::AlreadyAdmitted { limit, active },
             3 => Decision::AdmittedOverLimit {
                 level,

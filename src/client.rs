@@ -150,11 +150,28 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<Reply> {
 fn routed_json(routed: proto::RouteCallResponse) -> Value {
     json!({
         "call_id": routed.call_id,
+        "decision": routed.decision.as_ref().map(decision_json),
         "route": routed.route.as_ref().map(route_json),
         "customer": routed.customer.map(|c| json!({
             "id": c.id, "phone": c.phone, "name": c.name, "email": c.email,
         })),
     })
+}
+
+/// A decision as `{"agent": name}`, `{"transfer": to}` or `{"reject": reason,
+/// "sip_code": n}`, with the rule that decided.
+fn decision_json(decision: &proto::Decision) -> Value {
+    use proto::decision::Action;
+    let mut answer = match &decision.action {
+        Some(Action::Agent(a)) => json!({ "agent": a.agent.as_ref().map(|a| a.name.clone()) }),
+        Some(Action::Transfer(t)) => json!({ "transfer": t.destination, "kind": t.kind }),
+        Some(Action::Reject(r)) => json!({ "reject": r.reason, "sip_code": r.sip_code }),
+        None => json!({}),
+    };
+    answer["rule"] = json!(decision.rule.as_ref().map(|r| json!({
+        "id": r.id, "name": r.name, "overflow_level": r.overflow_level,
+    })));
+    answer
 }
 
 fn refusal_json(status: &tonic::Status) -> Value {
@@ -212,7 +229,19 @@ fn explanation_json(r: &proto::ExplainRouteResponse) -> Value {
             "active_calls": a.active_calls,
             "decision": enum_name(a.decision().as_str_name(), "ADMISSION_DECISION_"),
             "on_redis_down": a.on_redis_down,
+            "levels": a.levels.iter().map(|l| json!({
+                "level": l.level, "limit": l.limit, "active_calls": l.active_calls,
+            })).collect::<Vec<_>>(),
         })),
+        "decision": r.decision.as_ref().map(decision_json),
+        "evaluated_at": r.evaluated_at.as_ref().map(|t| t.to_string()),
+        "schedules": r.schedules.iter().map(|s| json!({
+            "name": s.name, "time_zone": s.time_zone, "local_time": s.local_time, "open": s.open,
+        })).collect::<Vec<_>>(),
+        "rules": r.rules.iter().map(|rule| json!({
+            "name": rule.name, "list": rule.list, "position": rule.position,
+            "overflow_level": rule.overflow_level, "matched": rule.matched, "reason": rule.reason,
+        })).collect::<Vec<_>>(),
     })
 }
 

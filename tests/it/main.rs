@@ -29,3 +29,4 @@ mod recovery;
 mod routing;
 mod security;
 mod tls;
+mod workflows;

@@ -3,7 +3,7 @@
 -- refusals across tenants, the checks made when a policy is written, what
 -- the change log records, and the policy the daemon reads.
 begin;
-select plan(170);
+select plan(171);
 
 select tests.seed();
 
@@ -187,16 +187,20 @@ select is(tests.try_as('manager_a',
               values (tests.id('org_a'), tests.id('phone_a'), 10, 'Same place, other list', 'agent', tests.id('agent_a'))$$),
           '1', 'a number''s rule may take the position of an organization-wide one');
 select is(tests.try_as('manager_a',
-            $$set constraints routing_rules_position_key deferred;
-              update public.routing_rules set position = 10 where id = tests.id('routing_rules_a');
-              insert into public.routing_rules (org_id, position, name, action, reject_reason)
-              values (tests.id('org_a'), 11, 'Closed', 'reject', 'unavailable');
-              update public.routing_rules set position = 11 - position + 10
-               where org_id = tests.id('org_a') and phone_number_id is null;
-              set constraints routing_rules_position_key immediate;
+            $$insert into public.routing_rules (org_id, position, name, action, reject_reason)
+              values (tests.id('org_a'), 20, 'Closed', 'reject', 'unavailable');
+              update public.routing_rules set position = 15 where id = tests.id('routing_rules_a');
+              update public.routing_rules set position = 10
+               where org_id = tests.id('org_a') and phone_number_id is null and position = 20;
+              update public.routing_rules set position = 20 where id = tests.id('routing_rules_a');
               select * from public.routing_rules
-               where org_id = tests.id('org_a') and phone_number_id is null and position in (10, 11)$$),
-          '2', 'rules swap places in one transaction');
+               where org_id = tests.id('org_a') and phone_number_id is null and position in (10, 20)$$),
+          '2', 'rules swap places through a free position');
+select is(tests.try_as('manager_a',
+            $$insert into public.routing_rules (id, org_id, position, name, action, reject_reason)
+              values (tests.id('routing_rules_a'), tests.id('org_a'), 10, 'Again', 'reject', 'busy')
+              on conflict do nothing$$),
+          '0', 'an insert that conflicts does nothing with on conflict do nothing');
 
 -- splits, checked at commit
 select is(tests.try_as('manager_a',
