@@ -105,6 +105,18 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Instructions counted in-process over `count` repetitions of one piece
+    /// of work (callgrind on `benches/workflow.rs`), as a result.
+    ImportCount {
+        #[arg(long)]
+        label: String,
+        #[arg(long)]
+        instructions: u64,
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Writes the pgbench scripts: the daemon's own lookup, and the shape
     /// PostgREST generates for the same question.
     PgbenchScripts {

@@ -1,5 +1,5 @@
-//! `rps import-pgbench`, `import-redis` and `import-callgrind`: the
-//! baselines' own output as results.
+//! `rps import-pgbench`, `import-redis`, `import-callgrind` and
+//! `import-count`: the baselines' own output as results.
 
 use std::{
     collections::BTreeMap,
@@ -148,6 +148,26 @@ pub fn import_fsync(output: &Path, label: String, method: &str) -> anyhow::Resul
             p999: us,
             max: us,
         }),
+        ..Default::default()
+    })
+}
+
+/// Instructions callgrind counted over `count` repetitions of one piece of
+/// work in-process (`benches/workflow.rs`), per repetition.
+pub fn import_count(label: String, instructions: u64, count: u64) -> anyhow::Result<RunResult> {
+    anyhow::ensure!(count > 0, "a count of 0 repetitions");
+    Ok(RunResult {
+        label,
+        mode: "callgrind".into(),
+        requests: count,
+        ok: count,
+        extra: BTreeMap::from([
+            ("instructions".into(), instructions as f64),
+            (
+                "instructions_per_request".into(),
+                instructions as f64 / count as f64,
+            ),
+        ]),
         ..Default::default()
     })
 }

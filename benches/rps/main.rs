@@ -77,7 +77,7 @@ use clap::Parser;
 use crate::{
     cli::{Cli, Command},
     coalesce::coalesce,
-    import::{import_callgrind, import_fsync, import_pgbench, import_redis},
+    import::{import_callgrind, import_count, import_fsync, import_pgbench, import_redis},
     memory::memory,
     metrics::{import_recorder, scrape_recorder},
     pgbench_scripts::pgbench_scripts,
@@ -139,6 +139,12 @@ async fn main() -> anyhow::Result<()> {
             run,
             out,
         } => write_result(&import_callgrind(&run, label, instructions)?, Some(&out)),
+        Command::ImportCount {
+            label,
+            instructions,
+            count,
+            out,
+        } => write_result(&import_count(label, instructions, count)?, Some(&out)),
         Command::PgbenchScripts { dir, data } => pgbench_scripts(&dir, &data),
         Command::Report { dir } => {
             print!("{}", report(&read_results(&dir)?));

@@ -114,7 +114,7 @@ impl From<&CallDecision> for proto::Decision {
             action: Some(action),
             rule: decision.rule().map(|rule| proto::MatchedRule {
                 id: rule.id.to_string(),
-                name: rule.name.clone(),
+                name: rule.name.to_string(),
                 overflow_level: rule
                     .overflow
                     .map(|level| level.as_str().to_string())

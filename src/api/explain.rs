@@ -99,7 +99,7 @@ impl From<Explanation> for ExplainRouteResponse {
                 .iter()
                 .map(|step| proto::RuleExplanation {
                     id: step.rule_id.to_string(),
-                    name: step.name.clone(),
+                    name: step.name.to_string(),
                     list: step.list.to_string(),
                     position: step.position,
                     overflow_level: step

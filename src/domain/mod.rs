@@ -18,7 +18,7 @@ pub mod policy;
 mod resolver;
 mod route;
 
-pub use e164::{Method, Normalization, NumberError, Region, E164, MAX_INPUT_BYTES};
+pub use e164::{Method, Normalization, NumberError, Region, RegionSet, E164, MAX_INPUT_BYTES};
 pub use event::{CallEnded, CallOpened, EndReason, Event, Metric, Usage};
 pub use ids::{AgentId, CallId, OrgId};
 pub use resolver::{Change, Directory, Peeked, Resolver, Tier};

@@ -22,7 +22,7 @@ use crate::telemetry::series::RoutingDecision;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchedRule {
     pub id: Uuid,
-    pub name: String,
+    pub name: Arc<str>,
     /// Set for an overflow rule: the level whose limit the call hit.
     pub overflow: Option<LimitLevel>,
 }
@@ -68,7 +68,7 @@ impl CallDecision {
 #[derive(Debug, Clone)]
 pub struct RuleStep {
     pub rule_id: Uuid,
-    pub name: String,
+    pub name: Arc<str>,
     /// `number`, `range` or `organization`: which list it is in.
     pub list: &'static str,
     pub position: i32,
@@ -105,8 +105,9 @@ impl std::fmt::Display for StepOutcome {
     }
 }
 
-/// Where the walk's facts about a call come from.
-pub(super) struct Walk<'a> {
+/// One call's walk through its number's policy: the call, and what the
+/// walk keeps.
+pub struct Walk<'a> {
     pub route: &'a Route,
     pub facts: CallFacts<'a>,
     pub call_id: CallId,
@@ -118,124 +119,147 @@ pub(super) struct Walk<'a> {
 }
 
 impl<R: Resolver, D: Directory> Router<R, D> {
-    /// The decision for a call: the first rule of its number's policy that
-    /// matches and can be acted on, else the number's own agent. With
-    /// `refused` (admission refused the call at that level), only that
-    /// level's overflow rules, and `None` when none matches.
+    /// [`decide`] with this router's resolver.
     pub(super) async fn decide(
         &self,
         walk: &mut Walk<'_>,
         refused: Option<LimitLevel>,
     ) -> Result<Option<CallDecision>, RouteError> {
-        let route = walk.route;
-        if let Some(policy) = route.organization.policy.as_deref() {
-            let (number_id, range_id) = route.provisioned.scope();
-            for rule in policy.rules_for(number_id, range_id) {
-                let outcome = match rule.check(policy, &walk.facts, refused) {
-                    Err(mismatch) => Err(StepOutcome::NotMatched(mismatch)),
-                    Ok(()) => self.act_on(rule, walk, refused).await?,
-                };
-                if let Some(steps) = walk.steps.as_deref_mut() {
-                    steps.push(RuleStep {
-                        rule_id: rule.id,
-                        name: rule.name.clone(),
-                        list: match rule.scope {
-                            Scope::Number(_) => "number",
-                            Scope::Range(_) => "range",
-                            Scope::Organization => "organization",
-                        },
-                        position: rule.position,
-                        overflow_pass: refused,
-                        outcome: match &outcome {
-                            Ok(_) => StepOutcome::Matched,
-                            Err(passed) => passed.clone(),
-                        },
-                    });
-                }
-                if let Ok(decision) = outcome {
-                    return Ok(Some(decision));
-                }
+        decide(&self.resolver, walk, refused).await
+    }
+}
+
+/// The decision for a call: the first rule of its number's policy that
+/// matches and can be acted on (its agents read through `resolver`), else
+/// the number's own agent. With `refused` (admission refused the call at
+/// that level), only that level's overflow rules, and `None` when none
+/// matches. Public for the benchmarks.
+pub async fn decide<R: Resolver>(
+    resolver: &R,
+    walk: &mut Walk<'_>,
+    refused: Option<LimitLevel>,
+) -> Result<Option<CallDecision>, RouteError> {
+    let route = walk.route;
+    if let Some(policy) = route.organization.policy.as_deref() {
+        let (number_id, range_id) = route.provisioned.scope();
+        for rule in policy.rules_for(number_id, range_id) {
+            let outcome = match rule.check(policy, &walk.facts, refused) {
+                Err(mismatch) => Err(StepOutcome::NotMatched(mismatch)),
+                Ok(()) => act_on(resolver, rule, walk, refused).await?,
+            };
+            if let Some(steps) = walk.steps.as_deref_mut() {
+                steps.push(RuleStep {
+                    rule_id: rule.id,
+                    name: rule.name.clone(),
+                    list: match rule.scope {
+                        Scope::Number(_) => "number",
+                        Scope::Range(_) => "range",
+                        Scope::Organization => "organization",
+                    },
+                    position: rule.position,
+                    overflow_pass: refused,
+                    outcome: match &outcome {
+                        Ok(_) => StepOutcome::Matched,
+                        Err(passed) => passed.clone(),
+                    },
+                });
+            }
+            if let Ok(decision) = outcome {
+                return Ok(Some(decision));
             }
         }
-        if refused.is_some() {
-            return Ok(None);
-        }
-        // no rule: the number's own agent, if it can take calls
-        if !route.agent.is_active {
-            return Err(RouteError::Inactive {
-                number: route.number.clone(),
-                what: Inactive::Agent,
-            });
-        }
-        Ok(Some(CallDecision::Agent {
-            agent: route.agent.clone(),
-            rule: None,
-        }))
     }
+    if refused.is_some() {
+        return Ok(None);
+    }
+    // no rule: the number's own agent, if it can take calls
+    if !route.agent.is_active {
+        return Err(RouteError::Inactive {
+            number: route.number.clone(),
+            what: Inactive::Agent,
+        });
+    }
+    Ok(Some(CallDecision::Agent {
+        agent: route.agent.clone(),
+        rule: None,
+    }))
+}
 
-    /// What a matching rule does, or why it is passed over.
-    async fn act_on(
-        &self,
-        rule: &Rule,
-        walk: &Walk<'_>,
-        overflow: Option<LimitLevel>,
-    ) -> Result<Result<CallDecision, StepOutcome>, RouteError> {
-        let matched = MatchedRule {
-            id: rule.id,
-            name: rule.name.clone(),
-            overflow,
-        };
-        Ok(match &rule.action {
-            Action::Transfer(to) => Ok(CallDecision::Transfer {
-                to: to.clone(),
-                rule: matched,
+/// What a matching rule does, or why it is passed over.
+async fn act_on<R: Resolver>(
+    resolver: &R,
+    rule: &Rule,
+    walk: &Walk<'_>,
+    overflow: Option<LimitLevel>,
+) -> Result<Result<CallDecision, StepOutcome>, RouteError> {
+    let matched = MatchedRule {
+        id: rule.id,
+        name: rule.name.clone(),
+        overflow,
+    };
+    Ok(match &rule.action {
+        Action::Transfer(to) => Ok(CallDecision::Transfer {
+            to: to.clone(),
+            rule: matched,
+        }),
+        Action::Reject(reason) => Ok(CallDecision::Reject {
+            reason: *reason,
+            rule: matched,
+        }),
+        Action::Agent(id) => match active_agent(resolver, *id, walk.peek).await? {
+            Some(agent) => Ok(CallDecision::Agent {
+                agent,
+                rule: Some(matched),
             }),
-            Action::Reject(reason) => Ok(CallDecision::Reject {
-                reason: *reason,
-                rule: matched,
-            }),
-            Action::Agent(id) => match self.active_agent(*id, walk.peek).await? {
+            None => Err(StepOutcome::AgentUnavailable(*id)),
+        },
+        Action::Split(weights) => {
+            // the side drawn among every agent first: its agent is the only
+            // one read while all are on
+            let draw = split::draw(walk.call_id, rule.id);
+            let drawn = split::pick(weights, |_| true, draw);
+            if let Some(agent) = match drawn {
+                Some(id) => active_agent(resolver, id, walk.peek).await?,
+                None => None,
+            } {
+                return Ok(Ok(CallDecision::Agent {
+                    agent,
+                    rule: Some(matched),
+                }));
+            }
+            // the drawn agent is off: the others share its weight
+            let mut agents = Vec::with_capacity(weights.len());
+            for &(id, _) in weights {
+                agents.extend(active_agent(resolver, id, walk.peek).await?);
+            }
+            let chosen = split::pick(weights, |id| agents.iter().any(|a| a.id == id), draw);
+            match chosen.and_then(|id| agents.into_iter().find(|a| a.id == id)) {
                 Some(agent) => Ok(CallDecision::Agent {
                     agent,
                     rule: Some(matched),
                 }),
-                None => Err(StepOutcome::AgentUnavailable(*id)),
-            },
-            Action::Split(weights) => {
-                let mut agents = Vec::with_capacity(weights.len());
-                for &(id, _) in weights {
-                    agents.extend(self.active_agent(id, walk.peek).await?);
-                }
-                let draw = split::draw(walk.call_id, rule.id);
-                let chosen = split::pick(weights, |id| agents.iter().any(|a| a.id == id), draw);
-                match chosen.and_then(|id| agents.into_iter().find(|a| a.id == id)) {
-                    Some(agent) => Ok(CallDecision::Agent {
-                        agent,
-                        rule: Some(matched),
-                    }),
-                    None => Err(StepOutcome::NoSplitAgent),
-                }
+                None => Err(StepOutcome::NoSplitAgent),
             }
-        })
-    }
+        }
+    })
+}
 
-    /// An agent of a rule, through the cache (from the source when
-    /// peeking), when it can take calls.
-    async fn active_agent(
-        &self,
-        id: AgentId,
-        peek: bool,
-    ) -> Result<Option<Arc<Agent>>, RouteError> {
-        let agent = if peek {
-            self.resolver.source().resolve_agent(id).await?
-        } else {
-            self.resolver.resolve_agent(id).await?
-        };
-        Ok(agent.filter(|agent| agent.is_active))
-    }
+/// An agent of a rule, through the cache (from the source when peeking),
+/// when it can take calls.
+async fn active_agent<R: Resolver>(
+    resolver: &R,
+    id: AgentId,
+    peek: bool,
+) -> Result<Option<Arc<Agent>>, RouteError> {
+    let agent = if peek {
+        resolver.source().resolve_agent(id).await?
+    } else {
+        resolver.resolve_agent(id).await?
+    };
+    Ok(agent.filter(|agent| agent.is_active))
 }
 
 /// The instant a call's schedules are read at.
-pub(super) fn now() -> Timestamp {
+pub fn now() -> Timestamp {
     Timestamp::now()
 }

@@ -49,7 +49,7 @@ use crate::{
 };
 
 pub use cache::{CacheSettings, RouteCache};
-pub use decide::{CallDecision, MatchedRule, RuleStep, StepOutcome};
+pub use decide::{decide, CallDecision, MatchedRule, RuleStep, StepOutcome, Walk};
 pub use explain::{ExplainedNumber, Explanation};
 
 /// Longest accepted gateway call id (SIP Call-IDs, Twilio CallSids, ...).

@@ -129,6 +129,22 @@ fn footnotes(out: &mut String, results: &Results) {
         )
         .unwrap();
     }
+    if let (Some(route), Some(plain), Some(workflow)) = (
+        per_request("hot_route_callgrind"),
+        per_request("decide_plain_callgrind"),
+        per_request("decide_workflow_callgrind"),
+    ) {
+        writeln!(
+            out,
+            "\nA hot RouteCall: {route:.0} instructions. Its route and decision in-process \
+             (benches/workflow.rs): {plain:.0} for a number without a policy, {workflow:.0} for a \
+             number of a range under a realistic policy; the workflow adds {:.0} ({:.1} % of the \
+             RouteCall).",
+            workflow - plain,
+            100.0 * (workflow - plain) / route
+        )
+        .unwrap();
+    }
     if let Some(memory) = results.get("memory").and_then(|m| m.values().next()) {
         let x = |k: &str| memory.extra.get(k).copied().unwrap_or(f64::NAN);
         writeln!(

@@ -67,6 +67,17 @@ pub const TARGETS: &[Target] = &[
         at_most: false,
     },
     Target {
+        name: "a realistic call workflow adds little to a hot RouteCall",
+        formula: "(decide_workflow_callgrind − decide_plain_callgrind) / hot_route_callgrind (instructions per request)",
+        figure: |r, n| {
+            let added = instructions(r, "decide_workflow_callgrind", n)?
+                - instructions(r, "decide_plain_callgrind", n)?;
+            Some(added / instructions(r, "hot_route_callgrind", n)?)
+        },
+        bound: 0.05,
+        at_most: true,
+    },
+    Target {
         name: "hot p99 at half the no-op's peak vs no-op p99",
         formula: "hot_half.p99 / noop_half.p99",
         figure: |r, n| Some(p99(r, "hot_half", n)? / p99(r, "noop_half", n)?),

@@ -78,6 +78,66 @@ impl fmt::Display for Region {
     }
 }
 
+/// A set of regions a number may belong to, for matching callers: the
+/// regions' country calling codes decide at once for a number under none
+/// of them, or under a code only one region has (`+44` is not only GB:
+/// GG, IM and JE share it; `+353` is only IE); a full parse (microseconds)
+/// is left for a number under a code that regions share, to tell them
+/// apart (`+1`: US, CA and the Caribbean).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionSet {
+    /// The ISO codes, as given.
+    codes: Vec<String>,
+    /// `+<calling code>`, and whether other regions share it.
+    calling_codes: Vec<(String, bool)>,
+}
+
+impl RegionSet {
+    /// The regions named by ISO 3166-1 alpha-2 `codes`; a code the metadata
+    /// does not know matches nothing.
+    pub fn new(codes: &[String]) -> Self {
+        let database = &*phonenumber::metadata::DATABASE;
+        let mut calling_codes: Vec<(String, bool)> = Vec::new();
+        for code in codes {
+            let Some(calling) = database.by_id(code.as_str()).map(|m| m.country_code()) else {
+                continue;
+            };
+            let shared = database
+                .region(&calling)
+                .is_some_and(|regions| regions.len() > 1);
+            let prefix = format!("+{calling}");
+            if !calling_codes.iter().any(|(p, _)| *p == prefix) {
+                calling_codes.push((prefix, shared));
+            }
+        }
+        Self {
+            codes: codes.to_vec(),
+            calling_codes,
+        }
+    }
+
+    /// The ISO codes, as given.
+    pub fn codes(&self) -> &[String] {
+        &self.codes
+    }
+
+    /// Whether `number` belongs to one of the regions.
+    pub fn contains(&self, number: &E164) -> bool {
+        // calling codes are a prefix code: at most one starts the number
+        let Some((_, shared)) = (self.calling_codes.iter())
+            .find(|(prefix, _)| number.as_str().starts_with(prefix.as_str()))
+        else {
+            return false;
+        };
+        if !shared {
+            return true;
+        }
+        number
+            .region()
+            .is_some_and(|region| self.codes.iter().any(|code| code == region.code()))
+    }
+}
+
 impl Region {
     /// The ISO 3166-1 alpha-2 code (`US`, `GB`).
     pub fn code(&self) -> &str {

@@ -30,14 +30,14 @@ pub mod split;
 use std::{
     collections::{HashMap, HashSet},
     fmt,
-    sync::{Arc, OnceLock},
+    sync::Arc,
 };
 
 use jiff::{civil, Timestamp};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{AgentId, Region, E164};
+use super::{AgentId, RegionSet, E164};
 
 pub use schedule::{Schedule, ScheduleState, DAY_SECONDS};
 
@@ -158,7 +158,7 @@ pub struct Conditions {
     pub caller_in_list: Option<Uuid>,
     pub caller_not_in_list: Option<Uuid>,
     /// ISO 3166-1 alpha-2 regions of the caller's number.
-    pub caller_countries: Option<Vec<String>>,
+    pub caller_countries: Option<RegionSet>,
     pub caller_known: Option<bool>,
     pub caller_withheld: Option<bool>,
     /// A schedule, and whether it must be open (`true`) or closed.
@@ -173,7 +173,8 @@ pub struct Conditions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub id: Uuid,
-    pub name: String,
+    /// Shared with the decisions it makes.
+    pub name: Arc<str>,
     pub scope: Scope,
     pub position: i32,
     pub conditions: Conditions,
@@ -192,8 +193,6 @@ pub struct CallFacts<'a> {
     pub agent_active: bool,
     /// The instant schedules are read at.
     pub now: Timestamp,
-    /// The caller's region, worked out when a rule first asks.
-    region: OnceLock<Option<Region>>,
 }
 
 impl<'a> CallFacts<'a> {
@@ -208,14 +207,7 @@ impl<'a> CallFacts<'a> {
             caller_known,
             agent_active,
             now,
-            region: OnceLock::new(),
         }
-    }
-
-    fn caller_region(&self) -> Option<Region> {
-        *self
-            .region
-            .get_or_init(|| self.caller.and_then(E164::region))
     }
 }
 
@@ -233,8 +225,8 @@ pub enum Mismatch {
     CallerInList,
     CallerWithheld,
     CallerNotWithheld,
-    /// The caller's region (unknown: `None`) is not among the rule's.
-    CallerCountry(Option<Region>),
+    /// The caller's number is not from the rule's regions (its ISO codes).
+    CallerCountry(Vec<String>),
     CallerKnown,
     CallerNotKnown,
     /// The schedule is open (`true`) or closed, not as the rule requires.
@@ -269,11 +261,8 @@ impl fmt::Display for Mismatch {
             Mismatch::CallerInList => f.write_str("the caller is on the list the rule excludes"),
             Mismatch::CallerWithheld => f.write_str("the caller's number is withheld"),
             Mismatch::CallerNotWithheld => f.write_str("the caller's number is not withheld"),
-            Mismatch::CallerCountry(Some(region)) => {
-                write!(f, "the caller's region {region} is not among the rule's")
-            }
-            Mismatch::CallerCountry(None) => {
-                f.write_str("the caller's region is unknown, so not among the rule's")
+            Mismatch::CallerCountry(codes) => {
+                write!(f, "the caller's number is not from {}", codes.join(", "))
             }
             Mismatch::CallerKnown => f.write_str("the caller is a known customer"),
             Mismatch::CallerNotKnown => f.write_str("the caller is not a known customer"),
@@ -298,16 +287,29 @@ impl fmt::Display for Mismatch {
 /// Callers by exact number and by prefix.
 #[derive(Debug, Clone, Default)]
 struct CallerList {
-    numbers: HashSet<Box<str>>,
-    prefixes: HashSet<Box<str>>,
+    numbers: HashSet<Box<str>, foldhash::fast::RandomState>,
+    prefixes: HashSet<Box<str>, foldhash::fast::RandomState>,
+    /// The lengths the prefixes have: a caller is looked up at those only.
+    prefix_lengths: Vec<usize>,
 }
 
 impl CallerList {
+    fn new(numbers: &[String], prefixes: &[String]) -> Self {
+        let mut prefix_lengths: Vec<usize> = prefixes.iter().map(String::len).collect();
+        prefix_lengths.sort_unstable();
+        prefix_lengths.dedup();
+        Self {
+            numbers: numbers.iter().map(|n| n.as_str().into()).collect(),
+            prefixes: prefixes.iter().map(|n| n.as_str().into()).collect(),
+            prefix_lengths,
+        }
+    }
+
     fn contains(&self, caller: &E164) -> bool {
         let number = caller.as_str();
         self.numbers.contains(number)
-            || (!self.prefixes.is_empty()
-                && (2..=number.len()).any(|end| self.prefixes.contains(&number[..end])))
+            || (self.prefix_lengths.iter())
+                .any(|&len| len <= number.len() && self.prefixes.contains(&number[..len]))
     }
 }
 
@@ -365,13 +367,7 @@ impl Policy {
         let lists = doc
             .caller_lists
             .iter()
-            .map(|l| {
-                let list = CallerList {
-                    numbers: l.numbers.iter().map(|n| n.as_str().into()).collect(),
-                    prefixes: l.prefixes.iter().map(|n| n.as_str().into()).collect(),
-                };
-                (l.id, list)
-            })
+            .map(|l| (l.id, CallerList::new(&l.numbers, &l.prefixes)))
             .collect();
         Ok(Self {
             rules,
@@ -463,9 +459,11 @@ impl Rule {
             return Err(Mismatch::CallerInList);
         }
         if let Some(countries) = &c.caller_countries {
-            let region = facts.caller_region();
-            if !region.is_some_and(|region| countries.iter().any(|c| c == region.code())) {
-                return Err(Mismatch::CallerCountry(region));
+            if !facts
+                .caller
+                .is_some_and(|caller| countries.contains(caller))
+            {
+                return Err(Mismatch::CallerCountry(countries.codes().to_vec()));
             }
         }
         if let Some(known) = c.caller_known {
@@ -627,13 +625,13 @@ impl RuleDoc {
         };
         Ok(Rule {
             id: self.id,
-            name: self.name.clone(),
+            name: self.name.as_str().into(),
             scope,
             position: self.position,
             conditions: Conditions {
                 caller_in_list: self.caller_in_list,
                 caller_not_in_list: self.caller_not_in_list,
-                caller_countries: self.caller_countries.clone(),
+                caller_countries: self.caller_countries.as_deref().map(RegionSet::new),
                 caller_known: self.caller_known,
                 caller_withheld: self.caller_withheld,
                 schedule: self.schedule_id.zip(self.schedule_open),

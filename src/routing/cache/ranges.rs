@@ -29,7 +29,32 @@ use super::RouteCache;
 use crate::domain::{NumberRange, Peeked, ResolveError, Resolver, Route, E164};
 
 /// Every range, by prefix.
-type Index = HashMap<Box<str>, Arc<NumberRange>>;
+#[derive(Debug, Default)]
+pub(super) struct Index {
+    by_prefix: HashMap<Box<str>, Arc<NumberRange>, foldhash::fast::RandomState>,
+    /// The lengths the prefixes have, longest first: a number is looked up
+    /// at those only.
+    lengths: Vec<usize>,
+}
+
+impl Index {
+    fn new(ranges: Vec<NumberRange>) -> Self {
+        let mut lengths: Vec<usize> = ranges.iter().map(|r| r.prefix.len()).collect();
+        lengths.sort_unstable_by(|a, b| b.cmp(a));
+        lengths.dedup();
+        Self {
+            by_prefix: ranges
+                .into_iter()
+                .map(|range| (Box::from(&*range.prefix), Arc::new(range)))
+                .collect(),
+            lengths,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_prefix.len()
+    }
+}
 
 /// Reloads in a row that a stream of range changes may force before a
 /// lookup uses what it read (a change during a load makes it reread).
@@ -61,12 +86,13 @@ impl Ranges {
     }
 }
 
-/// The range with the longest prefix that starts `number`.
+/// The range with the longest prefix that starts `number` (a prefix as
+/// long as the number is a number, not a range).
 fn longest(index: &Index, number: &E164) -> Option<Arc<NumberRange>> {
     let digits = number.as_str();
-    (2..digits.len())
-        .rev()
-        .find_map(|end| index.get(&digits[..end]).cloned())
+    (index.lengths.iter())
+        .filter(|&&len| len < digits.len())
+        .find_map(|&len| index.by_prefix.get(&digits[..len]).cloned())
 }
 
 impl<R: Resolver> RouteCache<R> {
@@ -104,12 +130,7 @@ impl<R: Resolver> RouteCache<R> {
             let seen = self.ranges.changes.load(Ordering::Acquire);
             let read_at = Instant::now();
             let ranges = self.inner.source().ranges().await?;
-            let index: Arc<Index> = Arc::new(
-                ranges
-                    .into_iter()
-                    .map(|range| (Box::from(&*range.prefix), Arc::new(range)))
-                    .collect(),
-            );
+            let index = Arc::new(Index::new(ranges));
             if self.ranges.changes.load(Ordering::Acquire) == seen {
                 *self.ranges.current.write().expect("not poisoned") = Some(index.clone());
                 *self.ranges.loaded_at.write().expect("not poisoned") = Some(read_at);
@@ -214,7 +235,7 @@ fn range_route(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{atomic::Ordering, Arc};
+    use std::sync::atomic::Ordering;
 
     use uuid::Uuid;
 
@@ -319,26 +340,20 @@ mod tests {
         ));
     }
 
-    fn range(prefix: &str) -> (Box<str>, Arc<NumberRange>) {
-        (
-            prefix.into(),
-            Arc::new(NumberRange {
-                id: Uuid::new_v4(),
-                prefix: prefix.into(),
-                org_id: OrgId::default(),
-                agent_id: AgentId::default(),
-                is_active: true,
-                concurrency_limit: None,
-            }),
-        )
+    fn range(prefix: &str) -> NumberRange {
+        NumberRange {
+            id: Uuid::new_v4(),
+            prefix: prefix.into(),
+            org_id: OrgId::default(),
+            agent_id: AgentId::default(),
+            is_active: true,
+            concurrency_limit: None,
+        }
     }
 
     #[test]
     fn the_longest_prefix_that_starts_a_number_wins() {
-        let index: Index = ["+1646", "+1646555", "+44"]
-            .map(range)
-            .into_iter()
-            .collect();
+        let index = Index::new(["+1646", "+1646555", "+44"].map(range).into());
         let prefix = |number: &str| {
             longest(&index, &E164::from_canonical(number).unwrap()).map(|r| r.prefix.to_string())
         };
@@ -348,7 +363,7 @@ mod tests {
         assert_eq!(prefix("+14155550100"), None);
         // a number never matches itself as a "prefix": numbers are rows of
         // their own
-        let exact: Index = [range("+14155550100")].into_iter().collect();
+        let exact = Index::new(vec![range("+14155550100")]);
         assert_eq!(
             longest(&exact, &E164::from_canonical("+14155550100").unwrap()),
             None
