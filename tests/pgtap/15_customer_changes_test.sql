@@ -8,62 +8,46 @@ select plan(9);
 
 select tests.seed();
 
--- the changes logged by `sql`, run as `who` (and kept: no undo)
-create function pg_temp.logged_by(who text, sql text) returns setof text
-language plpgsql
-as $$
-declare
-  before bigint := (select coalesce(max(id), 0) from switchboard.routing_changes);
-begin
-  perform tests.act(who);
-  execute sql;
-  perform tests.act('superuser');
-  return query
-    select entity || ' ' || key from switchboard.routing_changes
-     where id > before order by id;
-end
-$$;
-
 select results_eq(
-  $$select * from pg_temp.logged_by('manager_a',
+  $$select * from tests.logged_by('manager_a',
       $q$insert into public.customers (org_id, phone, name)
          values (tests.id('org_a'), '+14155550300', 'New')$q$)$$,
   array['customer ' || tests.id('org_a') || ':+14155550300'],
   'a manager adding a customer through the API logs it');
 
 select results_eq(
-  $$select * from pg_temp.logged_by('manager_a',
+  $$select * from tests.logged_by('manager_a',
       $q$update public.customers set name = 'Renamed' where id = tests.id('customer_a')$q$)$$,
   array['customer ' || tests.id('org_a') || ':+14155550201'],
   'renaming a customer logs it');
 
 select results_eq(
-  $$select * from pg_temp.logged_by('manager_a',
+  $$select * from tests.logged_by('manager_a',
       $q$update public.customers set email = 'c@example.test' where id = tests.id('customer_a')$q$)$$,
   array['customer ' || tests.id('org_a') || ':+14155550201'],
   'changing a customer''s email logs it');
 
 select results_eq(
-  $$select * from pg_temp.logged_by('manager_a',
+  $$select * from tests.logged_by('manager_a',
       $q$update public.customers set phone = '+14155550301' where id = tests.id('customer_a')$q$)$$,
   array['customer ' || tests.id('org_a') || ':+14155550201',
         'customer ' || tests.id('org_a') || ':+14155550301'],
   'moving a customer to another phone logs both phones');
 
 select is_empty(
-  $$select * from pg_temp.logged_by('manager_a',
+  $$select * from tests.logged_by('manager_a',
       $q$update public.customers set name = name, updated_at = now()
           where id = tests.id('customer_a')$q$)$$,
   'rewriting a customer unchanged logs nothing');
 
 select results_eq(
-  $$select * from pg_temp.logged_by('manager_a',
+  $$select * from tests.logged_by('manager_a',
       $q$delete from public.customers where id = tests.id('customer_a')$q$)$$,
   array['customer ' || tests.id('org_a') || ':+14155550301'],
   'removing a customer logs it');
 
 select is_empty(
-  $$select * from pg_temp.logged_by('manager_a',
+  $$select * from tests.logged_by('manager_a',
       $q$update public.customers set name = 'Not mine' where id = tests.id('customer_b')$q$)$$,
   'a change row level security filters out logs nothing');
 

@@ -323,46 +323,31 @@ select is(left(tests.try_as('manager_a',
 
 -- the change log --------------------------------------------------------------------------
 
-create function pg_temp.logged_by(who text, sql text) returns setof text
-language plpgsql
-as $$
-declare
-  before bigint := (select coalesce(max(id), 0) from switchboard.routing_changes);
-begin
-  perform tests.act(who);
-  execute sql;
-  perform tests.act('superuser');
-  return query
-    select entity || ' ' || key from switchboard.routing_changes
-     where id > before order by id;
-end
-$$;
-
 select results_eq(
-  $$select * from pg_temp.logged_by('manager_a',
+  $$select * from tests.logged_by('manager_a',
       $q$insert into public.caller_list_entries (org_id, list_id, number)
          select tests.id('org_a'), tests.id('caller_lists_a'), '+1900556' || lpad(i::text, 4, '0')
            from generate_series(1, 500) i$q$)$$,
   array['organization ' || tests.id('org_a')],
   'adding 500 callers to a list logs the organization once');
 select results_eq(
-  $$select * from pg_temp.logged_by('dual',
+  $$select * from tests.logged_by('dual',
       $q$update public.schedule_windows set closes = '16:00'
           where schedule_id in (tests.id('schedules_a'), tests.id('schedules_b'))$q$)$$,
   array['organization ' || tests.id('org_b')],
   'a statement logs each organization it changed (dual manages only B)');
 select results_eq(
-  $$select * from pg_temp.logged_by('manager_a',
+  $$select * from tests.logged_by('manager_a',
       $q$delete from public.routing_rule_agents where id = tests.id('routing_rule_agents_spare_a')$q$)$$,
   array['organization ' || tests.id('org_a')],
   'removing an agent from a split logs the organization');
 select results_eq(
-  $$select * from pg_temp.logged_by('service_role',
+  $$select * from tests.logged_by('service_role',
       $q$update public.number_ranges set prefix = '+1646556' where id = tests.id('number_ranges_a')$q$)$$,
   array['range +1646555', 'range +1646556'],
   'moving a range logs the old and the new prefix');
 select results_eq(
-  $$select * from pg_temp.logged_by('manager_a',
+  $$select * from tests.logged_by('manager_a',
       $q$update public.agents set concurrency_limit = 4 where id = tests.id('agent_a')$q$)$$,
   array['agent ' || tests.id('agent_a')],
   'an agent''s limit is logged as a change to the agent');

@@ -14,6 +14,8 @@
 --                                CHECK violation), 'denied' (no privilege) or
 --                                the error
 --   tests.visible_as(who, table) which fixtures someone can read there
+--   tests.logged_by(who, sql)    what a statement logged in the routing
+--                                change log
 
 -- re-runnable: on a Supabase project the schema outlives a run (drop it
 -- afterwards, see migrations/README.md)
@@ -213,6 +215,23 @@ begin
     when insufficient_privilege then outcome := 'denied';
   end;
   return outcome;
+end
+$$;
+
+-- The changes `sql`, run as `who` (and kept: no undo), logged in the
+-- routing change log: `<entity> <key>`, in order.
+create function tests.logged_by(who text, sql text) returns setof text
+language plpgsql
+as $$
+declare
+  before bigint := (select coalesce(max(id), 0) from switchboard.routing_changes);
+begin
+  perform tests.act(who);
+  execute sql;
+  perform tests.act('superuser');
+  return query
+    select entity || ' ' || key from switchboard.routing_changes
+     where id > before order by id;
 end
 $$;
 
