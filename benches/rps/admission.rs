@@ -1,7 +1,8 @@
 //! `rps admission`: the admission script alone against Redis, exactly as
 //! `RouteCall` runs it (see `Admission::take_lease` in `src/admission.rs`):
-//! `EVALSHA` of [`TAKE_LEASE`] on the organization's lease set, and the
-//! `SET … EX` of the call → organization key, pipelined into one round trip
+//! `EVALSHA` of [`TAKE_LEASE`] on the organization's, its agent's and a
+//! number's lease sets, and the `SET … EX` of the call's key, pipelined
+//! into one round trip
 //! on one multiplexed connection that every worker shares, as the daemon's
 //! does. No `RouteCall` can be cheaper than this: it is the floor the hot
 //! path's figures are compared with.
@@ -27,7 +28,7 @@ use uuid::Uuid;
 
 use crate::{
     cli::AdmissionArgs,
-    dataset::bench_org_id,
+    dataset::{bench_agent_id, bench_org_id},
     result::{histogram, record, write_result, Latency, RunResult},
 };
 
@@ -198,21 +199,30 @@ impl Lease {
     /// A new call's lease in organization `org`'s set, and its call →
     /// organization key: the script's code.
     async fn take(&self, org: usize, mut c: MultiplexedConnection) -> redis::RedisResult<u8> {
-        let call_id = Uuid::new_v4().to_string();
+        let call = Uuid::new_v4();
+        let call_id = call.to_string();
         let org_id = &self.orgs[org];
-        let mut invocation = self
-            .script
-            .key(format!("{}:v1:leases:{org_id}", self.prefix));
+        // the organization's, its agent's and one of its numbers' sets, in
+        // one slot, as the daemon keys them; only the organization limited
+        let org_key = format!("{}:v1:leases:{org_id}", self.prefix);
+        let agent_id = bench_agent_id(org);
+        let number_id = Uuid::from_u64_pair(org as u64, (call.as_u128() % 100) as u64);
+        let mut invocation = self.script.key(&org_key);
         invocation
+            .key(format!("{{{org_key}}}:a:{agent_id}"))
+            .key(format!("{{{org_key}}}:n:{number_id}"))
             .arg(&call_id)
-            .arg(self.limit)
             .arg(self.lease_ms)
-            .arg("enforce");
+            .arg("enforce")
+            .arg(self.limit)
+            .arg(-1)
+            .arg(-1);
         let call_key = format!("{}:v1:call:{call_id}", self.prefix);
+        let remembered = format!("{org_id} {agent_id} {number_id}");
         let mut mapping = c.clone();
         let (lease, mapped) = tokio::join!(
-            invocation.invoke_async::<(u8, u32)>(&mut c),
-            mapping.set_ex::<_, _, ()>(call_key, org_id, self.call_org_ttl),
+            invocation.invoke_async::<(u8, u8, u32, i64)>(&mut c),
+            mapping.set_ex::<_, _, ()>(call_key, remembered, self.call_org_ttl),
         );
         mapped?;
         Ok(lease?.0)

@@ -3,7 +3,7 @@
 -- refusals across tenants, the checks made when a policy is written, what
 -- the change log records, and the policy the daemon reads.
 begin;
-select plan(171);
+select plan(251);
 
 select tests.seed();
 
@@ -99,6 +99,52 @@ select is(tests.try_as('manager_a', format('delete from public.%I where id = tes
   from pg_temp.workflow_tables() t order by t.tbl;
 select is(tests.try_as('anon', format('delete from public.%I', t.tbl)), 'denied',
           format('anon cannot delete from %s', t.tbl))
+  from pg_temp.workflow_tables() t order by t.tbl;
+
+-- inserting: every table, by every kind of caller (for organization A's
+-- fixtures, and by a manager of A for B's)
+create function pg_temp.insert_into(tbl text, o text) returns text
+language sql immutable
+as $$
+  select format(case tbl
+    when 'schedules' then $i$insert into public.schedules (org_id, name, time_zone)
+                            values (tests.id('org_%1$s'), 'New', 'UTC')$i$
+    when 'schedule_windows' then $i$insert into public.schedule_windows (org_id, schedule_id, weekday, opens, closes)
+                            values (tests.id('org_%1$s'), tests.id('schedules_%1$s'), 3, '09:00', '10:00')$i$
+    when 'schedule_exceptions' then $i$insert into public.schedule_exceptions (org_id, schedule_id, on_date)
+                            values (tests.id('org_%1$s'), tests.id('schedules_%1$s'), '2027-01-01')$i$
+    when 'caller_lists' then $i$insert into public.caller_lists (org_id, name)
+                            values (tests.id('org_%1$s'), 'New')$i$
+    when 'caller_list_entries' then $i$insert into public.caller_list_entries (org_id, list_id, number)
+                            values (tests.id('org_%1$s'), tests.id('caller_lists_%1$s'), '+19005550999')$i$
+    when 'number_ranges' then $i$insert into public.number_ranges (org_id, agent_id, prefix)
+                            values (tests.id('org_%1$s'), tests.id('agent_%1$s'), '+1917555')$i$
+    when 'routing_rules' then $i$insert into public.routing_rules (org_id, position, name, action, reject_reason)
+                            values (tests.id('org_%1$s'), 99, 'New', 'reject', 'busy')$i$
+    when 'routing_rule_agents' then $i$with rule as (
+                              insert into public.routing_rules (org_id, position, name, action)
+                              values (tests.id('org_%1$s'), 98, 'New split', 'split') returning id)
+                            insert into public.routing_rule_agents (org_id, rule_id, agent_id, weight)
+                            select tests.id('org_%1$s'), rule.id, tests.id('agent_%1$s'), 5 from rule$i$
+  end, o)
+$$;
+
+select is(tests.try_as(w.who, pg_temp.insert_into(t.tbl, w.org)),
+          case when t.tbl = 'number_ranges' and w.who <> 'service_role' then 'denied' else w.outcome end,
+          format('%s inserting into %s of organization %s', w.who, t.tbl, upper(w.org)))
+  from pg_temp.workflow_tables() t
+ cross join (values ('anon', 'a', 'denied'), ('viewer_a', 'a', 'rls'), ('manager_a', 'a', '1'),
+                    ('admin_a', 'a', '1'), ('manager_a', 'b', 'rls'), ('outsider', 'a', 'rls'),
+                    ('daemon', 'a', 'denied'), ('service_role', 'a', '1')) w(who, org, outcome)
+ order by t.tbl, w.who, w.org;
+
+-- the daemon reads, and writes nothing
+select is(tests.try_as('daemon', format('update public.%I set %s where id = tests.id(%L)',
+                                        t.tbl, t.touch, t.tbl || '_a')),
+          'denied', format('the daemon cannot update %s', t.tbl))
+  from pg_temp.workflow_tables() t order by t.tbl;
+select is(tests.try_as('daemon', format('delete from public.%I where id = tests.id(%L)', t.tbl, t.tbl || '_a')),
+          'denied', format('the daemon cannot delete from %s', t.tbl))
   from pg_temp.workflow_tables() t order by t.tbl;
 
 select is(tests.try_as('manager_a', $$delete from public.routing_rules where id = tests.id('routing_rules_a')$$),
