@@ -567,6 +567,61 @@ create trigger log_routing_change
   after update of org_id, name, voice_id, llm_config, is_active, concurrency_limit or delete on public.agents
   for each row execute function switchboard.log_routing_change('agent');
 
+-- quotas -----------------------------------------------------------------------------
+
+-- Every daemon holds each organization's whole policy in memory and in Redis
+-- (see routing_policy): one tenant must not be able to make it as large as it
+-- likes. After each insert statement, the rows of each organization (or rule)
+-- it wrote to are counted against the quota (tg_argv: the quota, the column
+-- it is per, and what the rows are called), through the column's index.
+create or replace function switchboard.enforce_quota() returns trigger
+language plpgsql security definer
+set search_path = ''
+as $$
+declare
+  quota bigint := tg_argv[0]::bigint;
+  per text := tg_argv[1];
+  over record;
+begin
+  execute format(
+    'select t.%1$I as owner, count(*) as n from %2$s t
+      where t.%1$I in (select distinct n.%1$I from new_rows n)
+      group by t.%1$I having count(*) > $1 limit 1',
+    per, tg_relid::regclass)
+    into over using quota;
+  if over.owner is not null then
+    raise exception 'at most % % per %', quota, tg_argv[2], replace(per, '_id', '')
+      using errcode = 'program_limit_exceeded',
+            detail = format('%s %s has %s', replace(per, '_id', ''), over.owner, over.n);
+  end if;
+  return null;
+end
+$$;
+revoke all on function switchboard.enforce_quota() from public;
+
+do $$
+declare
+  q record;
+begin
+  for q in
+    select * from (values
+      ('caller_list_entries', 100000, 'org_id', 'caller list entries'),
+      ('routing_rules', 20000, 'org_id', 'routing rules'),
+      ('routing_rule_agents', 100, 'rule_id', 'agents'),
+      ('schedules', 1000, 'org_id', 'schedules'),
+      ('schedule_windows', 10000, 'org_id', 'schedule windows'),
+      ('schedule_exceptions', 10000, 'org_id', 'schedule exceptions'),
+      ('caller_lists', 1000, 'org_id', 'caller lists')) v(tbl, quota, per, what)
+  loop
+    execute format($f$
+      create or replace trigger enforce_quota after insert on public.%1$I
+        referencing new table as new_rows
+        for each statement execute function switchboard.enforce_quota(%2$L, %3$L, %4$L)
+    $f$, q.tbl, q.quota, q.per, q.what);
+  end loop;
+end
+$$;
+
 -- housekeeping like every tenant table ------------------------------------------------
 
 do $$
@@ -610,6 +665,7 @@ end
 $$;
 
 revoke all on function switchboard.claim_numbers(), switchboard.check_time_zone(),
+                       switchboard.enforce_quota(),
                        switchboard.check_split(), switchboard.log_policy_change(),
                        switchboard.log_routing_change(), switchboard.routing_policy(uuid)
   from public;

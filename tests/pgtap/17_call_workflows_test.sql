@@ -3,7 +3,7 @@
 -- refusals across tenants, the checks made when a policy is written, what
 -- the change log records, and the policy the daemon reads.
 begin;
-select plan(251);
+select plan(254);
 
 select tests.seed();
 
@@ -283,6 +283,20 @@ select is(left(tests.try_as('manager_a', format('delete from public.%I where id 
           'error 2350', format('a %s a rule uses cannot be deleted', d.what))
   from (values ('schedules', 'schedules_a', 'schedule'),
                ('caller_lists', 'caller_lists_a', 'caller list')) d(tbl, id, what);
+
+-- quotas: one organization cannot make every daemon hold a policy of any size
+select is(tests.try_as('manager_a',
+            $$insert into public.caller_lists (org_id, name)
+              select tests.id('org_a'), 'List ' || i from generate_series(1, 999) i$$),
+          '999', 'an organization may have 1,000 caller lists');
+select is(tests.try_as('manager_a',
+            $$insert into public.caller_lists (org_id, name)
+              select tests.id('org_a'), 'List ' || i from generate_series(1, 1000) i$$),
+          'error 54000: at most 1000 caller lists per org', 'but not 1,001');
+select is(tests.try_as('service_role',
+            $$insert into public.caller_lists (org_id, name)
+              select tests.id('org_a'), 'List ' || i from generate_series(1, 1000) i$$),
+          'error 54000: at most 1000 caller lists per org', 'not even through the platform''s role');
 
 -- numbers and ranges belong to one organization -----------------------------------------------
 
