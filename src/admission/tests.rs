@@ -1,4 +1,7 @@
+use uuid::Uuid;
+
 use super::*;
+use crate::domain::AgentId;
 
 fn org(plan_tier: &str, concurrency_limit: Option<i32>) -> Organization {
     Organization {
