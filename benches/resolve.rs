@@ -2,10 +2,13 @@
 //! L2 (Redis) hit, and L3 (PostgreSQL through PgBouncer in transaction
 //! mode); and the invalidation lag from a commit to a fresh answer. Compare
 //! them as ratios within one run; absolute times on a shared machine move by
-//! 2× between runs. The baseline of the L2 hit is a plain `GET` of a value
+//! 2× between runs. The baselines of the L2 hit are a plain `GET` of a value
 //! of a route part's size over the same kind of connection (redis-rs's
-//! multiplexed connection): the difference is the tier's own work (its script
-//! reading three keys, and decoding them).
+//! multiplexed connection), and the same `GET` followed by two at once, the
+//! round trips an L2 hit makes: against the first, the difference is what
+//! the second round trip costs; against the second, the tier's own work
+//! (decoding). With the stack's Redis Cluster
+//! (`SWITCHBOARD_TEST_REDIS_CLUSTER_URL`), the L2 hit is measured on it too.
 //!
 //! Needs the local stack: `deploy/local/stack up`, then
 //! `eval "$(deploy/local/stack env)"; cargo bench --bench resolve`.
@@ -29,7 +32,7 @@ use switchboard::{
     store::{
         self,
         redis::{RedisSettings, RedisTier},
-        redis_link::RedisLink,
+        redis_link::{RedisLink, RedisMode},
         PgStore, PoolSettings,
     },
 };
@@ -61,7 +64,7 @@ const BASELINE_KEY: &str = "bench-resolve-baseline";
 fn resolve(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let number = E164::from_canonical("+14155550100").unwrap();
-    let (l3, l2, l1, redis_get) = runtime.block_on(async {
+    let (l3, l2, l2_cluster, l1, redis_get) = runtime.block_on(async {
         let url = bench_database().await.pooled_url;
         let l3 = PgStore::new(&url, &pool_settings()).unwrap();
         let redis = RedisSettings {
@@ -72,7 +75,25 @@ fn resolve(c: &mut Criterion) {
             key_prefix: format!("bench-{}", uuid::Uuid::new_v4().simple()),
         };
         let redis_ca = common::redis_ca_file().map(|ca| std::fs::read(ca).unwrap());
-        let link = RedisLink::new(&env("REDIS_URL"), redis_ca.clone(), redis.timeout).unwrap();
+        let link = RedisLink::new(
+            &env("REDIS_URL"),
+            RedisMode::Standalone,
+            redis_ca.clone(),
+            redis.timeout,
+        )
+        .unwrap();
+        let l2_cluster = std::env::var("SWITCHBOARD_TEST_REDIS_CLUSTER_URL")
+            .ok()
+            .map(|seeds| {
+                let link =
+                    RedisLink::new(&seeds, RedisMode::Cluster, redis_ca.clone(), redis.timeout)
+                        .unwrap();
+                RedisTier::with_connection(
+                    link,
+                    PgStore::new(&url, &pool_settings()).unwrap(),
+                    redis.clone(),
+                )
+            });
         let l2 =
             RedisTier::with_connection(link, PgStore::new(&url, &pool_settings()).unwrap(), redis);
         let l1 = RouteCache::new(
@@ -84,6 +105,9 @@ fn resolve(c: &mut Criterion) {
         assert!(l3.resolve(&number).await.unwrap().is_some());
         for _ in 0..20 {
             l2.resolve(&number).await.unwrap();
+            if let Some(l2) = &l2_cluster {
+                l2.resolve(&number).await.unwrap();
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         l1.resolve(&number).await.unwrap();
@@ -110,7 +134,7 @@ fn resolve(c: &mut Criterion) {
             .query_async(&mut redis_get)
             .await
             .unwrap();
-        (l3, l2, l1, redis_get)
+        (l3, l2, l2_cluster, l1, redis_get)
     });
 
     let mut group = c.benchmark_group("resolve");
@@ -135,6 +159,30 @@ fn resolve(c: &mut Criterion) {
             }
         })
     });
+    group.bench_function("redis_get_then_two_gets", |b| {
+        b.to_async(&runtime).iter(|| {
+            let get = |mut connection: redis::aio::MultiplexedConnection| async move {
+                let value: Vec<u8> = redis::cmd("GET")
+                    .arg(BASELINE_KEY)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+                value
+            };
+            let connection = redis_get.clone();
+            async move {
+                let first = get(connection.clone()).await;
+                let (a, b) = tokio::join!(get(connection.clone()), get(connection));
+                black_box((first, a, b))
+            }
+        })
+    });
+    if let Some(l2_cluster) = &l2_cluster {
+        group.bench_function("l2_redis_cluster_hit", |b| {
+            b.to_async(&runtime)
+                .iter(|| async { black_box(l2_cluster.resolve(&number).await.unwrap()) })
+        });
+    }
     group.bench_function("l3_postgres_via_pgbouncer", |b| {
         b.to_async(&runtime)
             .iter(|| async { black_box(l3.resolve(&number).await.unwrap()) })

@@ -19,6 +19,9 @@ pub struct AdminState {
     pub metrics: PrometheusHandle,
     /// Pinged by `/readyz`.
     pub store: PgStore,
+    /// Whether the Redis connection is open (said, not required: the
+    /// daemon routes without Redis).
+    pub redis: Check,
     /// Whether the route cache's invalidation listener is connected.
     pub listening: Check,
     /// Whether warm start has finished.
@@ -54,7 +57,9 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
 
 /// Ready when the routing database answers through the pooler, the
 /// invalidation listener is connected (without it, cached routes could be
-/// stale) and warm start has finished. The answer names each check, for the operator reading it at 3 a.m.
+/// stale) and warm start has finished. The answer names each check, and
+/// whether Redis is connected, which readiness does not wait for, for the
+/// operator reading it at 3 a.m.
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     let database = state.store.ping().await;
     let listening = (state.listening)();
@@ -73,6 +78,12 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
         "warm start: finished\n"
     } else {
         "warm start: in progress\n"
+    });
+    // not a condition of readiness: without Redis, calls still route
+    body.push_str(if (state.redis)() {
+        "redis: connected\n"
+    } else {
+        "redis: not connected (L2 skipped, admission by its Redis-down policy)\n"
     });
     if database.is_ok() && listening && warmed {
         (StatusCode::OK, format!("ready\n{body}"))

@@ -30,27 +30,31 @@
 //! [`RedisDownPolicy`] decides; shadow mode takes leases and reports what it
 //! would have refused without refusing anything.
 //!
+//! Redis can lose leases (a failover, a restart) or keep them too long (a
+//! lost release): [`reconcile`] rebuilds them from the call records.
+//!
 //! [`Admission::preview`] says what admission would decide for a new call
 //! now (for `ExplainRoute`): it counts live leases at each level with a
 //! read-only script and takes, releases and reaps nothing.
 
 use std::time::{Duration, Instant};
 
-use redis::{aio::MultiplexedConnection, AsyncCommands, Script};
+use redis::{AsyncCommands, Script};
 
 use crate::{
     domain::{policy::LimitLevel, Agent, CallId, OrgId, Organization, PlanTier, Provisioned},
-    store::redis_link::{CommandError, RedisLink},
+    store::redis_link::{CommandError, Connection, RedisLink},
     telemetry::series::{AdmissionOutcome, ReleaseOutcome},
 };
 
+pub mod reconcile;
 mod scope;
 mod scripts;
 
 pub use scope::{CallLimits, LeaseScope};
 
 pub use scripts::TAKE_LEASE;
-use scripts::{COUNT_LEASES, RELEASE_LEASE};
+use scripts::{COUNT_LEASES, RECONCILE_LEASES, RELEASE_LEASE};
 
 /// Version of the key layout, part of every key.
 const LAYOUT: &str = "v1";
@@ -242,6 +246,7 @@ pub struct Admission {
     take_lease: Script,
     count_leases: Script,
     release_lease: Script,
+    reconcile_leases: Script,
 }
 
 impl Admission {
@@ -252,6 +257,7 @@ impl Admission {
             take_lease: Script::new(TAKE_LEASE),
             count_leases: Script::new(COUNT_LEASES),
             release_lease: Script::new(RELEASE_LEASE),
+            reconcile_leases: Script::new(RECONCILE_LEASES),
         }
     }
 
@@ -506,10 +512,7 @@ impl Admission {
     }
 
     /// Runs one Redis exchange within the admission timeout.
-    async fn command<T, F>(
-        &self,
-        run: impl FnOnce(MultiplexedConnection) -> F,
-    ) -> Result<T, AdmissionError>
+    async fn command<T, F>(&self, run: impl FnOnce(Connection) -> F) -> Result<T, AdmissionError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {

@@ -70,3 +70,44 @@ for i = 1, #KEYS do
 end
 return removed
 ";
+
+/// Brings one organization's leases in line with its call records (one
+/// Redis Cluster slot: `KEYS[1]` is the organization's set, `KEYS[2..]` its
+/// agents' and numbers' sets that the calls below name).
+///
+/// `ARGV[1]` is the lease lifetime (ms), `ARGV[2]` the number of open calls
+/// `n`; then for each open call its id, its start (ms since the epoch) and
+/// the indexes in `KEYS` of its agent's and its number's sets; then the ids
+/// of ended calls. An open call without a live lease gets one, expiring a
+/// lease lifetime after its start (a call already past it is left out); an
+/// ended call's lease is removed from every set given.
+///
+/// Returns `{added, removed}`: the leases found missing, and those found
+/// held by calls that had ended.
+pub(super) const RECONCILE_LEASES: &str = r"
+local now = redis.call('TIME')
+now = now[1] * 1000 + math.floor(now[2] / 1000)
+local lease_ms = tonumber(ARGV[1])
+local open = tonumber(ARGV[2])
+local added, removed = 0, 0
+local at = 3
+for _ = 1, open do
+  local id, expiry = ARGV[at], tonumber(ARGV[at + 1]) + lease_ms
+  local sets = {KEYS[1], KEYS[tonumber(ARGV[at + 2])], KEYS[tonumber(ARGV[at + 3])]}
+  at = at + 4
+  if expiry > now then
+    if redis.call('ZADD', KEYS[1], 'NX', expiry, id) == 1 then added = added + 1 end
+    for i = 2, 3 do redis.call('ZADD', sets[i], 'NX', expiry, id) end
+    for i = 1, 3 do
+      if redis.call('PTTL', sets[i]) < expiry - now then
+        redis.call('PEXPIRE', sets[i], expiry - now)
+      end
+    end
+  end
+end
+for i = at, #ARGV do
+  removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+  for k = 2, #KEYS do redis.call('ZREM', KEYS[k], ARGV[i]) end
+end
+return {added, removed}
+";

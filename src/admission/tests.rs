@@ -1,7 +1,7 @@
 use uuid::Uuid;
 
 use super::*;
-use crate::domain::AgentId;
+use crate::{domain::AgentId, store::redis_link::RedisMode};
 
 fn org(plan_tier: &str, concurrency_limit: Option<i32>) -> Organization {
     Organization {
@@ -34,7 +34,14 @@ fn settings(mode: AdmissionMode, on_redis_down: RedisDownPolicy) -> AdmissionSet
 #[tokio::test]
 async fn a_preview_without_redis_is_decided_by_the_policy_and_off_asks_nothing() {
     // nothing listens on port 1: never connected
-    let nowhere = || RedisLink::new("redis://127.0.0.1:1/", None, Duration::from_millis(50));
+    let nowhere = || {
+        RedisLink::new(
+            "redis://127.0.0.1:1/",
+            RedisMode::Standalone,
+            None,
+            Duration::from_millis(50),
+        )
+    };
     for (mode, policy, decision) in [
         (
             AdmissionMode::Enforce,

@@ -26,7 +26,7 @@ use crate::{
     config::ServeConfig,
     proto::call_router_server::CallRouterServer,
     routing::{RouteCache, Router},
-    store::{redis::RedisTier, PgStore},
+    store::{redis::RedisTier, redis_link::RedisLink, PgStore},
     telemetry,
 };
 
@@ -42,6 +42,7 @@ pub struct Application {
     admin_listener: TcpListener,
     store: PgStore,
     cache: AppResolver,
+    redis: RedisLink,
     grpc: GrpcServer,
     /// Already running: the router needs its queue.
     recorder: RecorderTask,
@@ -67,7 +68,7 @@ impl Application {
         let redis = wiring::redis_link(&config.redis)?;
         let l2 = RedisTier::with_connection(redis.clone(), store.clone(), config.redis_settings());
         let cache = RouteCache::new(l2, config.cache_settings());
-        let admission = Admission::new(redis, config.admission_settings());
+        let admission = Admission::new(redis.clone(), config.admission_settings());
         let (recorder, recorder_task) = RecorderTask::start(&config, store.clone(), spool);
         let router = Arc::new(Router::new(
             cache.clone(),
@@ -82,6 +83,7 @@ impl Application {
             admin_listener,
             store,
             cache,
+            redis,
             grpc,
             recorder: recorder_task,
         })
@@ -128,7 +130,11 @@ mod tests {
     use crate::{
         domain::{Resolver, E164},
         routing::CacheSettings,
-        store::{redis::RedisSettings, PoolSettings},
+        store::{
+            redis::RedisSettings,
+            redis_link::{RedisLink, RedisMode},
+            PoolSettings,
+        },
     };
 
     /// A request's future is moved as it runs (into the RPC's box, into its
@@ -154,8 +160,15 @@ mod tests {
             },
         )
         .unwrap();
-        let l2 = RedisTier::new(
+        let link = RedisLink::new(
             "redis://127.0.0.1:1",
+            RedisMode::Standalone,
+            None,
+            unreachable,
+        )
+        .unwrap();
+        let l2 = RedisTier::with_connection(
+            link,
             store,
             RedisSettings {
                 ttl: Duration::from_secs(60),
@@ -164,8 +177,7 @@ mod tests {
                 tombstone_ttl: Duration::from_secs(5),
                 key_prefix: "test".into(),
             },
-        )
-        .unwrap();
+        );
         let resolver: AppResolver = RouteCache::new(
             l2,
             CacheSettings {

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     admin::{self, AdminState},
+    admission::{reconcile, Admission},
     config::ServeConfig,
     invalidation::{self, ListenerThread},
     recorder::{Recorder, Spool},
@@ -33,6 +34,8 @@ pub(super) struct Tasks {
     warm: Pin<Box<dyn Future<Output = JoinError> + Send>>,
     warm_abort: AbortHandle,
     recorder: RecorderTask,
+    /// Lease reconciliation: stateless between passes, aborted at drain.
+    reconciler: JoinHandle<()>,
     health: HealthReporter,
     grace: Duration,
 }
@@ -61,9 +64,17 @@ impl Application {
             config.cache.cache_warm_limit,
             warmed.clone(),
         ));
+        let reconciler = tokio::spawn(reconcile::run(
+            Admission::new(self.redis.clone(), config.admission_settings()),
+            store.clone(),
+            config.admission.lease_reconcile_interval,
+            stop.clone(),
+        ));
+        let redis = self.redis.clone();
         let state = AdminState {
             metrics: telemetry::metrics_handle(),
             store,
+            redis: Arc::new(move || redis.get().is_some()),
             listening: Arc::new(move || cache.is_confirmed()),
             warmed: Arc::new(move || warmed.is_finished()),
         };
@@ -80,6 +91,7 @@ impl Application {
             warm_abort: warm.abort_handle(),
             warm: Box::pin(failure_of(warm)),
             recorder: self.recorder,
+            reconciler,
             health,
             grace: config.shutdown_grace,
         })
@@ -115,6 +127,7 @@ impl Tasks {
         self.health.set_not_serving::<RouterService>().await;
         let _ = stop.send(true);
         self.warm_abort.abort();
+        self.reconciler.abort();
         let grace = self.grace;
         match tokio::time::timeout(grace, &mut self.grpc).await {
             Ok(result) => result.context("gRPC server task panicked")??,

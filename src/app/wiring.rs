@@ -82,6 +82,7 @@ pub(super) fn redis_link(config: &RedisConfig) -> anyhow::Result<RedisLink> {
     };
     RedisLink::new(
         config.redis_url.expose_secret(),
+        config.redis_mode,
         ca,
         // connects, health checks and responses inside the client; every
         // use bounds its own wait far shorter

@@ -98,6 +98,9 @@ pub const DEFAULT_LIMIT_PRO: u32 = 50;
 pub const DEFAULT_LIMIT_ENTERPRISE: u32 = 500;
 /// A call's slot is held at most this long without an `EndCall`.
 pub const DEFAULT_MAX_CALL_DURATION: &str = "4h";
+/// Lease reconciliation's pace: the bound on how long leases Redis lost
+/// (or kept after their calls ended) go uncorrected.
+pub const DEFAULT_LEASE_RECONCILE_INTERVAL: &str = "10s";
 /// Longest wait for Redis when admitting a call; then the Redis-down
 /// policy decides.
 pub const DEFAULT_ADMISSION_TIMEOUT: &str = "25ms";

@@ -13,6 +13,7 @@ use super::{defaults::*, duration, secret};
 use crate::{
     admission::{AdmissionMode, RedisDownPolicy},
     api::auth::{ShortToken, Tokens},
+    store::redis_link::RedisMode,
 };
 
 #[derive(Debug, Clone, Args)]
@@ -72,9 +73,16 @@ pub struct DatabaseConfig {
 /// leases.
 #[derive(Debug, Clone, Args)]
 pub struct RedisConfig {
-    /// Redis URL: the route cache shared by all replicas (L2).
+    /// Redis URL: the route cache shared by all replicas (L2) and the
+    /// admission leases. For a Redis Cluster, one or more seed nodes' URLs,
+    /// comma-separated.
     #[arg(long, env = "REDIS_URL", value_parser = secret, hide_env_values = true)]
     pub redis_url: SecretString,
+    /// `standalone`: `REDIS_URL` is one Redis. `cluster`: a Redis Cluster,
+    /// whose topology is discovered from the seed nodes and followed
+    /// through failovers.
+    #[arg(long, env = "SWITCHBOARD_REDIS_MODE", value_enum, default_value_t = RedisMode::Standalone)]
+    pub redis_mode: RedisMode,
     /// PEM CA certificates trusted for `rediss://` instead of the system's
     /// roots (a private or managed Redis's own CA).
     #[arg(long, env = "SWITCHBOARD_REDIS_CA_FILE")]
@@ -265,6 +273,10 @@ pub struct AdmissionConfig {
     /// Longest a call holds its slot without an EndCall.
     #[arg(long, env = "SWITCHBOARD_MAX_CALL_DURATION", value_parser = duration, default_value = DEFAULT_MAX_CALL_DURATION)]
     pub max_call_duration: Duration,
+    /// How often the leases in Redis are reconciled with the open calls in
+    /// PostgreSQL (by one replica at a time). `0` turns it off.
+    #[arg(long, env = "SWITCHBOARD_LEASE_RECONCILE_INTERVAL", value_parser = duration, default_value = DEFAULT_LEASE_RECONCILE_INTERVAL)]
+    pub lease_reconcile_interval: Duration,
 }
 
 impl ServeConfig {

@@ -16,6 +16,7 @@ const SERVE: &[(&str, &str)] = &[
     ("db-connect-timeout", "SWITCHBOARD_DB_CONNECT_TIMEOUT"),
     ("db-query-timeout", "SWITCHBOARD_DB_QUERY_TIMEOUT"),
     ("redis-url", "REDIS_URL"),
+    ("redis-mode", "SWITCHBOARD_REDIS_MODE"),
     ("redis-ca-file", "SWITCHBOARD_REDIS_CA_FILE"),
     ("redis-timeout", "SWITCHBOARD_REDIS_TIMEOUT"),
     ("redis-ttl", "SWITCHBOARD_REDIS_TTL"),
@@ -74,6 +75,10 @@ const SERVE: &[(&str, &str)] = &[
     ("limit-pro", "SWITCHBOARD_LIMIT_PRO"),
     ("limit-enterprise", "SWITCHBOARD_LIMIT_ENTERPRISE"),
     ("max-call-duration", "SWITCHBOARD_MAX_CALL_DURATION"),
+    (
+        "lease-reconcile-interval",
+        "SWITCHBOARD_LEASE_RECONCILE_INTERVAL",
+    ),
 ];
 
 /// The other commands' flags ("" where there is no environment variable).

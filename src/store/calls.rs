@@ -43,6 +43,49 @@ const WRITE_EVENTS_SQL: &str = "
 
 const CALL_ORG_SQL: &str = "select org_id from public.calls where id = $1";
 
+/// The calls that may hold a concurrency lease (open, started within the
+/// longest call, `$1` seconds) and the calls ended in the last `$2`
+/// seconds, with what their lease is held against: the organization, the
+/// agent, and the number's row or else the longest range that holds it.
+/// Each half reads its partial index (V10).
+const RECENT_CALLS_SQL: &str = "
+    with recent as (
+      select id, org_id, agent_id, called_number, started_at, false as ended
+        from public.calls
+       where ended_at is null and started_at > now() - make_interval(secs => $1)
+      union all
+      select id, org_id, agent_id, called_number, started_at, true
+        from public.calls
+       where ended_at > now() - make_interval(secs => $2)
+    )
+    select c.id, c.org_id, c.agent_id, coalesce(n.id, r.id),
+           (extract(epoch from c.started_at) * 1000)::int8, c.ended
+      from recent c
+      left join public.phone_numbers n on n.number = c.called_number and n.org_id = c.org_id
+      left join lateral (
+        select nr.id from public.number_ranges nr
+         where nr.org_id = c.org_id
+           and left(c.called_number, length(nr.prefix)) = nr.prefix
+         order by length(nr.prefix) desc
+         limit 1
+      ) r on n.id is null";
+
+/// A call as lease reconciliation sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentCall {
+    pub call_id: CallId,
+    pub org_id: OrgId,
+    /// `None`: the call has no agent (any more).
+    pub agent_id: Option<AgentId>,
+    /// `phone_numbers.id` or `number_ranges.id`; `None` when neither holds
+    /// the called number any more.
+    pub number_id: Option<Uuid>,
+    /// When it started, milliseconds since the Unix epoch.
+    pub started_ms: i64,
+    /// Ended (in the window asked for), or still open.
+    pub ended: bool,
+}
+
 /// Why a batch was not written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -205,6 +248,41 @@ impl PgStore {
         .await
         .map(drop)
         .map_err(|failure| write_error(failure, timeout))
+    }
+
+    /// The calls open and started within `open_within`, and the calls ended
+    /// within `ended_within`, for lease reconciliation.
+    pub async fn recent_calls(
+        &self,
+        open_within: Duration,
+        ended_within: Duration,
+    ) -> Result<Vec<RecentCall>, ResolveError> {
+        let rows = self
+            .query_typed(
+                Query::RecentCalls,
+                RECENT_CALLS_SQL,
+                &[
+                    (&open_within.as_secs_f64(), Type::FLOAT8),
+                    (&ended_within.as_secs_f64(), Type::FLOAT8),
+                ],
+            )
+            .await?;
+        let corrupt = |e: tokio_postgres::Error| ResolveError::Corrupt(format!("calls: {e}"));
+        rows.iter()
+            .map(|row| {
+                Ok(RecentCall {
+                    call_id: CallId(row.try_get(0).map_err(corrupt)?),
+                    org_id: OrgId(row.try_get(1).map_err(corrupt)?),
+                    agent_id: row
+                        .try_get::<_, Option<Uuid>>(2)
+                        .map_err(corrupt)?
+                        .map(AgentId),
+                    number_id: row.try_get(3).map_err(corrupt)?,
+                    started_ms: row.try_get(4).map_err(corrupt)?,
+                    ended: row.try_get(5).map_err(corrupt)?,
+                })
+            })
+            .collect()
     }
 
     /// The organization of a recorded call, if the call is recorded.

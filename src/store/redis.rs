@@ -7,9 +7,18 @@
 //! The binding is a short text naming its parts (`bound 1 <org> <agent>
 //! <number id> <limit or ->`, or `absent`), the agent and organization
 //! (with its policy) are MessagePack. Number ranges are not kept here: each
-//! replica holds them all (see `routing::cache`). A lookup is
-//! one round trip: a small Lua script reads the binding and the two parts
-//! it names (see [`READ_ROUTE`]).
+//! replica holds them all (see `routing::cache`).
+//!
+//! A lookup is two round trips: the binding, then the agent and the
+//! organization it names, read at once (on a standalone Redis, pipelined on
+//! the one connection; on a Redis Cluster, from their slots' masters in
+//! parallel). One script could read all three in one round trip only by
+//! reading keys it was not given, which a Redis Cluster refuses; and the
+//! three cannot share a slot, because a number's binding is found by the
+//! number alone, while an agent or an organization is shared by many
+//! numbers and invalidated once for all of them. L2 is read only on an L1
+//! miss, so the second round trip is paid on a replica's first call to a
+//! number, not on the hot path (docs/capacity.md measures it).
 //!
 //! Redis is an optimisation, never a dependency: every command has its own
 //! short timeout (the client can otherwise block for about a second while it
@@ -30,10 +39,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::{aio::MultiplexedConnection, AsyncCommands, Script, SetExpiry, SetOptions};
+use redis::{AsyncCommands, SetExpiry, SetOptions};
 use serde::{Deserialize, Serialize};
 
-use super::redis_link::{CommandError, RedisLink};
+use super::redis_link::{CommandError, Connection, RedisLink};
 use uuid::Uuid;
 
 use crate::domain::{
@@ -47,21 +56,6 @@ mod callers;
 /// Version of the key layout and encoding, part of every key.
 const LAYOUT: &str = "v5";
 
-/// One L2 lookup, one round trip: the number's binding (`KEYS[1]`), then the
-/// agent and organization it names, under the part-key prefix `ARGV[1]`.
-/// Answers `{}` for a missing binding, `{binding}` for one that names no
-/// parts (`absent`, a tombstone), else `{binding, agent, organization}`, a
-/// missing part as nil.
-///
-/// The part keys are not declared in `KEYS`: fine on one Redis (or one
-/// shard); a Redis Cluster would need the parts hash-tagged with the number.
-const READ_ROUTE: &str = r"
-local binding = redis.call('GET', KEYS[1])
-if not binding then return {} end
-local org, agent = string.match(binding, '^bound [01] (%S+) (%S+) ')
-if not org then return {binding} end
-return {binding, redis.call('GET', ARGV[1] .. ':a:' .. agent), redis.call('GET', ARGV[1] .. ':o:' .. org)}
-";
 /// Written over an invalidated key. Longer than any load can take (loads
 /// are bounded by the request timeout).
 const TOMBSTONE: &[u8] = b"tombstone";
@@ -166,33 +160,15 @@ pub struct RedisTier<R> {
     inner: Arc<R>,
     connection: RedisLink,
     settings: RedisSettings,
-    /// [`READ_ROUTE`], sent by digest (`EVALSHA`) once Redis knows it.
-    read_route: Script,
 }
 
 impl<R: Resolver> RedisTier<R> {
-    /// A tier on a connection of its own. Does not wait for Redis: the
-    /// daemon starts, and serves from PostgreSQL, without it.
-    pub fn new(
-        redis_url: &str,
-        inner: R,
-        settings: RedisSettings,
-    ) -> Result<Self, redis::RedisError> {
-        let timeout = settings.timeout.max(Duration::from_millis(500));
-        Ok(Self::with_connection(
-            RedisLink::new(redis_url, None, timeout)?,
-            inner,
-            settings,
-        ))
-    }
-
     /// A tier on a connection shared with other Redis users (admission).
     pub fn with_connection(connection: RedisLink, inner: R, settings: RedisSettings) -> Self {
         Self {
             inner: Arc::new(inner),
             connection,
             settings,
-            read_route: Script::new(READ_ROUTE),
         }
     }
 
@@ -204,7 +180,7 @@ impl<R: Resolver> RedisTier<R> {
     async fn command<T, F>(
         &self,
         what: &'static str,
-        run: impl FnOnce(MultiplexedConnection) -> F,
+        run: impl FnOnce(Connection) -> F,
     ) -> Option<T>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
@@ -217,7 +193,7 @@ impl<R: Resolver> RedisTier<R> {
         &self,
         what: &'static str,
         timeout: Duration,
-        run: impl FnOnce(MultiplexedConnection) -> F,
+        run: impl FnOnce(Connection) -> F,
     ) -> Option<T>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
@@ -245,18 +221,11 @@ impl<R: Resolver> RedisTier<R> {
     /// value, or Redis not answering).
     async fn read_cached(&self, number: &E164) -> Option<L2Answer> {
         let key = self.settings.number_key(number);
-        let parts_prefix = self.settings.parts_prefix();
-        let invocation = {
-            let mut invocation = self.read_route.key(key);
-            invocation.arg(parts_prefix);
-            invocation
-        };
-        let parts: Vec<Option<Vec<u8>>> = self
-            .command("read_route", |mut c| async move {
-                invocation.invoke_async(&mut c).await
-            })
-            .await?;
-        let binding = Binding::decode(parts.first()?.as_deref()?)?;
+        let raw: Vec<u8> = self
+            .command("get_binding", |mut c| async move { c.get(key).await })
+            .await
+            .flatten()?;
+        let binding = Binding::decode(&raw)?;
         let Binding::Bound {
             number_active,
             org_id,
@@ -267,9 +236,20 @@ impl<R: Resolver> RedisTier<R> {
         else {
             return Some(L2Answer::NotProvisioned);
         };
-        let agent: Agent = decode(parts.get(1)?.as_deref()?)?;
-        let organization: Organization = decode(parts.get(2)?.as_deref()?)?;
-        // the script read the parts the binding names: these are they
+        // in two slots of a cluster: both at once
+        let (agent_key, org_key) = (
+            self.settings.agent_key(agent_id),
+            self.settings.org_key(org_id),
+        );
+        let (agent, organization): (Option<Vec<u8>>, Option<Vec<u8>>) = self
+            .command("get_parts", |c| async move {
+                let (mut a, mut o) = (c.clone(), c);
+                tokio::try_join!(a.get(agent_key), o.get(org_key))
+            })
+            .await?;
+        let agent: Agent = decode(agent.as_deref()?)?;
+        let organization: Organization = decode(organization.as_deref()?)?;
+        // a value under a part's key is that part; checked all the same
         if agent.id != agent_id || organization.id != org_id {
             return None;
         }
@@ -368,18 +348,23 @@ impl<R: Resolver> RedisTier<R> {
         let timeout = self.settings.timeout;
         let link = self.connection.clone();
         tokio::spawn(async move {
-            let mut pipe = redis::pipe();
-            for (key, value, ttl) in writes {
+            // one command per key (their slots differ on a cluster); sent
+            // together, they share the connection's writes all the same
+            let sets = writes.into_iter().map(|(key, value, ttl)| {
+                let mut connection = connection.clone();
                 let options = SetOptions::default()
                     .conditional_set(redis::ExistenceCheck::NX)
                     .with_expiration(SetExpiry::PX(ttl.as_millis() as u64));
-                pipe.set_options(key, value, options).ignore();
-            }
-            let mut connection = connection;
+                async move {
+                    connection
+                        .set_options::<_, _, redis::Value>(key, value, options)
+                        .await
+                }
+            });
             let written =
-                tokio::time::timeout(timeout * 4, pipe.query_async::<()>(&mut connection)).await;
+                tokio::time::timeout(timeout * 4, futures::future::try_join_all(sets)).await;
             match written {
-                Ok(Ok(())) => {}
+                Ok(Ok(_)) => {}
                 Ok(Err(error)) => {
                     link.failed(epoch, &error);
                     fallback(RedisFallback::Fill);
@@ -513,7 +498,7 @@ impl RedisSettings {
         format!("{}:{LAYOUT}:n:{number}", self.key_prefix)
     }
 
-    /// What [`READ_ROUTE`] puts before `:a:<id>` and `:o:<id>`.
+    /// What the part keys start with.
     fn parts_prefix(&self) -> String {
         format!("{}:{LAYOUT}", self.key_prefix)
     }

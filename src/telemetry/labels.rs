@@ -70,6 +70,30 @@ pub enum ReleaseOutcome {
     NotHeld,
 }
 
+/// A pass of lease reconciliation
+/// (`switchboard_lease_reconciliations_total{outcome}`).
+#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
+#[strum(serialize_all = "snake_case")]
+pub enum ReconcileOutcome {
+    /// This replica ran the pass.
+    Done,
+    /// Another replica has this interval's turn.
+    NotMyTurn,
+    /// Redis or PostgreSQL could not be asked: the next interval retries.
+    Failed,
+}
+
+/// Drift lease reconciliation found and corrected
+/// (`switchboard_lease_drift_total{kind}`).
+#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
+#[strum(serialize_all = "snake_case")]
+pub enum LeaseDrift {
+    /// An open call had no lease: given back.
+    Missing,
+    /// An ended call still held one: removed.
+    Ended,
+}
+
 /// A pooled PostgreSQL statement (`switchboard_store_query_*{query}`).
 #[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
 #[strum(serialize_all = "snake_case")]
@@ -84,6 +108,8 @@ pub enum Query {
     ResolveOrganization,
     FindCustomer,
     CallOrg,
+    /// Lease reconciliation's read of open and lately ended calls.
+    RecentCalls,
     WriteEvents,
 }
 

@@ -310,6 +310,18 @@ pub const FAMILIES: &[Family] = &[
         &[],
     ),
     family(
+        "switchboard_lease_reconciliations_total",
+        Counter,
+        "Lease reconciliation passes, by outcome (done, not_my_turn: another replica's, failed).",
+        &[("outcome", ReconcileOutcome::VARIANTS)],
+    ),
+    family(
+        "switchboard_lease_drift_total",
+        Counter,
+        "Leases that differed from the call records, corrected: missing (an open call had none) or ended (an ended call still held one).",
+        &[("kind", LeaseDrift::VARIANTS)],
+    ),
+    family(
         "switchboard_admission_releases_total",
         Counter,
         "Call slots released, by outcome.",

@@ -10,37 +10,60 @@ use tonic::Code;
 
 use crate::helpers::{
     acme_with_own_limit, count, end_request, eventually, metric, reason, route_request,
-    spawn_app_on, spawn_on_via, spawn_seeded_app_with, trailer, PrivateRedis,
+    spawn_app_on, spawn_on_via, spawn_seeded_app_with, trailer, PrivateRedis, Topology,
 };
 use switchboard::config::ServeConfig;
 
 const ACME: &str = "+14155550100";
 
 #[tokio::test(flavor = "multi_thread")]
-async fn exactly_the_limit_is_admitted_out_of_200_concurrent_calls_on_two_replicas() {
+async fn exactly_the_limit_holds_across_three_replicas() {
+    exactly_the_limit_holds_across_three_replicas_on(Topology::Standalone).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_the_limit_holds_across_three_replicas_on_a_redis_cluster() {
+    exactly_the_limit_holds_across_three_replicas_on(Topology::Cluster).await;
+}
+
+/// 210 concurrent calls spread over three replicas admit exactly the limit;
+/// each admitted call ended on another replica than the one that admitted it
+/// frees its slot, and a second burst again admits exactly the limit.
+async fn exactly_the_limit_holds_across_three_replicas_on(topology: Topology) {
     // Acme is a starter organization (5) with its own limit of 7
     let (stack, db_name) = acme_with_own_limit(7).await;
     let pooler = stack.pgbouncer_port;
     // the subject is exactness, not latency: no fail-open on a loaded machine
-    let patient = |c: &mut ServeConfig| c.admission.admission_timeout = Duration::from_secs(2);
+    let patient = |c: &mut ServeConfig| {
+        topology.apply(c);
+        c.admission.admission_timeout = Duration::from_secs(2);
+    };
     let first = spawn_app_on(stack, db_name, patient).await;
     let second = spawn_on_via(&first, pooler, patient).await;
-    let results = join_all((0..200).map(|i| {
-        let mut client = if i % 2 == 0 {
-            first.client.clone()
-        } else {
-            second.client.clone()
-        };
-        async move {
-            client
-                .route_call(route_request(ACME, &format!("burst-{i}")))
-                .await
-        }
-    }))
-    .await;
-    let admitted = results.iter().filter(|r| r.is_ok()).count();
-    assert_eq!(admitted, 7, "exactly the limit is admitted");
-    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+    let third = spawn_on_via(&first, pooler, patient).await;
+    let replicas = [&first, &second, &third];
+    for replica in replicas {
+        replica.connected_to_redis().await;
+    }
+    let burst = |name: &'static str| {
+        join_all((0..210).map(move |i| {
+            let replica = i % 3;
+            let mut client = replicas[replica].client.clone();
+            async move {
+                let reply = client
+                    .route_call(route_request(ACME, &format!("{name}-{i}")))
+                    .await;
+                (replica, reply)
+            }
+        }))
+    };
+    let results = burst("burst").await;
+    let admitted: Vec<(usize, String)> = results
+        .iter()
+        .filter_map(|(replica, r)| Some((*replica, r.as_ref().ok()?.get_ref().call_id.clone())))
+        .collect();
+    assert_eq!(admitted.len(), 7, "exactly the limit is admitted");
+    for refused in results.iter().filter_map(|(_, r)| r.as_ref().err()) {
         assert_eq!(refused.code(), Code::ResourceExhausted);
         assert_eq!(reason(refused), "concurrency_limit");
         assert_eq!(trailer(refused, "switchboard-limit-scope"), "organization");
@@ -70,6 +93,21 @@ async fn exactly_the_limit_is_admitted_out_of_200_concurrent_calls_on_two_replic
         7,
         "refused calls open no record"
     );
+
+    // every call ends on the next replica round
+    join_all(admitted.iter().map(|(replica, call_id)| {
+        let mut client = replicas[(replica + 1) % 3].client.clone();
+        async move {
+            client
+                .end_call(end_request(call_id))
+                .await
+                .expect("EndCall on another replica");
+        }
+    }))
+    .await;
+    let again = burst("again").await;
+    let admitted = again.iter().filter(|(_, r)| r.is_ok()).count();
+    assert_eq!(admitted, 7, "every slot was freed, and no more than that");
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use switchboard::proto::{LookupNumberRequest, LookupNumberResponse};
 use tonic::transport::Channel;
 
-use crate::helpers::{eventually, spawn_on, spawn_seeded_app, spawn_seeded_app_with, TestApp};
+use crate::helpers::{eventually, spawn_on_via, spawn_seeded_app_with, Stack, TestApp, Topology};
 
 type Client = switchboard::proto::call_router_client::CallRouterClient<Channel>;
 
@@ -57,8 +57,20 @@ async fn time_until_applied(
 
 #[tokio::test]
 async fn every_kind_of_change_reaches_two_replicas() {
-    let first = spawn_seeded_app().await;
-    let second = spawn_on(&first).await;
+    every_kind_of_change_reaches_two_replicas_on(Topology::Standalone).await;
+}
+
+#[tokio::test]
+async fn every_kind_of_change_reaches_two_replicas_on_a_redis_cluster() {
+    every_kind_of_change_reaches_two_replicas_on(Topology::Cluster).await;
+}
+
+async fn every_kind_of_change_reaches_two_replicas_on(topology: Topology) {
+    let first = spawn_seeded_app_with(|c| topology.apply(c)).await;
+    let second = spawn_on_via(&first, Stack::from_env().pgbouncer_port, |c| {
+        topology.apply(c)
+    })
+    .await;
     let number = "+14155550142";
     for app in [&first, &second] {
         let mut client = app.client.clone();
@@ -211,17 +223,34 @@ async fn a_change_committed_while_the_listener_is_down_is_replayed() {
 /// PostgreSQL at all.
 #[tokio::test]
 async fn a_second_replica_is_served_from_redis() {
+    a_second_replica_is_served_from_redis_on(Topology::Standalone).await;
+}
+
+#[tokio::test]
+async fn a_second_replica_is_served_from_a_redis_cluster() {
+    a_second_replica_is_served_from_redis_on(Topology::Cluster).await;
+}
+
+async fn a_second_replica_is_served_from_redis_on(topology: Topology) {
     // no warm start: the first lookup must go through L2 to PostgreSQL
-    let first = spawn_seeded_app_with(|config| config.cache.cache_warm_limit = 0).await;
+    let first = spawn_seeded_app_with(|config| {
+        topology.apply(config);
+        config.cache.cache_warm_limit = 0;
+    })
+    .await;
+    // Redis is connected in the background: fills wait for it
+    first.connected_to_redis().await;
     let mut client = first.client.clone();
     lookup(&mut client, "+13125550100").await;
 
     let stack = crate::helpers::Stack::from_env();
     let mut bouncer = crate::helpers::PrivateBouncer::start(&stack).await;
     let second = crate::helpers::spawn_on_via(&first, bouncer.port, |config| {
+        topology.apply(config);
         config.cache.cache_warm_limit = 0; // its L1 starts empty
     })
     .await;
+    second.connected_to_redis().await;
     bouncer.kill();
     // the first replica fills Redis off its call path: wait for it
     let client = second.client.clone();

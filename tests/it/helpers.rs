@@ -33,6 +33,9 @@ use tokio::{
 };
 use tonic::transport::Channel;
 
+mod cluster;
+pub use cluster::{PrivateRedisCluster, Topology};
+
 /// Where the local stack's servers are.
 pub struct Stack {
     pub pg_host: String,
@@ -47,6 +50,9 @@ pub struct Stack {
     /// The same Redis in plaintext, for what a test reads or writes there
     /// itself.
     pub redis_plain_url: String,
+    /// The stack's Redis Cluster's seed nodes, over TLS, as `REDIS_URL`
+    /// lists them.
+    pub redis_cluster_url: String,
     /// The CA of the stack's certificates: connections to PostgreSQL and
     /// PgBouncer use `sslmode=verify-full` with it, Redis `rediss://`.
     /// `None` for plaintext servers of a test's own.
@@ -76,6 +82,7 @@ impl Stack {
             state_dir: PathBuf::from(env("SWITCHBOARD_STACK_DIR")),
             redis_url: env("REDIS_URL"),
             redis_plain_url: env("SWITCHBOARD_TEST_REDIS_PLAIN_URL"),
+            redis_cluster_url: env("SWITCHBOARD_TEST_REDIS_CLUSTER_URL"),
             ca_file: Some(PathBuf::from(env("SWITCHBOARD_TEST_CA_FILE"))),
         }
     }
@@ -385,6 +392,24 @@ impl TestApp {
     /// `GET path` on the admin listener: (status code, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         http_get(self.admin_addr, path).await
+    }
+
+    /// Waits until the daemon has connected to Redis, which it does in the
+    /// background after it starts (until then, admission decides by its
+    /// Redis-down policy).
+    pub async fn connected_to_redis(&self) {
+        let admin = self.admin_addr;
+        eventually(
+            "connected to Redis",
+            Duration::from_secs(10),
+            || async move {
+                http_get(admin, "/readyz")
+                    .await
+                    .1
+                    .contains("redis: connected")
+            },
+        )
+        .await;
     }
 }
 

@@ -27,6 +27,7 @@ mod pooler;
 mod prometheus;
 mod recovery;
 mod routing;
+mod scale_out;
 mod security;
 mod tls;
 mod workflows;

@@ -1,0 +1,323 @@
+//! Lease reconciliation: the call records in PostgreSQL are the truth about
+//! which calls are up; the leases in Redis are a fast copy of it that Redis
+//! can lose (asynchronous replication loses the last writes in a failover;
+//! a restarted or flushed Redis loses them all) or keep too long (an
+//! `EndCall` whose release was lost). Left alone, a lost lease lets an
+//! organization exceed its limit until its calls end, and a kept one holds
+//! a slot until the lease expires, hours later.
+//!
+//! So, every interval, one replica (whichever takes the turn, a short lock
+//! in Redis) reads the calls still open and those ended since the last pass
+//! ([`PgStore::recent_calls`]), and per organization, in one script over its
+//! slot ([`RECONCILE_LEASES`]):
+//!
+//! * gives each open call without a lease its lease back, expiring where
+//!   the original would have (its start plus the longest call), and
+//!   remembers its scope for `EndCall`;
+//! * removes the lease of each ended call from every set.
+//!
+//! A lease of a call the records do not know yet (recorded a few
+//! milliseconds later, or spooled while PostgreSQL is away) is left alone:
+//! it is taken by the call it counts, and expires if that call never ends.
+//! The drift found and corrected is counted
+//! (`switchboard_lease_drift_total{kind}`), and so are the passes
+//! (`switchboard_lease_reconciliations_total{outcome}`).
+//!
+//! After Redis loses leases, the counts are exact again within one
+//! interval plus one pass (plus the recorder's lag for calls routed just
+//! before the loss). A call ended while a pass read the records may get its
+//! lease back for one interval: the next pass sees it ended.
+//!
+//! [`RECONCILE_LEASES`]: super::scripts::RECONCILE_LEASES
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use redis::AsyncCommands;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::{Admission, AdmissionError, AdmissionMode, LeaseScope, CALL_ORG_GRACE, LAYOUT};
+use crate::{
+    domain::{AgentId, OrgId},
+    store::{calls::RecentCall, PgStore},
+    telemetry::series::{LeaseDrift, ReconcileOutcome},
+};
+
+/// Calls per script: bounds the time one script holds its Redis node.
+const CALLS_PER_SCRIPT: usize = 500;
+
+/// What one pass found and corrected.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drift {
+    /// Open calls that had no lease.
+    pub missing: u64,
+    /// Leases held by calls that had ended.
+    pub ended: u64,
+}
+
+impl Admission {
+    /// Brings the leases in line with `calls` (open ones and ended ones),
+    /// organization by organization.
+    pub async fn reconcile(&self, calls: &[RecentCall]) -> Result<Drift, AdmissionError> {
+        let mut by_org: BTreeMap<OrgId, Vec<&RecentCall>> = BTreeMap::new();
+        for call in calls {
+            by_org.entry(call.org_id).or_default().push(call);
+        }
+        let mut drift = Drift::default();
+        for (org_id, calls) in by_org {
+            for chunk in calls.chunks(CALLS_PER_SCRIPT) {
+                let found = self.reconcile_org(org_id, chunk).await?;
+                drift.missing += found.missing;
+                drift.ended += found.ended;
+            }
+        }
+        Ok(drift)
+    }
+
+    async fn reconcile_org(
+        &self,
+        org_id: OrgId,
+        calls: &[&RecentCall],
+    ) -> Result<Drift, AdmissionError> {
+        let scope_of = |call: &RecentCall| LeaseScope {
+            org_id,
+            // a call without an agent or a number any more still counts at
+            // the organization; its other sets are placeholders
+            agent_id: call.agent_id.unwrap_or(AgentId(Uuid::nil())),
+            number_id: call.number_id.unwrap_or(Uuid::nil()),
+        };
+        // KEYS: the organization's set, then each agent's and number's once
+        let mut keys: Vec<String> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut key_index = |key: String| -> usize {
+            let next = index.len() + 1;
+            *index.entry(key.clone()).or_insert_with(|| {
+                keys.push(key);
+                next
+            })
+        };
+        let (open, ended): (Vec<&RecentCall>, Vec<&RecentCall>) =
+            calls.iter().partition(|call| !call.ended);
+        let mut invocation = self.reconcile_leases.prepare_invoke();
+        invocation
+            .arg(self.settings.max_call_duration.as_millis() as u64)
+            .arg(open.len());
+        for call in calls {
+            let [org, agent, number] = self.lease_keys(&scope_of(call));
+            key_index(org);
+            let (agent, number) = (key_index(agent), key_index(number));
+            if !call.ended {
+                invocation
+                    .arg(call.call_id.to_string())
+                    .arg(call.started_ms)
+                    .arg(agent)
+                    .arg(number);
+            }
+        }
+        for call in &ended {
+            invocation.arg(call.call_id.to_string());
+        }
+        for key in keys {
+            invocation.key(key);
+        }
+        let (missing, removed): (u64, u64) = self
+            .command(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        if missing > 0 {
+            self.remember_scopes(open.iter().map(|call| (call.call_id, scope_of(call))))
+                .await;
+        }
+        Ok(Drift {
+            missing,
+            ended: removed,
+        })
+    }
+
+    /// Writes the call → scope mapping `EndCall` reads, where none stands.
+    async fn remember_scopes(
+        &self,
+        calls: impl Iterator<Item = (crate::domain::CallId, LeaseScope)>,
+    ) {
+        let ttl = (self.settings.max_call_duration + CALL_ORG_GRACE).as_secs();
+        let writes: Vec<_> = calls
+            .map(|(call_id, scope)| (self.call_key(call_id), scope.encode()))
+            .collect();
+        let written: Result<(), _> = self
+            .command(|c| async move {
+                // keys of many slots: one command each, sent together
+                let sets = writes.into_iter().map(|(key, scope)| {
+                    let mut c = c.clone();
+                    let options = redis::SetOptions::default()
+                        .conditional_set(redis::ExistenceCheck::NX)
+                        .with_expiration(redis::SetExpiry::EX(ttl));
+                    async move {
+                        c.set_options::<_, _, redis::Value>(key, scope, options)
+                            .await
+                    }
+                });
+                futures::future::try_join_all(sets).await.map(drop)
+            })
+            .await;
+        if let Err(error) = written {
+            tracing::debug!(%error, "reconciled leases' scopes not remembered; EndCall falls back to the records");
+        }
+    }
+
+    /// Takes this interval's turn to reconcile, if no replica has it.
+    async fn take_turn(&self, interval: Duration) -> Result<bool, AdmissionError> {
+        let key = format!("{}:{LAYOUT}:reconciler", self.settings.key_prefix);
+        // a little short of the interval, so the next tick finds it free
+        let hold = interval.mul_f64(0.9).as_millis().max(1) as u64;
+        let taken: Option<String> = self
+            .command(|mut c| async move {
+                let options = redis::SetOptions::default()
+                    .conditional_set(redis::ExistenceCheck::NX)
+                    .with_expiration(redis::SetExpiry::PX(hold));
+                c.set_options(key, "taken", options).await
+            })
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    /// When the last pass finished (ms since the epoch), if Redis knows.
+    async fn last_pass(&self) -> Result<Option<u64>, AdmissionError> {
+        let key = self.last_pass_key();
+        self.command(|mut c| async move { c.get(key).await }).await
+    }
+
+    async fn record_pass(&self, at_ms: u64) -> Result<(), AdmissionError> {
+        let key = self.last_pass_key();
+        let ttl = self.settings.max_call_duration.as_secs().max(1);
+        self.command(|mut c| async move { c.set_ex(key, at_ms, ttl).await })
+            .await
+    }
+
+    fn last_pass_key(&self) -> String {
+        format!("{}:{LAYOUT}:reconciled", self.settings.key_prefix)
+    }
+}
+
+/// How far back a pass looks for ended calls: back to the last pass (the
+/// releases of calls ended since may have been lost), with a margin, and at
+/// least three intervals; at most the longest call, after which every lease
+/// has expired anyway. With no record of a last pass (a Redis that lost
+/// everything has no stale leases), three intervals.
+fn ended_window(
+    interval: Duration,
+    longest_call: Duration,
+    since_last: Option<Duration>,
+) -> Duration {
+    let floor = interval * 3;
+    let window = match since_last {
+        Some(since) => (since + interval * 2).max(floor),
+        None => floor,
+    };
+    window.min(longest_call.max(floor))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One replica's reconciler: every `interval`, takes the turn if it is free
+/// and runs a pass. Stops when `stop` is raised.
+pub async fn run(
+    admission: Admission,
+    store: PgStore,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    if admission.settings.mode == AdmissionMode::Off || interval.is_zero() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let outcome = match pass(&admission, &store, interval).await {
+            Ok(Some(drift)) => {
+                count_drift(drift);
+                ReconcileOutcome::Done
+            }
+            Ok(None) => ReconcileOutcome::NotMyTurn,
+            Err(error) => {
+                tracing::debug!(%error, "lease reconciliation skipped");
+                ReconcileOutcome::Failed
+            }
+        };
+        metrics::counter!("switchboard_lease_reconciliations_total", "outcome" => <&str>::from(outcome))
+            .increment(1);
+    }
+}
+
+/// One pass, if it is this replica's turn: the drift found and corrected.
+async fn pass(
+    admission: &Admission,
+    store: &PgStore,
+    interval: Duration,
+) -> anyhow::Result<Option<Drift>> {
+    if !admission.take_turn(interval).await? {
+        return Ok(None);
+    }
+    let started = now_ms();
+    let since_last = admission
+        .last_pass()
+        .await?
+        .map(|at| Duration::from_millis(started.saturating_sub(at)));
+    let longest = admission.settings.max_call_duration;
+    let window = ended_window(interval, longest, since_last);
+    let calls = store.recent_calls(longest, window).await?;
+    let drift = admission.reconcile(&calls).await?;
+    admission.record_pass(started).await?;
+    if drift != Drift::default() {
+        tracing::warn!(
+            missing = drift.missing,
+            ended = drift.ended,
+            "leases differed from the call records: corrected"
+        );
+    }
+    Ok(Some(drift))
+}
+
+fn count_drift(drift: Drift) {
+    for (kind, found) in [
+        (LeaseDrift::Missing, drift.missing),
+        (LeaseDrift::Ended, drift.ended),
+    ] {
+        metrics::counter!("switchboard_lease_drift_total", "kind" => <&str>::from(kind))
+            .increment(found);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ended_window_reaches_back_to_the_last_pass_within_bounds() {
+        let interval = Duration::from_secs(10);
+        let longest = Duration::from_secs(4 * 3600);
+        // no record of a pass: three intervals
+        assert_eq!(ended_window(interval, longest, None), interval * 3);
+        // a recent pass: still three intervals
+        let recent = Some(Duration::from_secs(5));
+        assert_eq!(ended_window(interval, longest, recent), interval * 3);
+        // passes missed for a while: back to the last, with a margin
+        let outage = Some(Duration::from_secs(600));
+        assert_eq!(
+            ended_window(interval, longest, outage),
+            Duration::from_secs(620)
+        );
+        // never past the longest call
+        let ages = Some(Duration::from_secs(24 * 3600));
+        assert_eq!(ended_window(interval, longest, ages), longest);
+    }
+}
