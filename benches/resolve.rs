@@ -208,7 +208,13 @@ fn invalidation_lag(c: &mut Criterion) {
             cache_settings(),
         );
         let (stop, stopped) = watch::channel(false);
-        invalidation::spawn(daemon_direct, cache.clone(), stopped).unwrap();
+        invalidation::spawn(
+            daemon_direct,
+            cache.clone(),
+            invalidation::Progress::starting_at(None),
+            stopped,
+        )
+        .unwrap();
         while !cache.is_confirmed() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

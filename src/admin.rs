@@ -22,6 +22,12 @@ pub struct AdminState {
     /// Whether the Redis connection is open (said, not required: the
     /// daemon routes without Redis).
     pub redis: Check,
+    /// Whether the route cache holds any route, to serve while the
+    /// database cannot be read.
+    pub holds_routes: Check,
+    /// Numbers restored at start from the last-known-good copy, and its
+    /// age, if one was.
+    pub restored: Arc<dyn Fn() -> Option<(u64, std::time::Duration)> + Send + Sync>,
     /// Whether the route cache's invalidation listener is connected.
     pub listening: Check,
     /// Whether warm start has finished.
@@ -57,9 +63,16 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
 
 /// Ready when the routing database answers through the pooler, the
 /// invalidation listener is connected (without it, cached routes could be
-/// stale) and warm start has finished. The answer names each check, and
-/// whether Redis is connected, which readiness does not wait for, for the
-/// operator reading it at 3 a.m.
+/// stale) and warm start has finished.
+///
+/// Ready, degraded, while the database cannot be read and the route cache
+/// holds routes (kept from before the outage, or restored at start from
+/// the last-known-good copy): they are served up to the maximum staleness,
+/// and the gateways are better off with them than with no replica at all.
+///
+/// The answer names each check, whether routes were restored, and whether
+/// Redis is connected (which readiness does not wait for), for the operator
+/// reading it at 3 a.m.
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     let database = state.store.ping().await;
     let listening = (state.listening)();
@@ -79,6 +92,12 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     } else {
         "warm start: in progress\n"
     });
+    if let Some((numbers, age)) = (state.restored)() {
+        body.push_str(&format!(
+            "routes: {numbers} numbers restored at start from the last-known-good copy taken {}s before\n",
+            age.as_secs()
+        ));
+    }
     // not a condition of readiness: without Redis, calls still route
     body.push_str(if (state.redis)() {
         "redis: connected\n"
@@ -87,6 +106,14 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     });
     if database.is_ok() && listening && warmed {
         (StatusCode::OK, format!("ready\n{body}"))
+    } else if database.is_err() && (state.holds_routes)() {
+        (
+            StatusCode::OK,
+            format!(
+                "ready, degraded: the database cannot be read; cached routes are served \
+                 up to SWITCHBOARD_CACHE_MAX_STALE old, other numbers get UNAVAILABLE\n{body}"
+            ),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -56,8 +56,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const THREAD_NAME: &str = "switchboard-invalidation";
 
 /// What the listener remembers across sessions: the highest change id
-/// applied, none before the first session.
-struct Progress {
+/// applied. None before the first session, unless L1 was restored from a
+/// last-known-good copy: then the copy's, so that the first session
+/// replays from there. Shared with whoever copies L1, who records it with
+/// the copy.
+pub struct Progress {
     last_id: AtomicI64,
 }
 
@@ -65,13 +68,15 @@ struct Progress {
 const NOTHING_SEEN: i64 = i64::MIN;
 
 impl Progress {
-    fn new() -> Self {
-        Progress {
-            last_id: AtomicI64::new(NOTHING_SEEN),
-        }
+    /// Progress from `last_seen`: `None` for a cache that starts empty.
+    pub fn starting_at(last_seen: Option<i64>) -> Arc<Self> {
+        Arc::new(Progress {
+            last_id: AtomicI64::new(last_seen.unwrap_or(NOTHING_SEEN)),
+        })
     }
 
-    fn last_seen(&self) -> Option<i64> {
+    /// The highest change id applied, if any.
+    pub fn last_seen(&self) -> Option<i64> {
         Some(self.last_id.load(Ordering::Acquire)).filter(|id| *id != NOTHING_SEEN)
     }
 
@@ -86,9 +91,10 @@ impl Progress {
 pub fn spawn<R: Resolver>(
     direct_url: String,
     cache: Arc<RouteCache<R>>,
+    progress: Arc<Progress>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<ListenerThread> {
-    on_own_thread(move || run(direct_url, cache, stop))
+    on_own_thread(move || run(direct_url, cache, progress, stop))
 }
 
 /// Runs the future `make` makes on a new thread, in a runtime of its own,
@@ -137,9 +143,9 @@ impl Future for ListenerThread {
 async fn run<R: Resolver>(
     direct_url: String,
     cache: Arc<RouteCache<R>>,
+    status: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let status = Progress::new();
     let mut backoff = RECONNECT_MIN;
     loop {
         tokio::select! {

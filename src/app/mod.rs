@@ -9,6 +9,7 @@
 //! (`run.rs`).
 
 mod grpc;
+mod last_known_good;
 mod run;
 mod warm;
 mod wiring;
@@ -24,6 +25,7 @@ use crate::{
     admission::Admission,
     api::CallRouterService,
     config::ServeConfig,
+    invalidation::Progress,
     proto::call_router_server::CallRouterServer,
     routing::{RouteCache, Router},
     store::{redis::RedisTier, redis_link::RedisLink, PgStore},
@@ -42,6 +44,9 @@ pub struct Application {
     admin_listener: TcpListener,
     store: PgStore,
     cache: AppResolver,
+    /// Where the invalidation listener starts, and the copy records.
+    progress: Arc<Progress>,
+    restored: Arc<last_known_good::Restored>,
     redis: RedisLink,
     grpc: GrpcServer,
     /// Already running: the router needs its queue.
@@ -68,6 +73,13 @@ impl Application {
         let redis = wiring::redis_link(&config.redis)?;
         let l2 = RedisTier::with_connection(redis.clone(), store.clone(), config.redis_settings());
         let cache = RouteCache::new(l2, config.cache_settings());
+        // before the listener starts: it replays from the copy's change
+        let restored = Arc::new(last_known_good::Restored::default());
+        let progress = if config.cache.cache_snapshot_interval.is_zero() {
+            Progress::starting_at(None)
+        } else {
+            last_known_good::restore(&cache, &config.spool.spool_dir, &restored).await
+        };
         let admission = Admission::new(redis.clone(), config.admission_settings());
         let (recorder, recorder_task) = RecorderTask::start(&config, store.clone(), spool);
         let router = Arc::new(Router::new(
@@ -83,6 +95,8 @@ impl Application {
             admin_listener,
             store,
             cache,
+            progress,
+            restored,
             redis,
             grpc,
             recorder: recorder_task,

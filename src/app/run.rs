@@ -12,8 +12,9 @@ use tokio::{
 use tonic_health::server::HealthReporter;
 
 use super::{
+    last_known_good,
     warm::{warm_start, WarmStart},
-    Application, RouterService,
+    AppResolver, Application, RouterService,
 };
 use crate::{
     admin::{self, AdminState},
@@ -36,6 +37,9 @@ pub(super) struct Tasks {
     recorder: RecorderTask,
     /// Lease reconciliation: stateless between passes, aborted at drain.
     reconciler: JoinHandle<()>,
+    /// The route cache's copy on disk, written once more at drain.
+    last_known_good: Option<LastKnownGood>,
+    cache: AppResolver,
     health: HealthReporter,
     grace: Duration,
 }
@@ -54,9 +58,22 @@ impl Application {
                 .expose_secret()
                 .to_string(),
             cache.clone(),
+            self.progress.clone(),
             stop.clone(),
         )
         .context("cannot start the invalidation listener's thread")?;
+        let snapshot_interval = config.cache.cache_snapshot_interval;
+        let last_known_good = (!snapshot_interval.is_zero()).then(|| LastKnownGood {
+            dir: config.spool.spool_dir.clone(),
+            progress: self.progress.clone(),
+            keeper: tokio::spawn(last_known_good::keep(
+                cache.clone(),
+                self.progress.clone(),
+                config.spool.spool_dir.clone(),
+                snapshot_interval,
+                stop.clone(),
+            )),
+        });
         let warmed = Arc::new(WarmStart::default());
         let warm = tokio::spawn(warm_start(
             store.clone(),
@@ -71,11 +88,14 @@ impl Application {
             stop.clone(),
         ));
         let redis = self.redis.clone();
+        let (holding, confirmed, restored) = (cache.clone(), cache.clone(), self.restored.clone());
         let state = AdminState {
             metrics: telemetry::metrics_handle(),
             store,
             redis: Arc::new(move || redis.get().is_some()),
-            listening: Arc::new(move || cache.is_confirmed()),
+            holds_routes: Arc::new(move || holding.holds_routes()),
+            restored: Arc::new(move || restored.restored()),
+            listening: Arc::new(move || confirmed.is_confirmed()),
             warmed: Arc::new(move || warmed.is_finished()),
         };
         let admin_listener = self.admin_listener;
@@ -92,6 +112,8 @@ impl Application {
             warm: Box::pin(failure_of(warm)),
             recorder: self.recorder,
             reconciler,
+            last_known_good,
+            cache,
             health,
             grace: config.shutdown_grace,
         })
@@ -141,6 +163,10 @@ impl Tasks {
         }
         tracing::info!("draining the recorder");
         self.recorder.drain(grace).await?;
+        if let Some(copy) = self.last_known_good {
+            copy.keeper.abort();
+            last_known_good::write(&self.cache, &copy.progress, &copy.dir).await;
+        }
         match tokio::time::timeout(grace, &mut self.admin).await {
             Ok(result) => result.context("admin server task panicked")??,
             Err(_) => self.admin.abort(),
@@ -158,6 +184,14 @@ impl Tasks {
         tracing::info!("switchboard stopped");
         Ok(())
     }
+}
+
+/// The task that keeps the route cache's copy on disk, and what the last
+/// copy at drain needs.
+struct LastKnownGood {
+    dir: std::path::PathBuf,
+    progress: Arc<crate::invalidation::Progress>,
+    keeper: JoinHandle<()>,
 }
 
 /// The recorder's batcher: started when the application is built (the

@@ -60,6 +60,9 @@ pub const DEFAULT_CACHE_UNCONFIRMED_TTL: &str = "2s";
 pub const DEFAULT_CACHE_WARM_LIMIT: usize = 100_000;
 /// Oldest cached route served while the database cannot be read.
 pub const DEFAULT_CACHE_MAX_STALE: &str = "30m";
+/// The last-known-good copy of the routes: a replica restarted during a
+/// database outage serves what it held up to this long before.
+pub const DEFAULT_CACHE_SNAPSHOT_INTERVAL: &str = "1m";
 /// Longest wait for one Redis command before falling through to PostgreSQL.
 /// A healthy Redis answers in well under a millisecond.
 pub const DEFAULT_REDIS_TIMEOUT: &str = "5ms";

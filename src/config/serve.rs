@@ -125,6 +125,11 @@ pub struct CacheConfig {
     /// (stale-if-error); uncached numbers get UNAVAILABLE meanwhile.
     #[arg(long, env = "SWITCHBOARD_CACHE_MAX_STALE", value_parser = duration, default_value = DEFAULT_CACHE_MAX_STALE)]
     pub cache_max_stale: Duration,
+    /// How often the cached routes are copied to the spool's volume (when
+    /// they changed), for a restart while the database cannot be read. `0`
+    /// neither writes nor restores a copy.
+    #[arg(long, env = "SWITCHBOARD_CACHE_SNAPSHOT_INTERVAL", value_parser = duration, default_value = DEFAULT_CACHE_SNAPSHOT_INTERVAL)]
+    pub cache_snapshot_interval: Duration,
 }
 
 /// The gRPC listener and the bounds on what it accepts.

@@ -27,6 +27,10 @@ const SERVE: &[(&str, &str)] = &[
     ("cache-unconfirmed-ttl", "SWITCHBOARD_CACHE_UNCONFIRMED_TTL"),
     ("cache-warm-limit", "SWITCHBOARD_CACHE_WARM_LIMIT"),
     ("cache-max-stale", "SWITCHBOARD_CACHE_MAX_STALE"),
+    (
+        "cache-snapshot-interval",
+        "SWITCHBOARD_CACHE_SNAPSHOT_INTERVAL",
+    ),
     ("grpc-addr", "SWITCHBOARD_GRPC_ADDR"),
     ("request-timeout", "SWITCHBOARD_REQUEST_TIMEOUT"),
     ("max-message-bytes", "SWITCHBOARD_MAX_MESSAGE_BYTES"),

@@ -70,6 +70,15 @@ pub enum ReleaseOutcome {
     NotHeld,
 }
 
+/// A write of the route cache's last-known-good copy
+/// (`switchboard_route_snapshot_writes_total{outcome}`).
+#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
+#[strum(serialize_all = "snake_case")]
+pub enum SnapshotWrite {
+    Written,
+    Failed,
+}
+
 /// A pass of lease reconciliation
 /// (`switchboard_lease_reconciliations_total{outcome}`).
 #[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]

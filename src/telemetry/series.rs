@@ -310,6 +310,30 @@ pub const FAMILIES: &[Family] = &[
         &[],
     ),
     family(
+        "switchboard_route_snapshot_writes_total",
+        Counter,
+        "Writes of the route cache's last-known-good copy to the spool's volume, by outcome.",
+        &[("outcome", SnapshotWrite::VARIANTS)],
+    ),
+    family(
+        "switchboard_route_snapshot_bytes",
+        Gauge,
+        "Size of the last last-known-good copy written.",
+        &[],
+    ),
+    family(
+        "switchboard_route_snapshot_restored_numbers",
+        Gauge,
+        "Numbers restored at start from the last-known-good copy (0: none).",
+        &[],
+    ),
+    family(
+        "switchboard_route_snapshot_unusable_total",
+        Counter,
+        "Last-known-good copies found torn, corrupt or of another version at start, and set aside.",
+        &[],
+    ),
+    family(
         "switchboard_lease_reconciliations_total",
         Counter,
         "Lease reconciliation passes, by outcome (done, not_my_turn: another replica's, failed).",

@@ -279,3 +279,118 @@ async fn every_concurrent_lookup_of_a_cached_number_is_served_while_postgres_is_
     })
     .await;
 }
+
+/// A replica stopped while the database was up, a change committed after,
+/// then PostgreSQL stopped and a replica started on the same volume: it
+/// restores its last-known-good routes, reports ready (degraded) and serves
+/// them to concurrent clients, `UNAVAILABLE` for any other number; when
+/// PostgreSQL returns it replays the change log from the copy's position
+/// and answers the change.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_restarted_during_a_database_outage_serves_its_last_known_good_routes() {
+    let pg = PrivatePostgres::start(&Stack::from_env()).await;
+    let bouncer = PrivateBouncer::start(&pg.stack()).await;
+    let db_name = create_database(&pg.stack()).await;
+    let mut db = store::connect_direct(&pg.stack().direct_url(&db_name))
+        .await
+        .unwrap();
+    store::seed::demo(&mut db).await.unwrap();
+    let stack = || Stack {
+        pgbouncer_port: bouncer.port,
+        ..pg.stack()
+    };
+    let volume = tempfile::tempdir().unwrap();
+    let spool = volume.path().to_path_buf();
+    let configure = move |c: &mut switchboard::config::ServeConfig| {
+        c.spool.spool_dir = spool.clone();
+        c.cache.cache_warm_limit = 0; // keep UNCACHED uncached
+        c.cache.cache_snapshot_interval = Duration::from_millis(200);
+        // from PostgreSQL itself: no copy in Redis to fall back on
+        c.redis.redis_ttl = Duration::ZERO;
+    };
+    let first = spawn_app_on(stack(), db_name.clone(), configure.clone()).await;
+    let mut client = first.client.clone();
+    // numbers of their own (UNCACHED stays uncached)
+    let cached = ["+14155550100", "+13125550100", "+442079460123"];
+    for number in cached {
+        client.lookup_number(lookup(number)).await.expect("healthy");
+    }
+    // written while it runs, not only at shutdown
+    let copy = volume
+        .path()
+        .join(switchboard::routing::snapshot::FILE_NAME);
+    eventually("a copy on the volume", Duration::from_secs(5), || async {
+        copy.exists()
+    })
+    .await;
+    first.stop().await.unwrap();
+    db.batch_execute(
+        "update agents set name = 'Reception desk' where id = '00000000-0000-4000-8000-00000000b001'",
+    )
+    .await
+    .unwrap();
+    drop(db);
+    pg.stop();
+
+    // ready, degraded, because it holds routes to serve
+    let second = spawn_app_on(stack(), db_name, configure).await;
+    let (code, body) = second.admin_get("/readyz").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("degraded"), "{body}");
+    assert!(body.contains("numbers restored at start"), "{body}");
+    let answers = join_all((0..200).map(|i| {
+        let mut client = second.client.clone();
+        async move {
+            let number = cached[i % cached.len()];
+            (number, client.lookup_number(lookup(number)).await)
+        }
+    }))
+    .await;
+    for (number, answer) in &answers {
+        let route = answer.as_ref().unwrap_or_else(|status| {
+            panic!("{number} was served before the restart, not after: {status:?}")
+        });
+        if *number == "+14155550100" {
+            // what it served before: the change came after the copy
+            let agent = route
+                .get_ref()
+                .route
+                .as_ref()
+                .unwrap()
+                .agent
+                .as_ref()
+                .unwrap();
+            assert_eq!(agent.name, "Reception");
+        }
+    }
+    let status = second
+        .client
+        .clone()
+        .lookup_number(lookup(UNCACHED))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    pg.resume_process();
+    let client = second.client.clone();
+    eventually(
+        "the change made during the outage is answered once PostgreSQL returns",
+        Duration::from_secs(15),
+        || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .lookup_number(lookup("+14155550100"))
+                    .await
+                    .is_ok_and(|r| {
+                        r.into_inner().route.unwrap().agent.unwrap().name == "Reception desk"
+                    })
+            }
+        },
+    )
+    .await;
+    eventually("fully ready again", Duration::from_secs(10), || async {
+        second.admin_get("/readyz").await.1.starts_with("ready\n")
+    })
+    .await;
+}

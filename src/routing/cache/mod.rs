@@ -44,6 +44,8 @@
 //! * `ranges`: number ranges, held whole, for numbers no row provisions on
 //!   their own;
 //! * `preload`: warm start;
+//! * `snapshot`: the last-known-good copy of L1 on disk, restored by a
+//!   replica that starts while the database cannot be read;
 //! * `peek`: what `resolve` would answer, for explain;
 //! * `stats`: metrics.
 //!
@@ -58,6 +60,7 @@ mod preload;
 mod ranges;
 mod refresh;
 mod settle;
+pub mod snapshot;
 mod stale;
 mod stats;
 mod storage;

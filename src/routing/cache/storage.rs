@@ -28,7 +28,7 @@ pub(super) struct Binding {
 
 impl Binding {
     /// What `route`'s number points at.
-    fn of(route: &Route) -> Self {
+    pub(super) fn of(route: &Route) -> Self {
         Binding {
             number_active: route.number_active,
             org_id: route.organization.id,
