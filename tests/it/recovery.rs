@@ -205,11 +205,14 @@ fn lookup(number: &str) -> Request<LookupNumberRequest> {
     request
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_concurrent_lookup_of_a_cached_number_is_served_while_postgres_is_stopped() {
-    // PostgreSQL of its own, behind a PgBouncer of its own that stays up:
-    // the pooler answers, the database behind it does not, and the LISTEN
-    // connection drops with it
+/// A PostgreSQL of the test's own with the demo data, behind a PgBouncer of
+/// its own: the database's name, and a direct session on it.
+async fn seeded_private_postgres() -> (
+    PrivatePostgres,
+    PrivateBouncer,
+    String,
+    tokio_postgres::Client,
+) {
     let pg = PrivatePostgres::start(&Stack::from_env()).await;
     let bouncer = PrivateBouncer::start(&pg.stack()).await;
     let db_name = create_database(&pg.stack()).await;
@@ -217,6 +220,15 @@ async fn every_concurrent_lookup_of_a_cached_number_is_served_while_postgres_is_
         .await
         .unwrap();
     store::seed::demo(&mut db).await.unwrap();
+    (pg, bouncer, db_name, db)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_concurrent_lookup_of_a_cached_number_is_served_while_postgres_is_stopped() {
+    // PostgreSQL of its own, behind a PgBouncer of its own that stays up:
+    // the pooler answers, the database behind it does not, and the LISTEN
+    // connection drops with it
+    let (pg, bouncer, db_name, db) = seeded_private_postgres().await;
     drop(db);
     let stack = Stack {
         pgbouncer_port: bouncer.port,
@@ -288,13 +300,7 @@ async fn every_concurrent_lookup_of_a_cached_number_is_served_while_postgres_is_
 /// and answers the change.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_restarted_during_a_database_outage_serves_its_last_known_good_routes() {
-    let pg = PrivatePostgres::start(&Stack::from_env()).await;
-    let bouncer = PrivateBouncer::start(&pg.stack()).await;
-    let db_name = create_database(&pg.stack()).await;
-    let mut db = store::connect_direct(&pg.stack().direct_url(&db_name))
-        .await
-        .unwrap();
-    store::seed::demo(&mut db).await.unwrap();
+    let (pg, bouncer, db_name, db) = seeded_private_postgres().await;
     let stack = || Stack {
         pgbouncer_port: bouncer.port,
         ..pg.stack()
