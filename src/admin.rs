@@ -30,6 +30,9 @@ pub struct AdminState {
     pub restored: Arc<dyn Fn() -> Option<(u64, std::time::Duration)> + Send + Sync>,
     /// Whether the route cache's invalidation listener is connected.
     pub listening: Check,
+    /// With the invalidation relay: whether this replica is one of its
+    /// listeners.
+    pub relay: Option<Check>,
     /// Whether warm start has finished.
     pub warmed: Check,
 }
@@ -86,6 +89,13 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     } else {
         "invalidation listener: disconnected (cached routes trusted only briefly)\n"
     });
+    if let Some(relay) = &state.relay {
+        body.push_str(if relay() {
+            "invalidation relay: listening and publishing\n"
+        } else {
+            "invalidation relay: following\n"
+        });
+    }
     let warmed = (state.warmed)();
     body.push_str(if warmed {
         "warm start: finished\n"

@@ -11,6 +11,9 @@
 //! connected is the cache's `is_confirmed`: while it is not, the cache
 //! trusts entries only briefly, and `/readyz` says so.
 //!
+//! A fleet whose direct connections are budgeted runs the [`relay`]
+//! instead: a few replicas listen and republish on Redis, the rest follow.
+//!
 //! The listener runs on an OS thread of its own ([`spawn`]): on a runtime
 //! busy with requests, a notification would wait behind them to be read,
 //! and then again for the eviction; and a session as long as the daemon's
@@ -38,9 +41,15 @@ use tokio_postgres::{AsyncMessage, Client, Notification};
 use crate::{
     domain::Resolver,
     routing::RouteCache,
-    store::{describe, routing_changes, PgTarget},
+    store::{
+        describe,
+        routing_changes::{self, LogReader},
+        PgTarget,
+    },
     telemetry::outage::LISTENER,
 };
+
+pub mod relay;
 
 /// The channel the change-log trigger notifies.
 pub const CHANNEL: &str = "switchboard_routing_changes";
@@ -122,6 +131,17 @@ where
     Ok(ListenerThread { outcome })
 }
 
+/// Runs `task` on the current runtime, reported like the listener's thread.
+fn on_task(task: impl Future<Output = ()> + Send + 'static) -> ListenerThread {
+    use futures::FutureExt;
+    let (ended, outcome) = oneshot::channel();
+    tokio::spawn(async move {
+        let ran = AssertUnwindSafe(task).catch_unwind().await;
+        let _ = ended.send(ran.map_err(|_| "the invalidation relay panicked".to_string()));
+    });
+    ListenerThread { outcome }
+}
+
 /// The listener's thread, awaited: resolves once the thread has ended,
 /// with an error if it panicked.
 pub struct ListenerThread {
@@ -171,6 +191,67 @@ async fn run<R: Resolver>(
     }
 }
 
+/// A session that has run `LISTEN` on the change channel.
+struct Listening {
+    client: Client,
+    notifications: mpsc::UnboundedReceiver<Notification>,
+    /// Polls the connection; ends with why the connection did.
+    driver: tokio::task::JoinHandle<String>,
+}
+
+impl Listening {
+    /// Connects to `url` (the direct connection) and listens.
+    async fn start(url: &str) -> Result<Self, String> {
+        let mut target = PgTarget::parse(url).map_err(|e| format!("DATABASE_DIRECT_URL {e}"))?;
+        // visible in pg_stat_activity, so an operator can tell this session apart
+        target.config.application_name(APPLICATION_NAME);
+        let (client, mut connection) = tokio::time::timeout(CONNECT_TIMEOUT, target.connect())
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| format!("connect: {}", describe(&e)))?;
+        let (tx, notifications) = mpsc::unbounded_channel::<Notification>();
+        // The connection must be polled for the client to work; poll_message
+        // also yields the notifications.
+        let driver = tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        let _ = tx.send(n);
+                    }
+                    Ok(_) => {}
+                    Err(e) => return format!("connection: {}", describe(&e)),
+                }
+            }
+            "connection closed".to_string()
+        });
+        client
+            .batch_execute(&format!("listen {CHANNEL}"))
+            .await
+            .map_err(|e| format!("listen: {e}"))?;
+        Ok(Self {
+            client,
+            notifications,
+            driver,
+        })
+    }
+
+    /// The next notification's payload; an error once the connection ends.
+    async fn next(&mut self) -> Result<String, String> {
+        tokio::select! {
+            notification = self.notifications.recv() => match notification {
+                Some(n) => Ok(n.payload().to_owned()),
+                None => Err((&mut self.driver)
+                    .await
+                    .unwrap_or_else(|e| format!("driver task died: {e}"))),
+            },
+            ended = &mut self.driver => {
+                Err(ended.unwrap_or_else(|e| format!("driver task died: {e}")))
+            }
+        }
+    }
+}
+
 /// One listening session: connect, LISTEN, replay, then apply notifications
 /// until the connection ends.
 async fn session<R: Resolver>(
@@ -178,64 +259,26 @@ async fn session<R: Resolver>(
     cache: &RouteCache<R>,
     status: &Progress,
 ) -> Result<(), String> {
-    let mut target = PgTarget::parse(url).map_err(|e| format!("DATABASE_DIRECT_URL {e}"))?;
-    // visible in pg_stat_activity, so an operator can tell this session apart
-    target.config.application_name(APPLICATION_NAME);
-    let (client, mut connection) = tokio::time::timeout(CONNECT_TIMEOUT, target.connect())
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect: {}", describe(&e)))?;
-    let (tx, mut notifications) = mpsc::unbounded_channel::<Notification>();
-    // The connection must be polled for the client to work; poll_message
-    // also yields the notifications.
-    let mut driver = tokio::spawn(async move {
-        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(AsyncMessage::Notification(n)) => {
-                    let _ = tx.send(n);
-                }
-                Ok(_) => {}
-                Err(e) => return format!("connection: {}", describe(&e)),
-            }
-        }
-        "connection closed".to_string()
-    });
-
-    client
-        .batch_execute(&format!("listen {CHANNEL}"))
-        .await
-        .map_err(|e| format!("listen: {e}"))?;
-    replay(&client, cache, status).await?;
+    let mut listening = Listening::start(url).await?;
+    replay(&listening.client, cache, status).await?;
     cache.set_confirmed(true);
     metrics::gauge!("switchboard_invalidation_listener_connected").set(1.0);
     LISTENER.recovered();
     tracing::info!("invalidation listener connected");
-
     loop {
-        tokio::select! {
-            notification = notifications.recv() => match notification {
-                Some(n) => apply_notification(&n, cache, status).await,
-                None => break,
-            },
-            ended = &mut driver => {
-                return Err(ended.unwrap_or_else(|e| format!("driver task died: {e}")));
-            }
-        }
+        let payload = listening.next().await?;
+        apply_payload(&payload, cache, status).await;
     }
-    Err(driver
-        .await
-        .unwrap_or_else(|e| format!("driver task died: {e}")))
 }
 
 /// Applies every change the log holds past what this replica has seen.
 async fn replay<R: Resolver>(
-    client: &Client,
+    reader: &impl LogReader,
     cache: &RouteCache<R>,
     status: &Progress,
 ) -> Result<(), String> {
     let last = status.last_seen();
-    let log = routing_changes::since(client, last, REPLAY_OVERLAP)
+    let log = routing_changes::since(reader, last, REPLAY_OVERLAP)
         .await
         .map_err(|e| format!("replay: {e}"))?;
     let gap_unprovable = match (last, log.oldest_id) {
@@ -263,13 +306,11 @@ async fn replay<R: Resolver>(
     Ok(())
 }
 
-async fn apply_notification<R: Resolver>(
-    notification: &Notification,
-    cache: &RouteCache<R>,
-    status: &Progress,
-) {
+/// Applies one notification's payload (the trigger's JSON: `id`, `entity`,
+/// `key`, `at`), from the listening session or from the relay.
+async fn apply_payload<R: Resolver>(payload: &str, cache: &RouteCache<R>, status: &Progress) {
     metrics::counter!("switchboard_invalidations_received_total").increment(1);
-    let Ok(payload) = serde_json::from_str::<Value>(notification.payload()) else {
+    let Ok(payload) = serde_json::from_str::<Value>(payload) else {
         tracing::warn!("ignoring a malformed routing change notification");
         return;
     };

@@ -51,17 +51,34 @@ impl Application {
         let (config, cache, store) = (self.config, self.cache, self.store);
         let health = self.grpc.health.clone();
         let grpc = tokio::spawn(self.grpc.serve(self.grpc_listener, stopped(stop.clone())));
-        let listener = invalidation::spawn(
-            config
-                .database
-                .database_direct_url
-                .expose_secret()
-                .to_string(),
-            cache.clone(),
-            self.progress.clone(),
-            stop.clone(),
-        )
-        .context("cannot start the invalidation listener's thread")?;
+        let direct_url = config
+            .database
+            .database_direct_url
+            .expose_secret()
+            .to_string();
+        let relay_listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let listener = match config.cache.invalidation_listeners {
+            0 => invalidation::spawn(
+                direct_url,
+                cache.clone(),
+                self.progress.clone(),
+                stop.clone(),
+            )
+            .context("cannot start the invalidation listener's thread")?,
+            listeners => invalidation::relay::spawn(
+                direct_url,
+                cache.clone(),
+                self.progress.clone(),
+                store.clone(),
+                self.redis.clone(),
+                invalidation::relay::RelaySettings {
+                    listeners,
+                    key_prefix: config.redis.redis_key_prefix.clone(),
+                    listening: relay_listening.clone(),
+                },
+                stop.clone(),
+            ),
+        };
         let snapshot_interval = config.cache.cache_snapshot_interval;
         let last_known_good = (!snapshot_interval.is_zero()).then(|| LastKnownGood {
             dir: config.spool.spool_dir.clone(),
@@ -94,6 +111,9 @@ impl Application {
             store,
             redis: Arc::new(move || redis.get().is_some()),
             holds_routes: Arc::new(move || holding.holds_routes()),
+            relay: (config.cache.invalidation_listeners > 0).then(|| -> admin::Check {
+                Arc::new(move || relay_listening.load(std::sync::atomic::Ordering::Acquire))
+            }),
             restored: Arc::new(move || restored.restored()),
             listening: Arc::new(move || confirmed.is_confirmed()),
             warmed: Arc::new(move || warmed.is_finished()),

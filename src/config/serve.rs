@@ -130,6 +130,12 @@ pub struct CacheConfig {
     /// neither writes nor restores a copy.
     #[arg(long, env = "SWITCHBOARD_CACHE_SNAPSHOT_INTERVAL", value_parser = duration, default_value = DEFAULT_CACHE_SNAPSHOT_INTERVAL)]
     pub cache_snapshot_interval: Duration,
+    /// `0`: every replica listens for changes on its own direct connection.
+    /// N: at most N replicas listen (taking turns through Redis) and relay
+    /// the changes over Redis pub/sub to the rest, for fleets whose direct
+    /// connections are budgeted.
+    #[arg(long, env = "SWITCHBOARD_INVALIDATION_LISTENERS", default_value_t = 0)]
+    pub invalidation_listeners: u32,
 }
 
 /// The gRPC listener and the bounds on what it accepts.

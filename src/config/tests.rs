@@ -31,6 +31,10 @@ const SERVE: &[(&str, &str)] = &[
         "cache-snapshot-interval",
         "SWITCHBOARD_CACHE_SNAPSHOT_INTERVAL",
     ),
+    (
+        "invalidation-listeners",
+        "SWITCHBOARD_INVALIDATION_LISTENERS",
+    ),
     ("grpc-addr", "SWITCHBOARD_GRPC_ADDR"),
     ("request-timeout", "SWITCHBOARD_REQUEST_TIMEOUT"),
     ("max-message-bytes", "SWITCHBOARD_MAX_MESSAGE_BYTES"),

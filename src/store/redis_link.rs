@@ -146,6 +146,10 @@ pub struct Epoch(u64);
 
 struct Shared {
     client: Client,
+    /// One client per node to subscribe on: the Redis, or each seed node of
+    /// a cluster (a message published on any node of a cluster reaches
+    /// subscribers on every node).
+    subscribers: Vec<redis::Client>,
     /// The open connection and its epoch, `None` while there is none.
     current: RwLock<Option<(Epoch, Connection)>>,
     /// Raised by [`RedisLink::failed`]: the supervisor reconnects.
@@ -177,11 +181,16 @@ impl RedisLink {
                 client_tls: None,
                 root_cert: Some(root_cert),
             });
+        let open = |url: &str| match &certificates {
+            Some(certificates) => redis::Client::build_with_tls(url, certificates.clone()),
+            None => redis::Client::open(url),
+        };
+        let subscribers = urls
+            .iter()
+            .map(|url| open(url))
+            .collect::<Result<Vec<_>, _>>()?;
         let client = match (mode, urls.as_slice()) {
-            (RedisMode::Standalone, [url]) => Client::Standalone(match certificates {
-                Some(certificates) => redis::Client::build_with_tls(*url, certificates)?,
-                None => redis::Client::open(*url)?,
-            }),
+            (RedisMode::Standalone, [url]) => Client::Standalone(open(url)?),
             (RedisMode::Standalone, _) => {
                 return Err(RedisError::from((
                     ErrorKind::InvalidClientConfig,
@@ -205,6 +214,7 @@ impl RedisLink {
         let link = Self {
             shared: Arc::new(Shared {
                 client,
+                subscribers,
                 current: RwLock::new(None),
                 broken: Notify::new(),
                 timeout,
@@ -212,6 +222,19 @@ impl RedisLink {
         };
         tokio::spawn(supervise(Arc::downgrade(&link.shared)));
         Ok(link)
+    }
+
+    /// A connection of its own for `SUBSCRIBE`, to the Redis or to one of a
+    /// cluster's seed nodes (`attempt` picks which, round the list), opened
+    /// within the link's timeout.
+    pub async fn subscriber(&self, attempt: usize) -> Result<redis::aio::PubSub, String> {
+        let subscribers = &self.shared.subscribers;
+        let client = &subscribers[attempt % subscribers.len()];
+        match tokio::time::timeout(self.shared.timeout, client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => Ok(pubsub),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.shared.timeout)),
+        }
     }
 
     /// The connection, if one is open, and its epoch for [`Self::failed`];

@@ -3,9 +3,16 @@
 
 use std::time::Duration;
 
-use tokio_postgres::{types::Type, Client};
+use tokio_postgres::{
+    types::{ToSql, Type},
+    Client, Row,
+};
 
-use crate::domain::{Change, E164};
+use super::{describe, PgStore};
+use crate::{
+    domain::{Change, E164},
+    telemetry::series::Query,
+};
 
 /// One logged change.
 #[derive(Debug, Clone)]
@@ -100,22 +107,56 @@ const SINCE_SQL: &str = "
                         - make_interval(secs => $2)
      order by id";
 
+/// Where the log is read from: the listener's own direct session, or the
+/// pooled connections (a replica that follows a relay instead of listening).
+pub trait LogReader {
+    fn rows(
+        &self,
+        sql: &'static str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> impl std::future::Future<Output = Result<Vec<Row>, String>> + Send;
+}
+
+impl LogReader for Client {
+    async fn rows(
+        &self,
+        sql: &'static str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, String> {
+        self.query_typed(sql, params)
+            .await
+            .map_err(|e| describe(&e))
+    }
+}
+
+impl LogReader for PgStore {
+    async fn rows(
+        &self,
+        sql: &'static str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, String> {
+        self.query_typed(Query::ChangeLog, sql, params)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Reads the log's bounds and, after a first session (`last_id` seen), the
 /// changes after it.
 pub async fn since(
-    client: &Client,
+    reader: &impl LogReader,
     last_id: Option<i64>,
     overlap: Duration,
-) -> Result<ChangeLog, tokio_postgres::Error> {
-    let bounds = client.query_typed(BOUNDS_SQL, &[]).await?;
+) -> Result<ChangeLog, String> {
+    let bounds = reader.rows(BOUNDS_SQL, &[]).await?;
     let (oldest_id, newest_id) = bounds
         .first()
         .map(|row| (row.get(0), row.get(1)))
         .unwrap_or_default();
     let changes = match last_id {
         None => Vec::new(),
-        Some(last_id) => client
-            .query_typed(
+        Some(last_id) => reader
+            .rows(
                 SINCE_SQL,
                 &[
                     (&last_id, Type::INT8),

@@ -79,6 +79,15 @@ pub enum SnapshotWrite {
     Failed,
 }
 
+/// A change republished by a listener of the invalidation relay
+/// (`switchboard_invalidation_relay_publishes_total{outcome}`).
+#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
+#[strum(serialize_all = "snake_case")]
+pub enum RelayPublish {
+    Published,
+    Failed,
+}
+
 /// A pass of lease reconciliation
 /// (`switchboard_lease_reconciliations_total{outcome}`).
 #[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
@@ -119,6 +128,8 @@ pub enum Query {
     CallOrg,
     /// Lease reconciliation's read of open and lately ended calls.
     RecentCalls,
+    /// The change log, read by a replica that follows an invalidation relay.
+    ChangeLog,
     WriteEvents,
 }
 

@@ -310,6 +310,18 @@ pub const FAMILIES: &[Family] = &[
         &[],
     ),
     family(
+        "switchboard_invalidation_relay_listening",
+        Gauge,
+        "1 while this replica holds a listener slot of the invalidation relay and listens.",
+        &[],
+    ),
+    family(
+        "switchboard_invalidation_relay_publishes_total",
+        Counter,
+        "Changes this replica republished over Redis for the invalidation relay, by outcome.",
+        &[("outcome", RelayPublish::VARIANTS)],
+    ),
+    family(
         "switchboard_route_snapshot_writes_total",
         Counter,
         "Writes of the route cache's last-known-good copy to the spool's volume, by outcome.",

@@ -269,3 +269,117 @@ async fn leases_are_rebuilt_from_the_call_records_after_redis_loses_them() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_listener_relays_every_change_to_a_fleet() {
+    one_listener_relays_every_change_to_a_fleet_on(crate::helpers::Topology::Standalone).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_listener_relays_every_change_to_a_fleet_on_a_redis_cluster() {
+    one_listener_relays_every_change_to_a_fleet_on(crate::helpers::Topology::Cluster).await;
+}
+
+/// The `LISTEN` sessions the daemon holds on `db`.
+async fn listen_sessions(db: &tokio_postgres::Client, db_name: &str) -> i64 {
+    db.query_one(
+        "select count(*) from pg_stat_activity where application_name = $1 and datname = $2",
+        &[&switchboard::invalidation::APPLICATION_NAME, &db_name],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// Waits until every replica answers `agent` for Acme's number.
+async fn every_replica_answers(replicas: &[&crate::helpers::TestApp], agent: &str) {
+    for replica in replicas {
+        let client = replica.client.clone();
+        eventually(
+            &format!("{agent} answered by every replica"),
+            Duration::from_secs(2),
+            || {
+                let mut client = client.clone();
+                async move {
+                    client
+                        .lookup_number(LookupNumberRequest {
+                            number: ACME.into(),
+                            default_region: String::new(),
+                        })
+                        .await
+                        .is_ok_and(|r| r.into_inner().route.unwrap().agent.unwrap().name == agent)
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// Four replicas with `SWITCHBOARD_INVALIDATION_LISTENERS=1` hold one
+/// `LISTEN` session between them, and every change reaches all four within
+/// two seconds; when the listener stops, another replica takes its turn
+/// and changes keep arriving.
+async fn one_listener_relays_every_change_to_a_fleet_on(topology: crate::helpers::Topology) {
+    let (stack, db_name) = acme_with_own_limit(10).await;
+    let pooler = stack.pgbouncer_port;
+    let relayed = move |c: &mut switchboard::config::ServeConfig| {
+        topology.apply(c);
+        c.cache.invalidation_listeners = 1;
+    };
+    let first = spawn_app_on(stack, db_name.clone(), relayed).await;
+    let mut fleet = vec![first];
+    for _ in 0..3 {
+        fleet.push(crate::helpers::spawn_on_via(&fleet[0], pooler, relayed).await);
+    }
+    let db = fleet[0].direct().await;
+    eventually(
+        "one LISTEN session for the fleet",
+        Duration::from_secs(10),
+        || async { listen_sessions(&db, &db_name).await == 1 },
+    )
+    .await;
+    let agent = "update agents set name = $1 where id = '00000000-0000-4000-8000-00000000b001'";
+    db.execute(agent, &[&"Reception desk"]).await.unwrap();
+    every_replica_answers(&fleet.iter().collect::<Vec<_>>(), "Reception desk").await;
+
+    // the listener stops: another replica takes its turn
+    let mut listener = None;
+    for (i, replica) in fleet.iter().enumerate() {
+        if replica
+            .admin_get("/readyz")
+            .await
+            .1
+            .contains("relay: listening")
+        {
+            listener = Some(i);
+        }
+    }
+    let listener = fleet.remove(listener.expect("one replica listens"));
+    listener.stop().await.unwrap();
+    eventually(
+        "another replica listens",
+        Duration::from_secs(15),
+        || async {
+            let mut listening = 0;
+            for replica in &fleet {
+                if replica
+                    .admin_get("/readyz")
+                    .await
+                    .1
+                    .contains("relay: listening")
+                {
+                    listening += 1;
+                }
+            }
+            listening == 1 && listen_sessions(&db, &db_name).await == 1
+        },
+    )
+    .await;
+    db.execute(agent, &[&"Front desk"]).await.unwrap();
+    every_replica_answers(&fleet.iter().collect::<Vec<_>>(), "Front desk").await;
+    let (_, metrics) = fleet[0].admin_get("/metrics").await;
+    assert!(
+        metrics.contains(r#"switchboard_invalidation_relay_publishes_total{outcome="published"}"#),
+        "{metrics}"
+    );
+}
