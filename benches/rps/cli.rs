@@ -212,7 +212,8 @@ pub struct CallerArgs {
 
 #[derive(Args, Clone, Debug)]
 pub struct LoadArgs {
-    /// `http://host:port` of the server under load.
+    /// `http://host:port` of the server under load; several replicas,
+    /// comma-separated, share the connections in turn.
     #[arg(long)]
     pub target: String,
     /// Name of the run in the report (`hot_peak`, `noop_low`, ...).
@@ -287,7 +288,8 @@ pub struct LoadArgs {
 
 #[derive(Args, Clone, Debug)]
 pub struct LifecycleArgs {
-    /// `http://host:port` of the server under load.
+    /// `http://host:port` of the server under load; several replicas,
+    /// comma-separated, share the connections in turn.
     #[arg(long)]
     pub target: String,
     /// Name of the run; its results are `<label>/route_call` and so on.

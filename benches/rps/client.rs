@@ -14,13 +14,16 @@ use tonic::{
 
 use crate::cli::REMEMBERED_RESETS;
 
+/// `connections` connections to `target`: one server, or several replicas
+/// (comma-separated), the connections spread over them in turn.
 pub async fn connect(
     target: &str,
     connections: usize,
 ) -> anyhow::Result<Vec<CallRouterClient<Channel>>> {
+    let targets: Vec<&str> = target.split(',').map(str::trim).collect();
     let mut clients = Vec::with_capacity(connections);
-    for _ in 0..connections.max(1) {
-        let channel = Endpoint::from_shared(target.to_string())?
+    for i in 0..connections.max(targets.len()) {
+        let channel = Endpoint::from_shared(targets[i % targets.len()].to_string())?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
             // a request past its deadline is cancelled (RST_STREAM); h2
