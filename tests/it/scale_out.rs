@@ -383,3 +383,49 @@ async fn one_listener_relays_every_change_to_a_fleet_on(topology: crate::helpers
         "{metrics}"
     );
 }
+
+/// A Redis Cluster that loses every lease (all masters emptied) gets them
+/// back from the call records, each in its organization's slot, and the
+/// limit is exact again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_cluster_that_lost_its_leases_gets_them_back() {
+    let cluster = PrivateRedisCluster::start().await;
+    let (stack, db_name) = acme_with_own_limit(4).await;
+    let app = spawn_app_on(stack, db_name, |c| {
+        cluster.apply(c);
+        c.admission.lease_reconcile_interval = Duration::from_millis(300);
+        c.admission.admission_timeout = Duration::from_millis(500);
+    })
+    .await;
+    app.connected_to_redis().await;
+    let mut client = app.client.clone();
+    for i in 0..4 {
+        client
+            .route_call(route_request(ACME, &format!("held-{i}")))
+            .await
+            .expect("under the limit");
+    }
+    let db = app.direct().await;
+    eventually("four open calls recorded", Duration::from_secs(10), || async {
+        crate::helpers::count(
+            &db,
+            "select count(*) from public.calls where gateway_call_id like 'held-%' and ended_at is null",
+        )
+        .await
+            == 4
+    })
+    .await;
+    cluster.flush().await;
+    let leases = format!("{}:v1:leases:{ACME_ORG}", app.db_name);
+    let redis = cluster.connection().await;
+    eventually("the leases given back", Duration::from_secs(10), || {
+        let (mut redis, leases) = (redis.clone(), leases.clone());
+        async move { redis.zcard::<_, u64>(&leases).await.unwrap_or(0) == 4 }
+    })
+    .await;
+    let refused = client
+        .route_call(route_request(ACME, "one-too-many"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+}

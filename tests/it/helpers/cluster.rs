@@ -206,6 +206,22 @@ impl PrivateRedisCluster {
     }
 }
 
+impl PrivateRedisCluster {
+    /// Empties every master, as a cluster restarted without persistence
+    /// comes back.
+    pub async fn flush(&self) {
+        use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+        let mut c = self.connection().await;
+        let everywhere = RoutingInfo::MultiNode((
+            MultipleNodeRoutingInfo::AllMasters,
+            Some(ResponsePolicy::AllSucceeded),
+        ));
+        c.route_command(&redis::cmd("FLUSHALL"), everywhere)
+            .await
+            .expect("flush the cluster");
+    }
+}
+
 impl Drop for PrivateRedisCluster {
     fn drop(&mut self) {
         run(&["down", &self.dir.path().display().to_string()]);
