@@ -40,6 +40,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{Admission, AdmissionError, AdmissionMode, LeaseScope, CALL_ORG_GRACE, LAYOUT};
+use crate::store::redis_link::CommandError;
 use crate::{
     domain::{AgentId, OrgId},
     store::{calls::RecentCall, PgStore},
@@ -168,6 +169,9 @@ impl Admission {
 
     /// Takes this interval's turn to reconcile, if no replica has it.
     async fn take_turn(&self, interval: Duration) -> Result<bool, AdmissionError> {
+        if !self.connection.is_connected() {
+            return Err(CommandError::NotConnected.into());
+        }
         let key = format!("{}:{LAYOUT}:reconciler", self.settings.key_prefix);
         // a little short of the interval, so the next tick finds it free
         let hold = interval.mul_f64(0.9).as_millis().max(1) as u64;
@@ -200,11 +204,15 @@ impl Admission {
     }
 }
 
+/// How far back a pass looks for ended calls with no record of a last pass
+/// (the fleet's first pass, or Redis lost the record with everything else).
+const WITHOUT_A_LAST_PASS: Duration = Duration::from_secs(300);
+
 /// How far back a pass looks for ended calls: back to the last pass (the
 /// releases of calls ended since may have been lost), with a margin, and at
-/// least three intervals; at most the longest call, after which every lease
-/// has expired anyway. With no record of a last pass (a Redis that lost
-/// everything has no stale leases), three intervals.
+/// least three intervals; with no record of a last pass,
+/// [`WITHOUT_A_LAST_PASS`]; at most the longest call, after which every
+/// lease has expired anyway.
 fn ended_window(
     interval: Duration,
     longest_call: Duration,
@@ -213,7 +221,7 @@ fn ended_window(
     let floor = interval * 3;
     let window = match since_last {
         Some(since) => (since + interval * 2).max(floor),
-        None => floor,
+        None => WITHOUT_A_LAST_PASS.max(floor),
     };
     window.min(longest_call.max(floor))
 }
@@ -237,6 +245,8 @@ pub async fn run(
     }
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // the first pass one interval after start, once Redis is connected
+    ticks.tick().await;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -305,8 +315,11 @@ mod tests {
     fn the_ended_window_reaches_back_to_the_last_pass_within_bounds() {
         let interval = Duration::from_secs(10);
         let longest = Duration::from_secs(4 * 3600);
-        // no record of a pass: three intervals
-        assert_eq!(ended_window(interval, longest, None), interval * 3);
+        // no record of a pass: the last five minutes
+        assert_eq!(
+            ended_window(interval, longest, None),
+            Duration::from_secs(300)
+        );
         // a recent pass: still three intervals
         let recent = Some(Duration::from_secs(5));
         assert_eq!(ended_window(interval, longest, recent), interval * 3);

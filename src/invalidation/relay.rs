@@ -174,6 +174,9 @@ async fn hold_slot(
     replica: &str,
     held: Option<u32>,
 ) -> Option<u32> {
+    if !redis.is_connected() {
+        return None;
+    }
     let lease_ms = SLOT_LEASE.as_millis() as u64;
     if let Some(slot) = held {
         let mut invocation = renew.key(settings.slot(slot));

@@ -237,6 +237,13 @@ impl RedisLink {
         }
     }
 
+    /// Whether a connection is open now. Background work checks it first,
+    /// so that its own attempts while there is none are not reported as
+    /// Redis failing (the supervisor reports the outage).
+    pub fn is_connected(&self) -> bool {
+        self.get().is_some()
+    }
+
     /// The connection, if one is open, and its epoch for [`Self::failed`];
     /// `None` at once otherwise.
     pub fn get(&self) -> Option<(Connection, Epoch)> {
