@@ -71,6 +71,19 @@ pub const THREAD_NAME: &str = "switchboard-invalidation";
 /// the copy.
 pub struct Progress {
     last_id: AtomicI64,
+    /// The changes applied lately: a replay reaches [`REPLAY_OVERLAP`] back
+    /// before the last id for changes committed out of order, and skips
+    /// those it finds here (the relay replays every few seconds: without
+    /// this, every change of the last seconds would be applied again each
+    /// time, evicting and tombstoning what it names).
+    applied: std::sync::Mutex<Applied>,
+}
+
+/// Ids applied within the last two [`REPLAY_OVERLAP`]s.
+#[derive(Default)]
+struct Applied {
+    ids: std::collections::HashSet<i64>,
+    order: std::collections::VecDeque<(std::time::Instant, i64)>,
 }
 
 /// `Progress::last_id` before anything was seen (ids start at 1).
@@ -81,7 +94,26 @@ impl Progress {
     pub fn starting_at(last_seen: Option<i64>) -> Arc<Self> {
         Arc::new(Progress {
             last_id: AtomicI64::new(last_seen.unwrap_or(NOTHING_SEEN)),
+            applied: std::sync::Mutex::new(Applied::default()),
         })
+    }
+
+    /// Records that change `id` was applied now; false if it already was.
+    fn apply_once(&self, id: i64) -> bool {
+        let now = std::time::Instant::now();
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(&(at, old)) = applied.order.front() {
+            if now.duration_since(at) < REPLAY_OVERLAP * 2 {
+                break;
+            }
+            applied.order.pop_front();
+            applied.ids.remove(&old);
+        }
+        let fresh = applied.ids.insert(id);
+        if fresh {
+            applied.order.push_back((now, id));
+        }
+        fresh
     }
 
     /// The highest change id applied, if any.
@@ -295,11 +327,14 @@ async fn replay<R: Resolver>(
     }
     let mut applied = 0usize;
     for logged in &log.changes {
+        status.saw(logged.id);
+        if !status.apply_once(logged.id) {
+            continue;
+        }
         if let Some(change) = &logged.change {
             cache.apply(change).await;
             applied += 1;
         }
-        status.saw(logged.id);
     }
     status.saw(log.newest_id.unwrap_or(0));
     metrics::counter!("switchboard_invalidations_replayed_total").increment(applied as u64);
@@ -322,8 +357,11 @@ async fn apply_payload<R: Resolver>(payload: &str, cache: &RouteCache<R>, status
         tracing::warn!("ignoring a routing change notification naming nothing known");
         return;
     };
+    // applied even if seen (a notification is the change itself, fresh);
+    // remembered, so that a replay does not apply it again
     cache.apply(&change).await;
     if let Some(id) = payload["id"].as_i64() {
+        status.apply_once(id);
         status.saw(id);
     }
     metrics::counter!("switchboard_invalidations_applied_total").increment(1);
@@ -339,6 +377,14 @@ async fn apply_payload<R: Resolver>(payload: &str, cache: &RouteCache<R>, status
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_applied_is_not_applied_again_by_a_replay() {
+        let progress = Progress::starting_at(None);
+        assert!(progress.apply_once(7));
+        assert!(!progress.apply_once(7), "the second time is a repeat");
+        assert!(progress.apply_once(6), "an older id committed late is new");
+    }
 
     #[tokio::test]
     async fn the_thread_is_named_and_its_end_reported() {
