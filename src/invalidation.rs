@@ -324,6 +324,16 @@ async fn replay<R: Resolver>(
         // the gap cannot be proven closed.
         cache.flush();
         tracing::info!("route cache flushed: change log gap cannot be proven closed");
+        // the flush covers every change so far, those of the overlap before
+        // the newest too: the next replay must not apply them again
+        if let Some(newest) = log.newest_id {
+            let covered = routing_changes::since(reader, Some(newest), REPLAY_OVERLAP)
+                .await
+                .map_err(|e| format!("replay: {e}"))?;
+            for logged in &covered.changes {
+                status.apply_once(logged.id);
+            }
+        }
     }
     let mut applied = 0usize;
     for logged in &log.changes {
