@@ -106,11 +106,14 @@ impl Admission {
         invocation
             .arg(self.settings.max_call_duration.as_millis() as u64)
             .arg(open.len());
+        let mut ended_args = Vec::with_capacity(ended.len());
         for call in calls {
             let [org, agent, number] = self.lease_keys(&scope_of(call));
             key_index(org);
             let (agent, number) = (key_index(agent), key_index(number));
-            if !call.ended {
+            if call.ended {
+                ended_args.push((call.call_id, agent, number));
+            } else {
                 invocation
                     .arg(call.call_id.to_string())
                     .arg(call.started_ms)
@@ -118,8 +121,8 @@ impl Admission {
                     .arg(number);
             }
         }
-        for call in &ended {
-            invocation.arg(call.call_id.to_string());
+        for (call_id, agent, number) in ended_args {
+            invocation.arg(call_id.to_string()).arg(agent).arg(number);
         }
         for key in keys {
             invocation.key(key);

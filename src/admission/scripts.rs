@@ -77,10 +77,11 @@ return removed
 ///
 /// `ARGV[1]` is the lease lifetime (ms), `ARGV[2]` the number of open calls
 /// `n`; then for each open call its id, its start (ms since the epoch) and
-/// the indexes in `KEYS` of its agent's and its number's sets; then the ids
-/// of ended calls. An open call without a live lease gets one, expiring a
-/// lease lifetime after its start (a call already past it is left out); an
-/// ended call's lease is removed from every set given.
+/// the indexes in `KEYS` of its agent's and its number's sets; then for each
+/// ended call its id and the same two indexes. An open call without a live
+/// lease gets one, expiring a lease lifetime after its start (a call already
+/// past it is left out); an ended call's lease is removed from its three
+/// sets.
 ///
 /// Returns `{added, removed}`: the leases found missing, and those found
 /// held by calls that had ended.
@@ -105,9 +106,12 @@ for _ = 1, open do
     end
   end
 end
-for i = at, #ARGV do
-  removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
-  for k = 2, #KEYS do redis.call('ZREM', KEYS[k], ARGV[i]) end
+while at <= #ARGV do
+  local id = ARGV[at]
+  removed = removed + redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[tonumber(ARGV[at + 1])], id)
+  redis.call('ZREM', KEYS[tonumber(ARGV[at + 2])], id)
+  at = at + 3
 end
 return {added, removed}
 ";
