@@ -303,14 +303,25 @@ async fn session<R: Resolver>(
     }
 }
 
-/// Applies every change the log holds past what this replica has seen.
+/// Applies every change the log holds past what this replica has seen,
+/// reaching [`REPLAY_OVERLAP`] back for changes committed out of order.
 async fn replay<R: Resolver>(
     reader: &impl LogReader,
     cache: &RouteCache<R>,
     status: &Progress,
 ) -> Result<(), String> {
+    replay_within(reader, cache, status, REPLAY_OVERLAP).await
+}
+
+/// [`replay`], reaching `overlap` back.
+async fn replay_within<R: Resolver>(
+    reader: &impl LogReader,
+    cache: &RouteCache<R>,
+    status: &Progress,
+    overlap: Duration,
+) -> Result<(), String> {
     let last = status.last_seen();
-    let log = routing_changes::since(reader, last, REPLAY_OVERLAP)
+    let log = routing_changes::since(reader, last, overlap)
         .await
         .map_err(|e| format!("replay: {e}"))?;
     let gap_unprovable = match (last, log.oldest_id) {

@@ -12,9 +12,11 @@
 //! * **Following**: every replica (listeners too) subscribes to the channel
 //!   and applies what arrives, exactly as a listener applies a
 //!   notification. Pub/sub delivers at most once, so after every
-//!   (re)subscription, and every [`REPLAY_EVERY`] besides, the follower
-//!   replays the change log from the last change it applied, through the
-//!   pooler: a message lost (Redis restarted, a publish that failed, no
+//!   (re)subscription the follower replays the change log from the last
+//!   change it applied (and, as a listener does after a reconnect, a few
+//!   seconds before it, for changes committed out of order), and every
+//!   [`REPLAY_EVERY`] besides it reads what came after that change, through
+//!   the pooler: a message lost (Redis restarted, a publish that failed, no
 //!   listener for a moment) is applied within that long. While the follower
 //!   is not subscribed, or its last replay failed, the cache is unconfirmed
 //!   and trusts its entries only briefly, as with a listener down.
@@ -35,7 +37,7 @@ use futures::StreamExt;
 use redis::{AsyncCommands, Script};
 use tokio::sync::watch;
 
-use super::{apply_payload, on_task, replay, ListenerThread, Listening, Progress};
+use super::{apply_payload, on_task, replay, replay_within, ListenerThread, Listening, Progress};
 use crate::{
     domain::Resolver,
     routing::RouteCache,
@@ -258,11 +260,16 @@ async fn follow<R: Resolver>(
             },
         };
         let mut replays = tokio::time::interval(REPLAY_EVERY);
+        // the first, right after subscribing, reaches back over the overlap
+        replays.tick().await;
+        let replayed = replay(&store, &cache, &progress).await;
+        confirm(&cache, replayed);
         loop {
             tokio::select! {
                 () = stopping(&mut stop) => return,
                 _ = replays.tick() => {
-                    let replayed = replay(&store, &cache, &progress).await;
+                    let replayed =
+                        replay_within(&store, &cache, &progress, Duration::ZERO).await;
                     confirm(&cache, replayed);
                 }
                 message = messages.next() => match message {
