@@ -228,12 +228,14 @@ impl Drop for PrivateRedisCluster {
     }
 }
 
-/// The first of `count` consecutive free ports on 127.0.0.1.
+/// The first of `count` consecutive free ports on 127.0.0.1, below the
+/// kernel's ephemeral range (from 32768): a node killed and started again
+/// must find its port free, not taken by some connection's local end.
 fn free_port_block(count: u16) -> u16 {
     use rand::Rng;
     let mut rng = rand::rng();
     for _ in 0..200 {
-        let base: u16 = rng.random_range(20_000..(40_000 - count));
+        let base: u16 = rng.random_range(20_000..(32_000 - count));
         let free = (base..base + count)
             .all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
         if free {
