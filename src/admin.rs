@@ -7,7 +7,7 @@ use axum::{extract::State, http::StatusCode, routing::get, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::store::PgStore;
+use crate::{api::overload::Limiter, store::PgStore};
 
 /// A readiness check the daemon hands to `/readyz`: true when ready.
 pub type Check = Arc<dyn Fn() -> bool + Send + Sync>;
@@ -35,6 +35,8 @@ pub struct AdminState {
     pub relay: Option<Check>,
     /// Whether warm start has finished.
     pub warmed: Check,
+    /// The gRPC server's adaptive concurrency limit (said, not required).
+    pub load: Arc<Limiter>,
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` resolves.
@@ -64,6 +66,26 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
     )
 }
 
+/// The overload line of `/readyz`: a replica shedding is still ready (its
+/// refusals are cheap, and taking it out would move its load onto the
+/// others), but the operator reading it should see it.
+fn load_line(limiter: &Limiter) -> String {
+    let (in_flight, limit, max) = (
+        limiter.in_flight(),
+        limiter.limit(),
+        limiter.max_in_flight(),
+    );
+    if limiter.standing() {
+        format!(
+            "load: {in_flight} in flight, limit {limit} of {max}: a queue stands, \
+             shedding what waited over {}\n",
+            humantime::format_duration(limiter.max_queue_delay())
+        )
+    } else {
+        format!("load: {in_flight} in flight, limit {limit} of {max}\n")
+    }
+}
+
 /// Ready when the routing database answers through the pooler, the
 /// invalidation listener is connected (without it, cached routes could be
 /// stale) and warm start has finished.
@@ -77,6 +99,8 @@ async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoRe
 /// Redis is connected (which readiness does not wait for), for the operator
 /// reading it at 3 a.m.
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
+    // as the request arrived, not after the database check
+    let load = load_line(&state.load);
     let database = state.store.ping().await;
     let listening = (state.listening)();
     let mut body = String::new();
@@ -108,6 +132,7 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
             age.as_secs()
         ));
     }
+    body.push_str(&load);
     // not a condition of readiness: without Redis, calls still route
     body.push_str(if (state.redis)() {
         "redis: connected\n"

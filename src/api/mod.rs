@@ -5,6 +5,7 @@
 pub mod auth;
 mod convert;
 mod explain;
+pub mod overload;
 pub mod status;
 
 use std::{
@@ -13,11 +14,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 pub use convert::{json_to_struct, struct_to_json};
+use overload::Arrival;
 
 use crate::{
     domain::Resolver,
@@ -33,20 +34,6 @@ use crate::{
 /// The part of a client's deadline kept back so that our answer (even
 /// UNAVAILABLE) reaches it before it gives up on its own.
 const DEADLINE_HEADROOM: f64 = 0.1;
-
-/// When the connection handed a request to the server, before the runtime
-/// ran its handler: the time in between is time spent queued. Stamped by
-/// [`stamp_arrival`].
-#[derive(Debug, Clone, Copy)]
-pub struct Arrival(Instant);
-
-/// Stamps a request with its [`Arrival`]; a map layer on the gRPC server
-/// (`tower::util::MapRequestLayer`), so it runs as the connection accepts
-/// the stream, not when the handler gets its turn.
-pub fn stamp_arrival<B>(mut request: http::Request<B>) -> http::Request<B> {
-    request.extensions_mut().insert(Arrival(Instant::now()));
-    request
-}
 
 /// A request's time so far and its allowance.
 #[derive(Debug, Clone, Copy)]
@@ -73,15 +60,6 @@ pub struct CallRouterService<R> {
     router: Arc<Router<R>>,
     /// Deadline for requests without `grpc-timeout`, and cap for those with.
     request_timeout: Duration,
-    /// Requests being answered. Bounded so that an overload is refused at
-    /// once (a retry goes to another replica) instead of queueing every
-    /// request into seconds of latency.
-    in_flight: Arc<Semaphore>,
-    /// Longest a request may wait for its handler to run. Cache hits take
-    /// microseconds, so they pile up in the runtime's queue, not in
-    /// `in_flight`, when the CPU is saturated: past this wait they are
-    /// refused at once, so that the ones answered are answered in time.
-    max_queue_delay: Duration,
     /// Each RPC's metric handles, registered once.
     metrics: ServiceMetrics,
 }
@@ -95,7 +73,6 @@ struct ServiceMetrics {
     record_usage: RpcMetrics,
     lookup_number: RpcMetrics,
     explain_route: RpcMetrics,
-    in_flight: metrics::Gauge,
 }
 
 /// One RPC's latency and its count of `OK` answers (other codes are rare,
@@ -117,31 +94,20 @@ impl RpcMetrics {
     }
 }
 
-/// How a [`CallRouterService`] bounds its work.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Deadline for requests without `grpc-timeout`, and cap for those with.
-    pub request_timeout: Duration,
-    /// Requests answered at once.
-    pub max_in_flight: usize,
-    /// Longest wait in the queue before a request's handler runs.
-    pub max_queue_delay: Duration,
-}
-
 impl<R> CallRouterService<R> {
-    pub fn new(router: Arc<Router<R>>, limits: Limits) -> Self {
+    /// `request_timeout`: the deadline for requests without
+    /// `grpc-timeout`, and the cap for those with. The overload gate
+    /// ([`overload`]) in front of the service admits what it answers.
+    pub fn new(router: Arc<Router<R>>, request_timeout: Duration) -> Self {
         Self {
             router,
-            request_timeout: limits.request_timeout,
-            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
-            max_queue_delay: limits.max_queue_delay,
+            request_timeout,
             metrics: ServiceMetrics {
                 route_call: RpcMetrics::new(Rpc::RouteCall),
                 end_call: RpcMetrics::new(Rpc::EndCall),
                 record_usage: RpcMetrics::new(Rpc::RecordUsage),
                 lookup_number: RpcMetrics::new(Rpc::LookupNumber),
                 explain_route: RpcMetrics::new(Rpc::ExplainRoute),
-                in_flight: metrics::gauge!("switchboard_grpc_in_flight"),
             },
         }
     }
@@ -310,20 +276,15 @@ impl<R> CallRouterService<R> {
                 .increment(1);
             Err(RouteError::Overloaded)
         };
-        // past its own deadline, nobody waits for the answer any more
-        let result = if budget.queued > self.max_queue_delay.min(budget.deadline) {
+        // past its own deadline, nobody waits for the answer any more (the
+        // gate has refused what queued too long for the server)
+        let result = if budget.queued > budget.deadline {
             shed(ShedReason::QueueDelay)
         } else {
-            match self.in_flight.try_acquire() {
-                Ok(_permit) => {
-                    let _counted = InFlight::enter(&self.metrics.in_flight);
-                    let remaining = budget.deadline.saturating_sub(budget.queued);
-                    tokio::time::timeout(remaining, handler)
-                        .await
-                        .unwrap_or(Err(RouteError::Deadline))
-                }
-                Err(_) => shed(ShedReason::InFlight),
-            }
+            let remaining = budget.deadline.saturating_sub(budget.queued);
+            tokio::time::timeout(remaining, handler)
+                .await
+                .unwrap_or(Err(RouteError::Deadline))
         };
         let result = result.map(Response::new).map_err(Status::from);
         rpc.seconds.record(budget.arrived.elapsed().as_secs_f64());
@@ -337,23 +298,6 @@ impl<R> CallRouterService<R> {
             .increment(1),
         }
         result
-    }
-}
-
-/// Counts a request in `switchboard_grpc_in_flight` until it is answered or
-/// dropped (a client that gives up cancels the handler).
-struct InFlight<'a>(&'a metrics::Gauge);
-
-impl<'a> InFlight<'a> {
-    fn enter(gauge: &'a metrics::Gauge) -> Self {
-        gauge.increment(1.0);
-        InFlight(gauge)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
     }
 }
 

@@ -50,6 +50,7 @@ impl Application {
     pub(super) fn spawn(self, stop: watch::Receiver<bool>) -> anyhow::Result<Tasks> {
         let (config, cache, store) = (self.config, self.cache, self.store);
         let health = self.grpc.health.clone();
+        let load = self.grpc.limiter.clone();
         let grpc = tokio::spawn(self.grpc.serve(self.grpc_listener, stopped(stop.clone())));
         let direct_url = config
             .database
@@ -117,6 +118,7 @@ impl Application {
             restored: Arc::new(move || restored.restored()),
             listening: Arc::new(move || confirmed.is_confirmed()),
             warmed: Arc::new(move || warmed.is_finished()),
+            load,
         };
         let admin_listener = self.admin_listener;
         let admin = tokio::spawn(async move {

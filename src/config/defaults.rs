@@ -24,9 +24,10 @@ pub const DEFAULT_DB_QUERY_TIMEOUT: &str = "250ms";
 pub const DEFAULT_REQUEST_TIMEOUT: &str = "1s";
 /// Largest accepted gRPC message. Routing requests are a few hundred bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024;
-/// Requests one replica answers at once; more are refused at once with
-/// UNAVAILABLE (`overloaded`). A cache hit takes microseconds, so this only
-/// binds when requests wait on PostgreSQL or Redis.
+/// Most requests one replica answers at once: the ceiling of the adaptive
+/// concurrency limit, which starts there and falls while a queue stands.
+/// A cache hit takes microseconds, so the ceiling binds only when
+/// requests wait on PostgreSQL or Redis.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Streams one HTTP/2 connection may have open: four times what may be in
 /// flight, so that requests beyond the in-flight limit still reach the
@@ -41,6 +42,13 @@ pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// overloaded: the platform's whole budget for a lookup, so a burst is
 /// served and only a standing queue is shed.
 pub const DEFAULT_MAX_QUEUE_DELAY: &str = "50ms";
+/// CoDel's target: a queue whose shortest wait stays above it for an
+/// interval is standing. An L1 hit takes tens of microseconds, so 5 ms of
+/// queue is hundreds of requests ahead.
+pub const DEFAULT_QUEUE_DELAY_TARGET: &str = "5ms";
+/// CoDel's interval: how long a queue must stand before the limit falls,
+/// and how often it moves.
+pub const QUEUE_DELAY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 /// How long shutdown waits for in-flight requests.
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
 

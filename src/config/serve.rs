@@ -12,7 +12,10 @@ use secrecy::SecretString;
 use super::{defaults::*, duration, secret};
 use crate::{
     admission::{AdmissionMode, RedisDownPolicy},
-    api::auth::{ShortToken, Tokens},
+    api::{
+        auth::{ShortToken, Tokens},
+        overload::Refusal,
+    },
     store::redis_link::RedisMode,
 };
 
@@ -150,7 +153,8 @@ pub struct GrpcConfig {
     /// Largest accepted gRPC message, in bytes.
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
-    /// Requests answered at once; beyond, UNAVAILABLE (`overloaded`).
+    /// Most requests answered at once: the ceiling of the adaptive
+    /// concurrency limit; beyond the limit, UNAVAILABLE (`overloaded`).
     #[arg(long, env = "SWITCHBOARD_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
     /// Streams one gRPC connection may have open at once (HTTP/2
@@ -158,9 +162,20 @@ pub struct GrpcConfig {
     #[arg(long, env = "SWITCHBOARD_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: u32,
     /// Longest a request may wait for its handler to run (the CPU is
-    /// saturated); beyond, UNAVAILABLE (`overloaded`) at once.
+    /// saturated) while no queue stands; beyond, UNAVAILABLE (`overloaded`)
+    /// at once.
     #[arg(long, env = "SWITCHBOARD_MAX_QUEUE_DELAY", value_parser = duration, default_value = DEFAULT_MAX_QUEUE_DELAY)]
     pub max_queue_delay: Duration,
+    /// Queue delay target: a wait for the handler that stays above it for
+    /// a whole interval (100 ms) is a standing queue, which lowers the
+    /// concurrency limit and sheds what waited longer than the target.
+    #[arg(long, env = "SWITCHBOARD_QUEUE_DELAY_TARGET", value_parser = duration, default_value = DEFAULT_QUEUE_DELAY_TARGET)]
+    pub queue_delay_target: Duration,
+    /// How a request over the concurrency limit is refused: `status`
+    /// (UNAVAILABLE, reason `overloaded`) or `reset` (HTTP/2 RST_STREAM
+    /// REFUSED_STREAM, which gRPC clients may retry transparently).
+    #[arg(long, env = "SWITCHBOARD_OVERLOAD_REFUSAL", value_enum, default_value_t = Refusal::Status)]
+    pub overload_refusal: Refusal,
 }
 
 /// The admin HTTP listener.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::ServeConfig;
 use crate::{
     admission::{AdmissionSettings, PlanLimits},
-    api::Limits,
+    api::overload::LimitSettings,
     recorder::{RecorderSettings, SpoolSettings},
     routing::CacheSettings,
     store::{redis::RedisSettings, PoolSettings},
@@ -93,12 +93,13 @@ impl ServeConfig {
         }
     }
 
-    /// What one gRPC request may take.
-    pub fn limits(&self) -> Limits {
+    /// The adaptive concurrency limit's bounds and targets.
+    pub fn limit_settings(&self) -> LimitSettings {
         let grpc = &self.grpc;
-        Limits {
-            request_timeout: grpc.request_timeout,
+        LimitSettings {
             max_in_flight: grpc.max_in_flight,
+            target: grpc.queue_delay_target,
+            interval: super::defaults::QUEUE_DELAY_INTERVAL,
             max_queue_delay: grpc.max_queue_delay,
         }
     }

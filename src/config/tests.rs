@@ -44,6 +44,8 @@ const SERVE: &[(&str, &str)] = &[
         "SWITCHBOARD_MAX_CONCURRENT_STREAMS",
     ),
     ("max-queue-delay", "SWITCHBOARD_MAX_QUEUE_DELAY"),
+    ("queue-delay-target", "SWITCHBOARD_QUEUE_DELAY_TARGET"),
+    ("overload-refusal", "SWITCHBOARD_OVERLOAD_REFUSAL"),
     ("admin-addr", "SWITCHBOARD_ADMIN_ADDR"),
     ("api-tokens", "SWITCHBOARD_API_TOKENS"),
     ("allow-unauthenticated", "SWITCHBOARD_ALLOW_UNAUTHENTICATED"),

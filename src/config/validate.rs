@@ -27,6 +27,7 @@ impl ServeConfig {
             ("SWITCHBOARD_DB_QUERY_TIMEOUT", database.db_query_timeout),
             ("SWITCHBOARD_REQUEST_TIMEOUT", grpc.request_timeout),
             ("SWITCHBOARD_MAX_QUEUE_DELAY", grpc.max_queue_delay),
+            ("SWITCHBOARD_QUEUE_DELAY_TARGET", grpc.queue_delay_target),
             ("SWITCHBOARD_CACHE_TTL", self.cache.cache_ttl),
             ("SWITCHBOARD_REDIS_TIMEOUT", self.redis.redis_timeout),
             (
@@ -108,6 +109,14 @@ impl ServeConfig {
                  loopback address: set tokens for the gateways, or \
                  SWITCHBOARD_ALLOW_UNAUTHENTICATED=true if something in front authenticates them",
                 grpc.grpc_addr
+            ));
+        }
+        if grpc.queue_delay_target > grpc.max_queue_delay {
+            return Err(format!(
+                "SWITCHBOARD_QUEUE_DELAY_TARGET ({}) must not exceed SWITCHBOARD_MAX_QUEUE_DELAY ({}): \
+                 the target is the shorter wait allowed while a queue stands",
+                humantime::format_duration(grpc.queue_delay_target),
+                humantime::format_duration(grpc.max_queue_delay)
             ));
         }
         if (grpc.max_concurrent_streams as usize) < grpc.max_in_flight {

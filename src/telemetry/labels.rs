@@ -19,8 +19,9 @@ pub enum Rpc {
 #[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
 #[strum(serialize_all = "snake_case")]
 pub enum ShedReason {
-    /// At the in-flight limit.
-    InFlight,
+    /// At the adaptive concurrency limit: refused by the gate, before the
+    /// request was read.
+    Concurrency,
     /// Waited too long for its handler.
     QueueDelay,
 }

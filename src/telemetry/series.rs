@@ -102,13 +102,31 @@ pub const FAMILIES: &[Family] = &[
     family(
         "switchboard_grpc_in_flight",
         Gauge,
-        "gRPC requests being answered.",
+        "gRPC requests admitted and not yet answered.",
+        &[],
+    ),
+    family(
+        "switchboard_grpc_concurrency_limit",
+        Gauge,
+        "The adaptive concurrency limit: requests admitted at once (at most SWITCHBOARD_MAX_IN_FLIGHT; it falls while a queue stands).",
+        &[],
+    ),
+    family(
+        "switchboard_grpc_queue_delay_seconds",
+        Histogram,
+        "Time a gRPC request waited between arriving and its handler running.",
+        &[],
+    ),
+    family(
+        "switchboard_grpc_queue_standing",
+        Gauge,
+        "1 while a standing queue is seen (the shortest wait for a handler stayed above SWITCHBOARD_QUEUE_DELAY_TARGET for an interval).",
         &[],
     ),
     family(
         "switchboard_grpc_shed_total",
         Counter,
-        "gRPC requests refused at once as overloaded, by reason: in_flight (at the in-flight limit) or queue_delay (waited too long for its handler).",
+        "gRPC requests refused at once as overloaded, by reason: concurrency (over the adaptive limit, refused before being read) or queue_delay (waited too long for its handler).",
         &[("rpc", Rpc::VARIANTS), ("reason", ShedReason::VARIANTS)],
     ),
     family(
@@ -477,7 +495,7 @@ mod tests {
         );
         assert!(series.contains(&vec![
             Label::new("rpc", "RouteCall"),
-            Label::new("reason", "in_flight")
+            Label::new("reason", "concurrency")
         ]));
         let unlabelled = FAMILIES
             .iter()

@@ -315,8 +315,10 @@ fn config_for(stack: &Stack, db_name: &str, pooler_port: u16) -> ServeConfig {
     config.admin.admin_addr = "127.0.0.1:0".parse().unwrap();
     // A debug build running every test at once on two cores queues bursts
     // far longer than a release build ever does: only the tests about
-    // shedding by queue delay set it (tests/it/overload.rs).
+    // shedding by queue delay and the adaptive limit set these
+    // (tests/it/overload.rs).
     config.grpc.max_queue_delay = Duration::from_secs(10);
+    config.grpc.queue_delay_target = Duration::from_secs(10);
     config
 }
 
@@ -951,6 +953,9 @@ impl DaemonProcess {
             .env("SWITCHBOARD_ADMIN_ADDR", admin_addr.to_string())
             .env("SWITCHBOARD_SPOOL_DIR", spool_dir)
             .env("SWITCHBOARD_LOG", "warn")
+            // as config_for: a debug build under every test at once
+            .env("SWITCHBOARD_MAX_QUEUE_DELAY", "10s")
+            .env("SWITCHBOARD_QUEUE_DELAY_TARGET", "10s")
             .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stderr(stderr)

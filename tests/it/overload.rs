@@ -1,5 +1,6 @@
-//! Overload: beyond `SWITCHBOARD_MAX_IN_FLIGHT` requests are refused at once
-//! with a retryable status instead of queueing behind the slow ones.
+//! Overload: beyond the concurrency limit requests are refused at once, by
+//! the gate, with a retryable answer instead of queueing behind the slow
+//! ones; a standing queue lowers the limit, and it recovers.
 
 use std::{
     sync::{
@@ -9,12 +10,22 @@ use std::{
     time::Duration,
 };
 
-use switchboard::proto::LookupNumberRequest;
+use switchboard::{api::overload::Refusal, proto::LookupNumberRequest};
 use tonic::Code;
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
 
 use crate::helpers::{
     eventually, metric, reason, spawn_seeded_app_via, spawn_seeded_app_with, PrivateBouncer, Stack,
 };
+
+fn lookup(number: String) -> LookupNumberRequest {
+    LookupNumberRequest {
+        number,
+        default_region: String::new(),
+    }
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn excess_requests_are_shed_at_once_while_admitted_ones_wait() {
@@ -54,9 +65,9 @@ async fn excess_requests_are_shed_at_once_while_admitted_ones_wait() {
         || async { finished.load(Ordering::SeqCst) == SENT - ADMITTED },
     )
     .await;
-    // at the in-flight limit, or (on a busy machine) queued past the delay
+    // over the limit, or (on a busy machine) queued past the delay
     let mut shed_total = 0.0;
-    for reason in ["in_flight", "queue_delay"] {
+    for reason in ["concurrency", "queue_delay"] {
         let series =
             format!(r#"switchboard_grpc_shed_total{{rpc="LookupNumber",reason="{reason}"}}"#);
         shed_total += metric(app.admin_addr, &series).await;
@@ -93,7 +104,11 @@ async fn excess_requests_are_shed_at_once_while_admitted_ones_wait() {
 async fn requests_that_waited_too_long_for_their_handler_are_shed() {
     // every request waits a little between arriving and its handler: with a
     // limit of one nanosecond, each is over it
-    let app = spawn_seeded_app_with(|c| c.grpc.max_queue_delay = Duration::from_nanos(1)).await;
+    let app = spawn_seeded_app_with(|c| {
+        c.grpc.max_queue_delay = Duration::from_nanos(1);
+        c.grpc.queue_delay_target = Duration::from_nanos(1);
+    })
+    .await;
     let mut client = app.client.clone();
     for _ in 0..3 {
         let status = client
@@ -114,4 +129,160 @@ async fn requests_that_waited_too_long_for_their_handler_are_shed() {
         .await
             >= 3.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_streams_are_reset_as_refused_and_health_is_never_gated() {
+    const ADMITTED: usize = 2;
+    const SENT: usize = 12;
+    let stack = Stack::from_env();
+    let bouncer = PrivateBouncer::start(&stack).await;
+    let app = spawn_seeded_app_via(bouncer.port, |c| {
+        c.grpc.max_in_flight = ADMITTED;
+        c.grpc.overload_refusal = Refusal::Reset;
+        c.database.db_query_timeout = Duration::from_secs(30);
+        c.grpc.request_timeout = Duration::from_secs(30);
+    })
+    .await;
+    bouncer.admin(&format!("PAUSE {}", app.db_name)).await;
+    // each held request is sent again until it is admitted (a probe below
+    // may take its slot first)
+    let held: Vec<_> = (0..ADMITTED)
+        .map(|i| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                loop {
+                    let answer = client
+                        .lookup_number(lookup(format!("+1999444{i:04}")))
+                        .await;
+                    if !matches!(&answer, Err(status) if refused_stream(status)) {
+                        return answer;
+                    }
+                }
+            })
+        })
+        .collect();
+    // (not /readyz: its database check waits for the paused pooler); a
+    // probe admitted before the held ones is given up, freeing its slot
+    eventually("the limit is taken", Duration::from_secs(10), || async {
+        let mut client = app.client.clone();
+        let probe = client.lookup_number(lookup("+19994449999".into()));
+        let refused = tokio::time::timeout(Duration::from_millis(500), probe).await;
+        matches!(refused, Ok(Err(status)) if refused_stream(&status))
+    })
+    .await;
+    for i in ADMITTED..SENT {
+        let status = app
+            .client
+            .clone()
+            .lookup_number(lookup(format!("+1999444{i:04}")))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(refused_stream(&status), "{status:?}");
+    }
+    // the server's health is answered while every slot is taken
+    let mut health = HealthClient::new(app.channel());
+    let serving = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health answered")
+        .into_inner();
+    assert_eq!(serving.status(), ServingStatus::Serving);
+
+    bouncer.admin(&format!("RESUME {}", app.db_name)).await;
+    for task in held {
+        let status = task.await.unwrap().expect_err("not provisioned");
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
+}
+
+/// Whether the stream was reset with `REFUSED_STREAM`.
+fn refused_stream(status: &tonic::Status) -> bool {
+    std::iter::successors(Some(status as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
+    .find_map(|e| e.downcast_ref::<h2::Error>())
+    .and_then(h2::Error::reason)
+        == Some(h2::Reason::REFUSED_STREAM)
+}
+
+/// A flood far past what the CPU can answer within the target: the queue
+/// stands, the limit falls and the excess is refused at once, every
+/// answer is an answer or `overloaded` (no connection torn down), and once
+/// the flood ends, requests are answered again and the queue is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_lowers_the_limit_and_the_daemon_recovers_when_it_ends() {
+    const CLIENTS: usize = 256;
+    let app = spawn_seeded_app_with(|c| {
+        c.grpc.queue_delay_target = Duration::from_millis(1);
+        c.grpc.max_queue_delay = Duration::from_millis(20);
+    })
+    .await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let mut client = app.client.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut answered, mut shed) = (0usize, 0usize);
+                while !stop.load(Ordering::Relaxed) {
+                    match client.lookup_number(lookup("+14155550100".into())).await {
+                        Ok(_) => answered += 1,
+                        Err(status) if reason(&status) == "overloaded" => shed += 1,
+                        Err(status) => panic!("only answers and refusals: {status:?}"),
+                    }
+                }
+                (answered, shed)
+            })
+        })
+        .collect();
+    eventually(
+        "the limit falls under the flood",
+        Duration::from_secs(30),
+        || async {
+            let (_, ready) = app.admin_get("/readyz").await;
+            let limit = ready
+                .lines()
+                .find_map(|l| l.strip_prefix("load: "))
+                .and_then(|l| l.split("limit ").nth(1))
+                .and_then(|l| l.split(' ').next())
+                .and_then(|l| l.parse::<usize>().ok())
+                .expect("a load line");
+            limit < 1024
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut answered, mut shed) = (0, 0);
+    for task in flood {
+        let (a, s) = task.await.unwrap();
+        answered += a;
+        shed += s;
+    }
+    assert!(answered > 0 && shed > 0, "{answered} answered, {shed} shed");
+
+    // after the flood, one at a time: answered, and the queue is gone
+    let mut client = app.client.clone();
+    for _ in 0..50 {
+        client
+            .lookup_number(lookup("+14155550100".into()))
+            .await
+            .expect("answered after the flood");
+    }
+    let app = &app;
+    eventually("the queue is gone", Duration::from_secs(5), || {
+        let mut client = client.clone();
+        async move {
+            client
+                .lookup_number(lookup("+14155550100".into()))
+                .await
+                .expect("answered");
+            let (_, ready) = app.admin_get("/readyz").await;
+            !ready.contains("a queue stands")
+        }
+    })
+    .await;
 }

@@ -234,7 +234,7 @@ fn value(series: &Value) -> f64 {
 /// Series that must read 0 on a fresh daemon: alerts divide or `rate()`
 /// them, so they have to exist before their first increment.
 const ZERO_AT_START: &[&str] = &[
-    r#"switchboard_grpc_shed_total{rpc="RouteCall",reason="in_flight"}"#,
+    r#"switchboard_grpc_shed_total{rpc="RouteCall",reason="concurrency"}"#,
     r#"switchboard_grpc_requests_total{rpc="RouteCall",code="UNAVAILABLE"}"#,
     r#"switchboard_grpc_unauthenticated_total{reason="invalid_token"}"#,
     r#"switchboard_redis_fallbacks_total{why="timeout"}"#,

@@ -1,0 +1,303 @@
+//! Overload control at the edge: the [`Gate`] every routing request passes
+//! when its task first runs, before its body is read or decoded.
+//!
+//! The server spawns each HTTP/2 stream's task through [`StreamExecutor`],
+//! which stamps it with the moment the connection accepted the stream: the
+//! gate sees how long the request waited in the runtime's queue, the queue
+//! a saturated CPU builds ([`limit`] turns those waits into the adaptive
+//! limit). A request that waited past what the limiter allows now, or that
+//! finds the limit taken, is refused on the spot, the cheapest way HTTP/2
+//! allows (see [`Refusal`]); one under both is stamped with its
+//! [`Arrival`] and goes on to its handler. Health checks and reflection are
+//! not gated.
+
+pub mod limit;
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use http::{HeaderMap, Request, Response};
+use tower::{Layer, Service};
+
+pub use limit::{LimitSettings, Limiter};
+
+use crate::{
+    routing::RouteError,
+    telemetry::series::{Rpc, ShedReason},
+};
+
+/// When the connection accepted a request, before the runtime ran its
+/// task: the time in between is time spent queued.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub Instant);
+
+tokio::task_local! {
+    /// When the connection accepted the stream whose task this is.
+    static ACCEPTED: Instant;
+}
+
+/// Spawns each HTTP/2 stream's task (hyper hands it over as the
+/// connection accepts the stream), stamped with that moment for the gate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamExecutor;
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        tokio::spawn(ACCEPTED.scope(Instant::now(), stream));
+    }
+}
+
+/// The paths the gate admits or refuses: the routing API's.
+const GATED_PREFIX: &str = "/switchboard.v1.CallRouter/";
+
+/// How a request over the limit is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, strum::Display)]
+#[strum(serialize_all = "snake_case")]
+pub enum Refusal {
+    /// A trailers-only gRPC answer: `UNAVAILABLE` with the reason
+    /// `overloaded`, as the handler's own shedding answers. Every gRPC
+    /// client reads it; it costs one HEADERS frame.
+    Status,
+    /// `RST_STREAM` with `REFUSED_STREAM`: HTTP/2's "not processed, safe
+    /// to retry", which gRPC clients that retry transparently send again
+    /// (possibly to another replica) without the application seeing it;
+    /// others see `UNAVAILABLE` without a reason.
+    Reset,
+}
+
+/// The gate's layer, for `tonic::transport::Server::layer`.
+#[derive(Clone)]
+pub struct GateLayer {
+    limiter: Arc<Limiter>,
+    refusal: Refusal,
+    /// The trailers-only answer's headers, made once.
+    refused: Arc<HeaderMap>,
+    metrics: Arc<GateMetrics>,
+}
+
+/// The gate's metric handles, registered once: a refusal must cost next
+/// to nothing, and finding a metric by name costs more than recording.
+struct GateMetrics {
+    in_flight: metrics::Gauge,
+    queue_delay: metrics::Histogram,
+    limit: metrics::Gauge,
+    standing: metrics::Gauge,
+    /// `switchboard_grpc_shed_total`, by RPC: over the limit, and queued
+    /// too long.
+    shed: [(&'static str, metrics::Counter, metrics::Counter); 5],
+}
+
+impl GateMetrics {
+    fn new(limiter: &Limiter) -> Self {
+        let shed = [
+            Rpc::RouteCall,
+            Rpc::EndCall,
+            Rpc::RecordUsage,
+            Rpc::LookupNumber,
+            Rpc::ExplainRoute,
+        ]
+        .map(|rpc| {
+            let rpc: &'static str = rpc.into();
+            let counter = |reason: ShedReason| {
+                metrics::counter!(
+                    "switchboard_grpc_shed_total",
+                    "rpc" => rpc,
+                    "reason" => <&str>::from(reason)
+                )
+            };
+            (
+                rpc,
+                counter(ShedReason::Concurrency),
+                counter(ShedReason::QueueDelay),
+            )
+        });
+        let limit = metrics::gauge!("switchboard_grpc_concurrency_limit");
+        limit.set(limiter.limit() as f64);
+        Self {
+            in_flight: metrics::gauge!("switchboard_grpc_in_flight"),
+            queue_delay: metrics::histogram!("switchboard_grpc_queue_delay_seconds"),
+            limit,
+            standing: metrics::gauge!("switchboard_grpc_queue_standing"),
+            shed,
+        }
+    }
+
+    /// Counts a request to `method` refused at the gate; an unknown
+    /// method (answered UNIMPLEMENTED when admitted) with the lookups.
+    fn shed(&self, method: &str, reason: ShedReason) {
+        let (_, concurrency, queue_delay) = self
+            .shed
+            .iter()
+            .find(|(rpc, ..)| *rpc == method)
+            .unwrap_or(&self.shed[3]);
+        match reason {
+            ShedReason::Concurrency => concurrency.increment(1),
+            ShedReason::QueueDelay => queue_delay.increment(1),
+        }
+    }
+}
+
+impl GateLayer {
+    pub fn new(limiter: Arc<Limiter>, refusal: Refusal) -> Self {
+        let metrics = GateMetrics::new(&limiter);
+        let (parts, ()) = tonic::Status::from(RouteError::Overloaded)
+            .into_http::<()>()
+            .into_parts();
+        Self {
+            limiter,
+            refusal,
+            refused: Arc::new(parts.headers),
+            metrics: Arc::new(metrics),
+        }
+    }
+}
+
+impl<S> Layer<S> for GateLayer {
+    type Service = Gate<S>;
+
+    fn layer(&self, inner: S) -> Gate<S> {
+        Gate {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// Admits a routing request under the limit, or refuses it at once.
+#[derive(Clone)]
+pub struct Gate<S> {
+    inner: S,
+    layer: GateLayer,
+}
+
+/// `RST_STREAM(REFUSED_STREAM)`: hyper resets a stream with the HTTP/2
+/// reason it finds in its service's error.
+#[derive(Debug, thiserror::Error)]
+#[error("refused: overloaded")]
+struct Refused(#[source] h2::Error);
+
+impl<S, B> Service<Request<B>> for Gate<S>
+where
+    S: Service<Request<B>, Response = Response<tonic::body::Body>>,
+    S::Error: Into<tower::BoxError>,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = tower::BoxError;
+    type Future = GateFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        let Some(method) = path.strip_prefix(GATED_PREFIX) else {
+            return GateFuture::Ungated {
+                inner: self.inner.call(request),
+            };
+        };
+        let layer = &self.layer;
+        let limiter = &layer.limiter;
+        let now = Instant::now();
+        let accepted = ACCEPTED.try_with(|at| *at).unwrap_or(now);
+        let queued = now.saturating_duration_since(accepted);
+        layer.metrics.queue_delay.record(queued.as_secs_f64());
+        if let Some(adjusted) = limiter.observe(queued, now) {
+            layer.metrics.limit.set(adjusted.limit as f64);
+            layer
+                .metrics
+                .standing
+                .set(f64::from(u8::from(adjusted.standing)));
+        }
+        let refused = if queued > limiter.max_queue_delay() {
+            Some(ShedReason::QueueDelay)
+        } else if !limiter.try_acquire() {
+            Some(ShedReason::Concurrency)
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            layer.metrics.shed(method, reason);
+            let answer = match layer.refusal {
+                Refusal::Status => {
+                    let mut response = Response::new(tonic::body::Body::empty());
+                    *response.headers_mut() = HeaderMap::clone(&layer.refused);
+                    Ok(response)
+                }
+                Refusal::Reset => Err(Refused(h2::Reason::REFUSED_STREAM.into()).into()),
+            };
+            return GateFuture::Refused {
+                answer: Some(answer),
+            };
+        }
+        let permit = Permit::new(limiter.clone(), &layer.metrics.in_flight);
+        request.extensions_mut().insert(Arrival(accepted));
+        GateFuture::Admitted {
+            inner: self.inner.call(request),
+            _permit: permit,
+        }
+    }
+}
+
+/// A slot under the limit, given back when the answer is ready or the
+/// request is dropped (its client gave up).
+struct Permit {
+    limiter: Arc<Limiter>,
+    gauge: metrics::Gauge,
+}
+
+impl Permit {
+    fn new(limiter: Arc<Limiter>, gauge: &metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Permit {
+            limiter,
+            gauge: gauge.clone(),
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.limiter.release();
+        self.gauge.decrement(1.0);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The gate's answer: the service's, holding its slot, or a refusal.
+    #[project = GateProj]
+    pub enum GateFuture<F> {
+        Admitted { #[pin] inner: F, _permit: Permit },
+        Ungated { #[pin] inner: F },
+        Refused { answer: Option<Result<Response<tonic::body::Body>, tower::BoxError>> },
+    }
+}
+
+impl<F, E> Future for GateFuture<F>
+where
+    F: Future<Output = Result<Response<tonic::body::Body>, E>>,
+    E: Into<tower::BoxError>,
+{
+    type Output = Result<Response<tonic::body::Body>, tower::BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            GateProj::Admitted { inner, .. } | GateProj::Ungated { inner } => {
+                inner.poll(cx).map_err(Into::into)
+            }
+            GateProj::Refused { answer } => Poll::Ready(
+                answer
+                    .take()
+                    .unwrap_or_else(|| Err("polled after completion".into())),
+            ),
+        }
+    }
+}
