@@ -37,6 +37,9 @@ pub struct AdminState {
     pub warmed: Check,
     /// The gRPC server's adaptive concurrency limit (said, not required).
     pub load: Arc<Limiter>,
+    /// Numbers in the route cache's directory, once complete (said, not
+    /// required: without it, unknown numbers are looked up).
+    pub directory: Arc<dyn Fn() -> Option<usize> + Send + Sync>,
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` resolves.
@@ -132,6 +135,12 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
             age.as_secs()
         ));
     }
+    body.push_str(&match (state.directory)() {
+        Some(numbers) => format!(
+            "directory: {numbers} provisioned numbers (others answered NOT_FOUND from memory)\n"
+        ),
+        None => "directory: not loaded (unknown numbers are looked up)\n".to_string(),
+    });
     body.push_str(&load);
     // not a condition of readiness: without Redis, calls still route
     body.push_str(if (state.redis)() {

@@ -107,6 +107,7 @@ impl Application {
         ));
         let redis = self.redis.clone();
         let (holding, confirmed, restored) = (cache.clone(), cache.clone(), self.restored.clone());
+        let directory = cache.clone();
         let state = AdminState {
             metrics: telemetry::metrics_handle(),
             store,
@@ -119,6 +120,7 @@ impl Application {
             listening: Arc::new(move || confirmed.is_confirmed()),
             warmed: Arc::new(move || warmed.is_finished()),
             load,
+            directory: Arc::new(move || directory.directory_len()),
         };
         let admin_listener = self.admin_listener;
         let admin = tokio::spawn(async move {

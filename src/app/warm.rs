@@ -56,4 +56,46 @@ pub(super) async fn warm_start(
         }
     }
     warm.finished.store(true, Ordering::Release);
+    if limit > 0 {
+        keep_directory(store, cache).await;
+    }
+}
+
+/// Most numbers the directory holds (16 bytes each): beyond, every number
+/// nobody provisioned is looked up below L1, as without one.
+const DIRECTORY_LIMIT: usize = 5_000_000;
+/// Wait before loading the directory again after a failed load.
+const DIRECTORY_RETRY: Duration = Duration::from_secs(1);
+
+/// Loads the route cache's directory of provisioned numbers, and again
+/// whenever it stops being complete (changes may have been missed). Runs
+/// for the daemon's life, once the invalidation feed is live (a change
+/// committed during a load is added by the feed).
+async fn keep_directory(store: PgStore, cache: AppResolver) {
+    loop {
+        cache.directory_lost().await;
+        while !cache.is_confirmed() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let epoch = cache.directory_epoch();
+        match store.provisioned_numbers(DIRECTORY_LIMIT).await {
+            Ok(Some(numbers)) => {
+                let count = numbers.len();
+                if cache.install_directory(numbers, epoch) {
+                    tracing::info!(numbers = count, "directory of provisioned numbers loaded");
+                }
+            }
+            Ok(None) => {
+                tracing::info!(
+                    limit = DIRECTORY_LIMIT,
+                    "more provisioned numbers than the directory holds: unknown numbers are looked up"
+                );
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "directory of provisioned numbers not loaded; retrying");
+                tokio::time::sleep(DIRECTORY_RETRY).await;
+            }
+        }
+    }
 }

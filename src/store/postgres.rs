@@ -168,6 +168,11 @@ const RANGES_SQL: &str = "
     select r.id, r.prefix, r.org_id, r.agent_id, r.is_active, r.concurrency_limit
       from public.number_ranges r";
 
+/// Every provisioned number, whatever its state (the directory of the
+/// route cache), one more than the limit to tell whether there are more.
+const PROVISIONED_NUMBERS_SQL: &str = "
+    select p.number from public.phone_numbers p limit $1";
+
 /// A caller's customer record in one organization. Public for the
 /// benchmarks, whose per-call baseline runs it through the pooler.
 pub const FIND_CUSTOMER_SQL: &str = "
@@ -266,6 +271,32 @@ impl PgStore {
     pub async fn number_ranges(&self) -> Result<Vec<NumberRange>, ResolveError> {
         let rows = self.query_typed(Query::Ranges, RANGES_SQL, &[]).await?;
         rows.iter().map(range_from_row).collect()
+    }
+
+    /// Every provisioned number, whatever its state; `None` if there are
+    /// more than `limit`. A number stored in a form that is not E.164 is
+    /// skipped: it is never looked up in that form.
+    pub async fn provisioned_numbers(
+        &self,
+        limit: usize,
+    ) -> Result<Option<Vec<E164>>, ResolveError> {
+        let cap = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let rows = self
+            .query_typed(
+                Query::ProvisionedNumbers,
+                PROVISIONED_NUMBERS_SQL,
+                &[(&cap, Type::INT8)],
+            )
+            .await?;
+        if rows.len() > limit {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.iter()
+                .filter_map(|row| row.try_get::<_, &str>(0).ok())
+                .filter_map(|number| E164::from_canonical(number).ok())
+                .collect(),
+        ))
     }
 
     /// Pool occupancy, for metrics and readiness.

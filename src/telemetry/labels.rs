@@ -122,6 +122,8 @@ pub enum Query {
     ActiveRoutes,
     /// Every number range (warm start, and after a range changes).
     Ranges,
+    /// Every provisioned number (the route cache's directory).
+    ProvisionedNumbers,
     ResolveNumber,
     ResolveAgent,
     ResolveOrganization,

@@ -166,6 +166,12 @@ pub const FAMILIES: &[Family] = &[
         &[("result", RefreshResult::VARIANTS)],
     ),
     family(
+        "switchboard_cache_directory_numbers",
+        Gauge,
+        "Numbers in the route cache's directory of provisioned numbers, by which a number nobody provisioned is answered from memory; 0 while it is not complete (not loaded yet, or changes may have been missed).",
+        &[],
+    ),
+    family(
         "switchboard_cache_flushes_total",
         Counter,
         "Whole-cache flushes after changes may have been missed.",

@@ -375,3 +375,63 @@ async fn warm_start_preloads_every_active_route_before_ready() {
         assert_eq!(reply.is_ok(), preloaded, "warm limit {limit}: {reply:?}");
     }
 }
+
+/// Numbers nobody provisioned (a SIP scanner's) are answered from the
+/// directory: with the database paused they still get NOT_FOUND, at once
+/// and all together; a number provisioned afterwards is routed, the change
+/// log having added it.
+#[tokio::test(flavor = "multi_thread")]
+async fn numbers_nobody_provisioned_are_answered_from_memory() {
+    let stack = Stack::from_env();
+    let bouncer = crate::helpers::PrivateBouncer::start(&stack).await;
+    let app = crate::helpers::spawn_seeded_app_via(bouncer.port, |_| {}).await;
+    eventually(
+        "the directory is loaded",
+        Duration::from_secs(10),
+        || async {
+            app.admin_get("/readyz")
+                .await
+                .1
+                .contains("provisioned numbers")
+        },
+    )
+    .await;
+    bouncer.admin(&format!("PAUSE {}", app.db_name)).await;
+    let scans: Vec<_> = (0..200)
+        .map(|i| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                client
+                    .lookup_number(request(&format!("+1999777{i:04}")))
+                    .await
+            })
+        })
+        .collect();
+    for scan in scans {
+        let status = scan.await.unwrap().expect_err("nobody provisioned it");
+        assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+        assert_eq!(crate::helpers::reason(&status), "number_not_found");
+    }
+    bouncer.admin(&format!("RESUME {}", app.db_name)).await;
+
+    let added = "+14155550178";
+    let mut client = app.client.clone();
+    assert!(client.lookup_number(request(added)).await.is_err());
+    app.direct()
+        .await
+        .batch_execute(
+            "insert into phone_numbers (org_id, agent_id, number) values
+             ('00000000-0000-4000-8000-00000000a001', '00000000-0000-4000-8000-00000000b001', '+14155550178')",
+        )
+        .await
+        .unwrap();
+    eventually(
+        "a number provisioned later is routed",
+        Duration::from_secs(5),
+        || {
+            let mut client = client.clone();
+            async move { client.lookup_number(request(added)).await.is_ok() }
+        },
+    )
+    .await;
+}

@@ -24,6 +24,9 @@ impl<R: Resolver> RouteCache<R> {
             self.inner.invalidate(change).await;
             return;
         }
+        if let Change::Number(number) = change {
+            self.directory.saw(number);
+        }
         if !self.enabled() {
             self.inner.invalidate(change).await;
             return;
@@ -64,6 +67,7 @@ impl<R: Resolver> RouteCache<R> {
         self.organizations.invalidate_all();
         self.callers.invalidate_all();
         self.ranges_changed();
+        self.directory.lose();
         metrics::counter!("switchboard_cache_flushes_total").increment(1);
     }
 }

@@ -43,6 +43,8 @@
 //!   like numbers;
 //! * `ranges`: number ranges, held whole, for numbers no row provisions on
 //!   their own;
+//! * `directory`: every provisioned number, so that one nobody provisioned
+//!   is answered from memory;
 //! * `preload`: warm start;
 //! * `snapshot`: the last-known-good copy of L1 on disk, restored by a
 //!   replica that starts while the database cannot be read;
@@ -53,6 +55,7 @@
 //! [`STRIPES`]: settle::STRIPES
 
 mod callers;
+mod directory;
 mod invalidate;
 mod load;
 mod peek;
@@ -122,6 +125,9 @@ pub struct RouteCache<R> {
     caller_reads: Cache<CallerKey, Caller>,
     /// Every number range, for numbers no row provisions on their own.
     ranges: Ranges,
+    /// Every provisioned number, once loaded: the others are answered
+    /// "no such number" without a lookup below.
+    directory: directory::Directory,
     /// Bumped by every eviction (for warm start and stale-if-error, which
     /// only ask whether anything changed).
     generation: AtomicU64,
@@ -176,6 +182,7 @@ impl<R: Resolver> RouteCache<R> {
             callers,
             caller_reads,
             ranges: Ranges::default(),
+            directory: directory::Directory::default(),
             generation: AtomicU64::new(0),
             stripes: std::array::from_fn(|_| AtomicU64::new(0)),
             settling: std::array::from_fn(|_| AtomicU32::new(0)),
@@ -253,6 +260,11 @@ impl<R: Resolver> RouteCache<R> {
                 // not queue behind another
                 stats::count_stale();
                 return Ok(Some(route));
+            }
+            // provisioned by no row: the ranges are next (the caller's)
+            Lookup::Miss if self.directory.rules_out(number) => {
+                self.count_hit(started);
+                return Ok(None);
             }
             Lookup::Miss => {}
             // The binding is current but a change evicted its agent or
