@@ -282,6 +282,21 @@ pub struct LoadArgs {
     /// (and works against any server, the no-op too).
     #[arg(long, requires = "lag_database_url")]
     pub unwatched_updates: bool,
+    /// Open loop: a burst of `--burst-factor` times the rate, starting this
+    /// long into the measured window. The latency of the requests due
+    /// before it and of those due from one to three seconds after it ends
+    /// go into `extra` (`before_burst_p99_us`, `after_burst_p99_us`).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "burst_for")]
+    pub burst_at: Option<Duration>,
+    #[arg(long, value_parser = humantime::parse_duration, requires = "burst_at")]
+    pub burst_for: Option<Duration>,
+    #[arg(long, default_value_t = 2)]
+    pub burst_factor: u32,
+    /// The daemon's admin address (`http://host:port`): how many lookups its
+    /// directory answered during the run goes into `extra`
+    /// (`directory_answers`), beside the `not_found` count.
+    #[arg(long)]
+    pub directory_metrics: Option<String>,
     #[arg(long)]
     pub out: Option<PathBuf>,
 }

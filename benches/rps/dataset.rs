@@ -13,6 +13,9 @@ pub fn bench_number(i: usize) -> String {
     format!("+1800{i:07}")
 }
 
+/// How many numbers nobody provisions the mix draws from.
+const UNKNOWN_NUMBERS: usize = 10_000_000;
+
 /// Numbers nobody provisions: same shape, another prefix.
 pub fn unknown_number(i: usize) -> String {
     format!("+1899{i:07}")
@@ -123,7 +126,8 @@ impl NumberMix {
     pub fn next(&mut self) -> (String, Option<usize>) {
         let roll: f64 = self.rng.random();
         if roll < self.unknown_share {
-            let i = self.rng.random_range(0..self.numbers);
+            // a scanner's: drawn from ten million, almost never twice
+            let i = self.rng.random_range(0..UNKNOWN_NUMBERS);
             (unknown_number(i), None)
         } else {
             let i = if roll < self.unknown_share + self.hot_share {

@@ -57,6 +57,16 @@ pub fn p99_bucket(before: &[(f64, f64)], after: &[(f64, f64)]) -> Option<(f64, f
         .map(|&(bound, _)| (bound, total))
 }
 
+/// Lookups the daemon's directory answered, from its /metrics.
+pub async fn directory_answers(metrics: &str) -> anyhow::Result<f64> {
+    let body = scrape(metrics).await?;
+    Ok(sample(
+        &body,
+        "switchboard_cache_directory_answers_total",
+        "",
+    ))
+}
+
 /// The daemon's count of `resolve_number` queries, from its /metrics.
 pub async fn resolve_queries(metrics: &str) -> anyhow::Result<f64> {
     let body = scrape(metrics).await?;

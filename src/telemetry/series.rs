@@ -166,6 +166,18 @@ pub const FAMILIES: &[Family] = &[
         &[("result", RefreshResult::VARIANTS)],
     ),
     family(
+        "switchboard_cache_swap_seconds",
+        Histogram,
+        "Time from a change to an agent or organization reaching the replica to its new version answering in its old one's place.",
+        &[],
+    ),
+    family(
+        "switchboard_cache_directory_answers_total",
+        Counter,
+        "Lookups of numbers nobody provisioned answered from the directory, without a lookup in Redis or PostgreSQL.",
+        &[],
+    ),
+    family(
         "switchboard_cache_directory_numbers",
         Gauge,
         "Numbers in the route cache's directory of provisioned numbers, by which a number nobody provisioned is answered from memory; 0 while it is not complete (not loaded yet, or changes may have been missed).",

@@ -35,8 +35,13 @@ async fn excess_requests_are_shed_at_once_while_admitted_ones_wait() {
     let bouncer = PrivateBouncer::start(&stack).await;
     let app = spawn_seeded_app_via(bouncer.port, |c| {
         c.grpc.max_in_flight = ADMITTED;
-        // the admitted requests wait for the database as long as it takes
+        // the admitted requests wait for the database as long as it takes,
+        // for a connection too
         c.database.db_query_timeout = Duration::from_secs(30);
+        c.database.db_pool_wait = Duration::from_secs(30);
+        c.database.db_connect_timeout = Duration::from_secs(30);
+        // no warm start, so no directory: unknown numbers need the database
+        c.cache.cache_warm_limit = 0;
         c.grpc.request_timeout = Duration::from_secs(30);
     })
     .await;
@@ -141,6 +146,10 @@ async fn refused_streams_are_reset_as_refused_and_health_is_never_gated() {
         c.grpc.max_in_flight = ADMITTED;
         c.grpc.overload_refusal = Refusal::Reset;
         c.database.db_query_timeout = Duration::from_secs(30);
+        c.database.db_pool_wait = Duration::from_secs(30);
+        c.database.db_connect_timeout = Duration::from_secs(30);
+        // no warm start, so no directory: unknown numbers need the database
+        c.cache.cache_warm_limit = 0;
         c.grpc.request_timeout = Duration::from_secs(30);
     })
     .await;

@@ -12,7 +12,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use hdrhistogram::Histogram;
@@ -30,7 +30,7 @@ use crate::{
     calls::{prime, run_id},
     cli::{LoadArgs, Rpc},
     client::connect,
-    metrics::{applied_lag_buckets, p99_bucket},
+    metrics::{applied_lag_buckets, directory_answers, p99_bucket},
     result::{read_result, write_result, Latency, RunResult},
 };
 
@@ -60,9 +60,24 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<RunResult> {
         let callers = (args.rpc == Rpc::RouteCall).then_some(run_id.as_str());
         prime(&clients, &args.data, callers, args.deadline).await?;
     }
-    let tally = Arc::new(Tally::new());
     let started = Instant::now();
     let window = (started + args.warmup, started + args.warmup + args.duration);
+    let mut tally = Tally::new();
+    if let (Some(at), Some(length)) = (args.burst_at, args.burst_for) {
+        let (start, end) = (window.0 + at, window.0 + at + length);
+        tally = tally
+            .with_window("before_burst", window.0, start)
+            .with_window(
+                "after_burst",
+                end + Duration::from_secs(1),
+                end + Duration::from_secs(3),
+            );
+    }
+    let tally = Arc::new(tally);
+    let directory_before = match &args.directory_metrics {
+        Some(metrics) => Some(directory_answers(metrics).await?),
+        None => None,
+    };
     let updates = Updates::start(&args, &clients[0], window).await?;
     let mut extra = BTreeMap::new();
     let mode = match (args.concurrency, rate) {
@@ -91,6 +106,16 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<RunResult> {
         (None, None) => unreachable!("checked above"),
     };
     let lag = updates.finish(&args, &mut extra).await?;
+    if let (Some(metrics), Some(before)) = (&args.directory_metrics, directory_before) {
+        let answered = directory_answers(metrics).await? - before;
+        extra.insert("directory_answers".to_string(), answered);
+    }
+    for (name, _, _, latency) in &tally.windows {
+        if let Some(latency) = Latency::of(&latency.lock().unwrap()) {
+            extra.insert(format!("{name}_p99_us"), latency.p99);
+            extra.insert(format!("{name}_count"), latency.count as f64);
+        }
+    }
     for line in tally.first_errors.lock().unwrap().iter() {
         eprintln!("rps: {}: error: {line}", args.label);
     }

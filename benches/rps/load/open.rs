@@ -33,32 +33,50 @@ pub async fn open_loop(
     let runtime = tokio::runtime::Handle::current();
     let (deadline, max) = (args.deadline, args.max_outstanding);
     let mut requests = Requests::new(args, run_id, "o", 0);
+    // a burst: slots at the burst's rate, all taken during it, every
+    // `factor`-th outside
+    let (factor, burst) = match (args.burst_at, args.burst_for) {
+        (Some(at), Some(length)) => (
+            args.burst_factor.max(1),
+            Some((from + at, from + at + length)),
+        ),
+        _ => (1, None),
+    };
     let late = {
         let outstanding = outstanding.clone();
-        pace(rate, until, histogram(), move |late, i, due| {
-            let (outgoing, provisioned) = requests.next();
-            let counted = due >= from;
-            if counted {
-                tally.requests.fetch_add(1, Ordering::Relaxed);
-                late.saturating_record(due.elapsed().as_micros() as u64);
-            }
-            if outstanding.load(Ordering::Acquire) >= max {
-                if counted {
-                    tally.dropped.fetch_add(1, Ordering::Relaxed);
+        pace(
+            rate * f64::from(factor),
+            until,
+            histogram(),
+            move |late, i, due| {
+                let in_burst = burst.is_some_and(|(start, end)| (start..end).contains(&due));
+                if !in_burst && i % factor != 0 {
+                    return;
                 }
-                return;
-            }
-            outstanding.fetch_add(1, Ordering::AcqRel);
-            let mut client = clients[i as usize % clients.len()].clone();
-            let (tally, outstanding) = (tally.clone(), outstanding.clone());
-            runtime.spawn(async move {
-                let result = send(&mut client, outgoing, deadline).await;
+                let (outgoing, provisioned) = requests.next();
+                let counted = due >= from;
                 if counted {
-                    tally.answer(result, provisioned, due);
+                    tally.requests.fetch_add(1, Ordering::Relaxed);
+                    late.saturating_record(due.elapsed().as_micros() as u64);
                 }
-                outstanding.fetch_sub(1, Ordering::AcqRel);
-            });
-        })
+                if outstanding.load(Ordering::Acquire) >= max {
+                    if counted {
+                        tally.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                outstanding.fetch_add(1, Ordering::AcqRel);
+                let mut client = clients[i as usize % clients.len()].clone();
+                let (tally, outstanding) = (tally.clone(), outstanding.clone());
+                runtime.spawn(async move {
+                    let result = send(&mut client, outgoing, deadline).await;
+                    if counted {
+                        tally.answer(result, provisioned, due);
+                    }
+                    outstanding.fetch_sub(1, Ordering::AcqRel);
+                });
+            },
+        )
         .await?
     };
     drain(&outstanding, args.deadline).await?;

@@ -24,6 +24,9 @@ pub struct Tally {
     pub dropped: AtomicU64,
     /// A few distinct failures, for the operator.
     pub first_errors: Mutex<Vec<String>>,
+    /// Latencies of the requests due within a window: its name, start,
+    /// end.
+    pub windows: Vec<(&'static str, Instant, Instant, Mutex<Histogram<u64>>)>,
 }
 
 impl Tally {
@@ -37,7 +40,16 @@ impl Tally {
             errors: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             first_errors: Mutex::new(Vec::new()),
+            windows: Vec::new(),
         }
+    }
+
+    /// Also keeps the latencies of the requests due in `[from, until)`,
+    /// as `name`.
+    pub fn with_window(mut self, name: &'static str, from: Instant, until: Instant) -> Self {
+        self.windows
+            .push((name, from, until, Mutex::new(histogram())));
+        self
     }
 
     /// Counts one answer; `since` is when it was due (open loop) or sent.
@@ -51,13 +63,7 @@ impl Tally {
                 self.not_found.fetch_add(1, Ordering::Relaxed);
                 true
             }
-            Err(status)
-                if matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
-                    && status
-                        .metadata()
-                        .get("switchboard-reason")
-                        .is_some_and(|r| r == "overloaded") =>
-            {
+            Err(status) if overloaded(&status) => {
                 self.shed.fetch_add(1, Ordering::Relaxed);
                 false
             }
@@ -78,7 +84,29 @@ impl Tally {
             }
         };
         if good {
-            record(&self.latency, since.elapsed());
+            let took = since.elapsed();
+            record(&self.latency, took);
+            for (_, from, until, latency) in &self.windows {
+                if (*from..*until).contains(&since) {
+                    record(latency, took);
+                }
+            }
         }
     }
+}
+
+/// Refused as overloaded: with the reason `overloaded`, or a stream reset
+/// with `REFUSED_STREAM` (`SWITCHBOARD_OVERLOAD_REFUSAL=reset`).
+fn overloaded(status: &Status) -> bool {
+    let reason = matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
+        && status
+            .metadata()
+            .get("switchboard-reason")
+            .is_some_and(|r| r == "overloaded");
+    let refused = std::iter::successors(Some(status as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
+    .filter_map(|e| e.downcast_ref::<h2::Error>())
+    .any(|e| e.reason() == Some(h2::Reason::REFUSED_STREAM));
+    reason || refused
 }

@@ -1,19 +1,42 @@
-//! Invalidation: a change from the change log evicted from L1 at once, and
-//! from the tiers below behind it (settling meanwhile); and flushing
-//! everything, for when changes may have been missed.
+//! Invalidation: a change from the change log applied to L1 at once, and
+//! evicted from the tiers below behind it (settling meanwhile); and
+//! flushing everything, for when changes may have been missed.
+//!
+//! A changed agent or organization L1 holds is *swapped*: the new version
+//! is read from the source and put in place of the old, which answers
+//! meanwhile, so that a change does not make the next calls for every
+//! number it touches wait for a reload. The old version answers at most
+//! [`SWAP_WITHIN`]: a read that fails or takes longer evicts it, as any
+//! other change does. Changes to one agent or organization that arrive
+//! while its swap reads are coalesced: one more read follows, for all of
+//! them.
 
-use std::sync::atomic::Ordering;
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
 
 use super::{
+    load::Part,
     settle::{stripe, Kind},
+    storage::Entry,
     RouteCache,
 };
-use crate::domain::{Change, Resolver};
+use crate::domain::{Agent, Change, Organization, Resolver};
+
+/// Longest an agent or organization a change replaced is answered in its
+/// old version while the new one is read.
+pub const SWAP_WITHIN: Duration = Duration::from_millis(25);
+
+/// A swap in progress: which part, and whether another change to it
+/// arrived since its read began.
+pub(super) type Swaps = std::sync::Mutex<std::collections::HashMap<(Kind, uuid::Uuid), bool>>;
 
 impl<R: Resolver> RouteCache<R> {
     /// Evicts what `change` affects, here and in the tiers below. Returns
     /// once L1 has evicted it, the change applied: from then on no answer
-    /// comes from a copy older than it. The tiers below (a Redis write)
+    /// comes from a copy older than it, except an agent or organization
+    /// being swapped for its new version, for [`SWAP_WITHIN`] at most. The tiers below (a Redis write)
     /// follow in a task of their own; until they have, L1 reads what the
     /// change names from the source, past them. With L1 off, returns once
     /// the tiers below have evicted it.
@@ -41,11 +64,11 @@ impl<R: Resolver> RouteCache<R> {
         let Some(cache) = self.me.upgrade() else {
             return; // being dropped: nothing left to keep fresh
         };
-        let settled = Self::begin_settling(cache, stripe);
+        let settled = Self::begin_settling(cache.clone(), stripe);
         match change {
             Change::Number(number) => self.numbers.invalidate(number).await,
-            Change::Agent(id) => self.agents.invalidate(id).await,
-            Change::Organization(id) => self.organizations.invalidate(id).await,
+            Change::Agent(id) => Self::swap::<Agent>(cache, *id).await,
+            Change::Organization(id) => Self::swap::<Organization>(cache, *id).await,
             Change::Customer(org_id, phone) => self.forget_caller(*org_id, phone).await,
             Change::Range(_) => unreachable!("applied above"),
         }
@@ -54,6 +77,75 @@ impl<R: Resolver> RouteCache<R> {
             settled.cache.inner.invalidate(&change).await;
             drop(settled);
         });
+    }
+
+    /// Replaces the agent or organization `id`, changed, with its new
+    /// version, read from the source in a task of its own; evicts it
+    /// instead if L1 does not hold it, or if the read fails or takes longer
+    /// than [`SWAP_WITHIN`]. A change to it while a swap reads it makes
+    /// that swap read again.
+    async fn swap<T: Part>(cache: Arc<Self>, id: T::Id) {
+        let key = (T::KIND, T::uuid(id));
+        let held = {
+            let mut swaps = cache.swaps.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(again) = swaps.get_mut(&key) {
+                *again = true;
+                return;
+            }
+            let held = T::kept(&cache).contains_key(&id);
+            if held {
+                swaps.insert(key, false);
+            }
+            held
+        };
+        if !held {
+            // nothing to answer meanwhile: evicted as any change
+            T::kept(&cache).invalidate(&id).await;
+            return;
+        }
+        let started = Instant::now();
+        let task = cache.clone();
+        cache.spawn(async move {
+            let cache = task;
+            let kept = T::kept(&cache);
+            loop {
+                let left = SWAP_WITHIN.saturating_sub(started.elapsed());
+                let read = tokio::time::timeout(left, T::read(cache.inner.source(), id)).await;
+                // another change meanwhile: this read may predate it
+                if cache.swap_again(key) && !left.is_zero() {
+                    continue;
+                }
+                match read {
+                    Ok(Ok(Some(new))) => {
+                        kept.insert(id, Entry::new(new, Instant::now())).await;
+                        metrics::histogram!("switchboard_cache_swap_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                    }
+                    // gone, unreadable, or too slow: evicted
+                    _ => kept.invalidate(&id).await,
+                }
+                // a change that arrived while it was put in place reads
+                // again; otherwise the swap is over
+                if !cache.swap_again(key) {
+                    cache
+                        .swaps
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Whether another change to `key` arrived since its swap last read;
+    /// clears the mark.
+    fn swap_again(&self, key: (Kind, uuid::Uuid)) -> bool {
+        let mut swaps = self.swaps.lock().unwrap_or_else(|p| p.into_inner());
+        swaps
+            .get_mut(&key)
+            .map(|again| std::mem::replace(again, false))
+            .unwrap_or(false)
     }
 
     /// Evicts everything: for when changes may have been missed.
@@ -108,5 +200,76 @@ mod tests {
                 Change::Customer(..) | Change::Range(_) => unreachable!("not among the changes"),
             }
         }
+    }
+
+    fn agent_of(route: Option<Route>) -> String {
+        route.expect("routed").agent.name.clone()
+    }
+
+    /// Holds reads of agents at a gate of `permits`.
+    fn hold_agent_reads(cache: &crate::routing::RouteCache<Table>) -> Arc<tokio::sync::Semaphore> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        *cache.inner().part_gate.lock().unwrap() = Some(gate.clone());
+        gate
+    }
+
+    #[tokio::test]
+    async fn a_changed_agent_answers_in_its_old_version_until_its_new_one_is_swapped_in() {
+        let cache = cache_over(Some("Reception"), None, settings());
+        cache.resolve(&number()).await.unwrap();
+        let gate = hold_agent_reads(&cache);
+        cache.inner().routes.lock().unwrap()[0] = route("+14155550100", "Front desk");
+        let reads_before = cache
+            .inner()
+            .part_reads
+            .load(std::sync::atomic::Ordering::SeqCst);
+        // a burst of changes to one agent while its new version is read
+        let agent = Change::Agent(crate::domain::AgentId(Uuid::from_u128(2)));
+        for _ in 0..5 {
+            cache.apply(&agent).await;
+        }
+        // answered at once, in the old version, nothing waiting for a read
+        assert_eq!(
+            agent_of(cache.resolve(&number()).await.unwrap()),
+            "Reception"
+        );
+        gate.add_permits(10);
+        let swapped = async {
+            while agent_of(cache.resolve(&number()).await.unwrap()) != "Front desk" {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), swapped)
+            .await
+            .expect("swapped in");
+        // the first read, and one more for the changes that arrived during it
+        let reads = cache
+            .inner()
+            .part_reads
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(reads - reads_before, 2);
+    }
+
+    #[tokio::test]
+    async fn an_agent_whose_new_version_cannot_be_read_in_time_is_evicted() {
+        let cache = cache_over(Some("Reception"), None, settings());
+        cache.resolve(&number()).await.unwrap();
+        let _held = hold_agent_reads(&cache);
+        let id = crate::domain::AgentId(Uuid::from_u128(2));
+        cache.apply(&Change::Agent(id)).await;
+        assert!(
+            cache.agents.contains_key(&id),
+            "the old version answers meanwhile"
+        );
+        let started = std::time::Instant::now();
+        let evicted = async {
+            while cache.agents.contains_key(&id) {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), evicted)
+            .await
+            .expect("evicted past the bound");
+        assert!(started.elapsed() >= super::SWAP_WITHIN / 2);
     }
 }

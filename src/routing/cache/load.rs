@@ -59,6 +59,9 @@ pub(super) trait Part: Send + Sync + Sized + 'static {
     /// Where L1 keeps it.
     fn kept<R>(cache: &RouteCache<R>) -> &Cache<Self::Id, Entry<Arc<Self>>>;
 
+    /// Its id as a UUID (the key of a swap in progress).
+    fn uuid(id: Self::Id) -> uuid::Uuid;
+
     /// It, read from `tier`.
     fn read(
         tier: &impl Resolver,
@@ -76,6 +79,10 @@ macro_rules! part {
 
             fn kept<R>(cache: &RouteCache<R>) -> &Cache<$id, Entry<Arc<Self>>> {
                 &cache.$kept
+            }
+
+            fn uuid(id: $id) -> uuid::Uuid {
+                id.uuid()
             }
 
             fn read(

@@ -139,12 +139,15 @@ pub struct RouteCache<R> {
     settling: [AtomicU32; STRIPES],
     /// Whether the invalidation feed is connected (entries fully trusted).
     confirmed: AtomicBool,
+    /// Agents and organizations being swapped for their new versions.
+    swaps: invalidate::Swaps,
     /// The hit path's metric handles, registered once (finding a metric by
     /// name costs more than recording into it).
     l1_hits: metrics::Counter,
     l1_lookup_seconds: metrics::Histogram,
     caller_l1_hits: metrics::Counter,
     caller_l1_lookup_seconds: metrics::Histogram,
+    directory_answers: metrics::Counter,
     /// This cache, for the tasks it spawns.
     me: Weak<Self>,
     /// The runtime the cache was made on, where those tasks run whichever
@@ -189,10 +192,12 @@ impl<R: Resolver> RouteCache<R> {
             // Until the invalidation feed has connected and replayed, nothing
             // confirms that entries are current.
             confirmed: AtomicBool::new(false),
+            swaps: Default::default(),
             l1_hits: metrics::counter!("switchboard_cache_hits_total", "tier" => "l1"),
             l1_lookup_seconds: metrics::histogram!("switchboard_cache_lookup_seconds", "tier" => "l1"),
             caller_l1_hits: metrics::counter!("switchboard_caller_cache_hits_total", "tier" => "l1"),
             caller_l1_lookup_seconds: metrics::histogram!("switchboard_caller_cache_lookup_seconds", "tier" => "l1"),
+            directory_answers: metrics::counter!("switchboard_cache_directory_answers_total"),
             me: me.clone(),
             runtime: Handle::try_current().ok(),
             refreshes: Arc::new(Semaphore::new(BACKGROUND_REFRESHES)),
@@ -263,6 +268,7 @@ impl<R: Resolver> RouteCache<R> {
             }
             // provisioned by no row: the ranges are next (the caller's)
             Lookup::Miss if self.directory.rules_out(number) => {
+                self.directory_answers.increment(1);
                 self.count_hit(started);
                 return Ok(None);
             }

@@ -32,6 +32,8 @@ pub(super) struct Table {
     /// When set, reads fail as if the database were down.
     pub(super) down: AtomicBool,
     pub(super) gate: Option<Arc<Notify>>,
+    /// When set, each read of an agent or organization takes a permit.
+    pub(super) part_gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
     pub(super) entered: Arc<Notify>,
     /// Number ranges, and how many times they were read.
     pub(super) ranges: Mutex<Vec<NumberRange>>,
@@ -61,6 +63,10 @@ impl Resolver for Table {
         &self,
         id: crate::domain::AgentId,
     ) -> Result<Option<Arc<Agent>>, ResolveError> {
+        let gate = self.part_gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            gate.acquire().await.unwrap().forget();
+        }
         Ok(self.part(|r| (r.agent.id == id).then(|| r.agent.clone())))
     }
 
