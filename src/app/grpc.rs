@@ -106,7 +106,7 @@ impl GrpcServer {
         listener: TcpListener,
         stopped: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let mut http2 = http2::Builder::new(StreamExecutor);
+        let mut http2 = http2::Builder::new(StreamExecutor::new(self.limiter.clone()));
         http2
             .timer(TokioTimer::new())
             // bounded per connection (see the default's docs)

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use switchboard::{api::overload::Refusal, proto::LookupNumberRequest};
+use switchboard::{api::overload::Refusal, config::ServeConfig, proto::LookupNumberRequest};
 use tonic::Code;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -27,24 +27,25 @@ fn lookup(number: String) -> LookupNumberRequest {
     }
 }
 
+/// `admitted` requests at once, each waiting for the (paused) database as
+/// long as it takes, for a connection too; no warm start, so no directory:
+/// numbers nobody provisioned need the database.
+fn held_by_the_database(c: &mut ServeConfig, admitted: usize) {
+    c.grpc.max_in_flight = admitted;
+    c.database.db_query_timeout = Duration::from_secs(30);
+    c.database.db_pool_wait = Duration::from_secs(30);
+    c.database.db_connect_timeout = Duration::from_secs(30);
+    c.grpc.request_timeout = Duration::from_secs(30);
+    c.cache.cache_warm_limit = 0;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn excess_requests_are_shed_at_once_while_admitted_ones_wait() {
     const ADMITTED: usize = 4;
     const SENT: usize = 40;
     let stack = Stack::from_env();
     let bouncer = PrivateBouncer::start(&stack).await;
-    let app = spawn_seeded_app_via(bouncer.port, |c| {
-        c.grpc.max_in_flight = ADMITTED;
-        // the admitted requests wait for the database as long as it takes,
-        // for a connection too
-        c.database.db_query_timeout = Duration::from_secs(30);
-        c.database.db_pool_wait = Duration::from_secs(30);
-        c.database.db_connect_timeout = Duration::from_secs(30);
-        // no warm start, so no directory: unknown numbers need the database
-        c.cache.cache_warm_limit = 0;
-        c.grpc.request_timeout = Duration::from_secs(30);
-    })
-    .await;
+    let app = spawn_seeded_app_via(bouncer.port, |c| held_by_the_database(c, ADMITTED)).await;
     // every request needs the (paused) database: unknown numbers, all different
     bouncer.admin(&format!("PAUSE {}", app.db_name)).await;
     let finished = Arc::new(AtomicUsize::new(0));
@@ -143,14 +144,8 @@ async fn refused_streams_are_reset_as_refused_and_health_is_never_gated() {
     let stack = Stack::from_env();
     let bouncer = PrivateBouncer::start(&stack).await;
     let app = spawn_seeded_app_via(bouncer.port, |c| {
-        c.grpc.max_in_flight = ADMITTED;
+        held_by_the_database(c, ADMITTED);
         c.grpc.overload_refusal = Refusal::Reset;
-        c.database.db_query_timeout = Duration::from_secs(30);
-        c.database.db_pool_wait = Duration::from_secs(30);
-        c.database.db_connect_timeout = Duration::from_secs(30);
-        // no warm start, so no directory: unknown numbers need the database
-        c.cache.cache_warm_limit = 0;
-        c.grpc.request_timeout = Duration::from_secs(30);
     })
     .await;
     bouncer.admin(&format!("PAUSE {}", app.db_name)).await;

@@ -32,6 +32,10 @@ use std::{
 /// a limit lowered by a spike is raised again by the requests it admits.
 pub const MIN_LIMIT: usize = 8;
 
+/// How recent the last wait reported must be for a stream accepted now to
+/// be refused on its account.
+const RECENT: Duration = Duration::from_millis(1);
+
 /// Multiplicative decrease per interval with a standing queue.
 const DECREASE: f64 = 0.9;
 
@@ -68,6 +72,19 @@ pub struct Limiter {
     window_seen: AtomicU64,
     /// Most requests in flight seen in the open interval.
     window_peak: AtomicUsize,
+    /// The last wait reported (ns), and when (ns since `epoch`).
+    last_delay: AtomicU64,
+    last_seen: AtomicU64,
+}
+
+/// Why a stream accepted now would be refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// The last request to reach the gate, moments ago, waited longer
+    /// than allowed now.
+    QueueDelay,
+    /// The limit is taken.
+    Concurrency,
 }
 
 /// What closing an interval decided, for the metrics.
@@ -93,6 +110,28 @@ impl Limiter {
             window_over: AtomicU64::new(0),
             window_seen: AtomicU64::new(0),
             window_peak: AtomicUsize::new(0),
+            last_delay: AtomicU64::new(0),
+            last_seen: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a stream accepted at `now` is to be refused before it is
+    /// spawned: the last wait reported, within [`RECENT`], was longer than
+    /// allowed now, or the limit is taken. Once the refusals have drained
+    /// the queue, no wait is reported for a moment and streams are
+    /// spawned again.
+    pub fn refusing(&self, now: Instant) -> Option<Over> {
+        let since = self
+            .nanos(now)
+            .saturating_sub(self.last_seen.load(Ordering::Relaxed));
+        let recent = u64::try_from(RECENT.as_nanos()).unwrap_or(u64::MAX);
+        let waited = Duration::from_nanos(self.last_delay.load(Ordering::Relaxed));
+        if since <= recent && waited > self.max_queue_delay() {
+            Some(Over::QueueDelay)
+        } else if self.in_flight() >= self.limit() {
+            Some(Over::Concurrency)
+        } else {
+            None
         }
     }
 
@@ -160,6 +199,11 @@ impl Limiter {
         }
         self.window_seen.fetch_add(1, Ordering::Relaxed);
         let now = self.nanos(now);
+        self.last_delay.store(
+            u64::try_from(queued.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.last_seen.store(now, Ordering::Relaxed);
         let start = self.window_start.load(Ordering::Relaxed);
         let interval = u64::try_from(self.settings.interval.as_nanos()).unwrap_or(u64::MAX);
         if now.saturating_sub(start) < interval {
@@ -310,6 +354,24 @@ mod tests {
         assert!(limits.windows(2).all(|w| w[1] >= w[0]), "{limits:?}");
         assert!(limits[0] > low);
         assert_eq!(*limits.last().unwrap(), 1000);
+    }
+
+    #[test]
+    fn streams_are_refused_as_accepted_while_the_last_wait_was_too_long() {
+        let limiter = limiter(2);
+        let at = limiter.epoch + INTERVAL;
+        assert_eq!(limiter.refusing(at), None);
+        // a wait longer than the long limit, just reported
+        limiter.observe(Duration::from_millis(60), at);
+        assert_eq!(limiter.refusing(at), Some(Over::QueueDelay));
+        // nothing reported for a while: the queue has drained
+        assert_eq!(limiter.refusing(at + RECENT * 2), None);
+        // a short wait: accepted again
+        limiter.observe(Duration::from_micros(10), at + RECENT * 2);
+        assert_eq!(limiter.refusing(at + RECENT * 2), None);
+        // the limit taken
+        assert!(limiter.try_acquire() && limiter.try_acquire());
+        assert_eq!(limiter.refusing(at + RECENT * 2), Some(Over::Concurrency));
     }
 
     #[test]

@@ -36,22 +36,66 @@ use crate::{
 #[derive(Debug, Clone, Copy)]
 pub struct Arrival(pub Instant);
 
+/// How a stream was handed over: when its connection accepted it, and
+/// whether it was refused then and there.
+#[derive(Debug, Clone, Copy)]
+struct Accepted {
+    at: Instant,
+    refused: Option<ShedReason>,
+}
+
 tokio::task_local! {
-    /// When the connection accepted the stream whose task this is.
-    static ACCEPTED: Instant;
+    /// How the stream whose task this is was handed over.
+    static ACCEPTED: Accepted;
 }
 
 /// Spawns each HTTP/2 stream's task (hyper hands it over as the
 /// connection accepts the stream), stamped with that moment for the gate.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StreamExecutor;
+///
+/// While requests are being refused (the last to reach the gate waited
+/// longer than allowed now, or the limit is taken), a stream is not
+/// spawned: its future is polled once, here, on the connection's task, and
+/// the gate refuses it in that poll, so that a refusal costs no task, no
+/// wait in the queue and no scheduling. (Dropping at enqueue on the queue
+/// delay seen lately, as PIE does, where the gate drops at dequeue, as
+/// CoDel does.) A stream the gate does not refuse (health checks) goes on
+/// in a task of its own.
+#[derive(Clone)]
+pub struct StreamExecutor {
+    limiter: Arc<Limiter>,
+}
+
+impl StreamExecutor {
+    pub fn new(limiter: Arc<Limiter>) -> Self {
+        Self { limiter }
+    }
+}
 
 impl<F> hyper::rt::Executor<F> for StreamExecutor
 where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, stream: F) {
-        tokio::spawn(ACCEPTED.scope(Instant::now(), stream));
+        let at = Instant::now();
+        let refused = match self.limiter.refusing(at) {
+            Some(limit::Over::QueueDelay) => ShedReason::QueueDelay,
+            Some(limit::Over::Concurrency) => ShedReason::Concurrency,
+            None => {
+                tokio::spawn(ACCEPTED.scope(Accepted { at, refused: None }, stream));
+                return;
+            }
+        };
+        let accepted = Accepted {
+            at,
+            refused: Some(refused),
+        };
+        let mut stream = Box::pin(ACCEPTED.scope(accepted, stream));
+        let mut here = Context::from_waker(std::task::Waker::noop());
+        if stream.as_mut().poll(&mut here).is_pending() {
+            // not refused (not gated), or its answer could not be sent at
+            // once: the rest in a task of its own, which polls it again
+            tokio::spawn(stream);
+        }
     }
 }
 
@@ -207,22 +251,31 @@ where
         let layer = &self.layer;
         let limiter = &layer.limiter;
         let now = Instant::now();
-        let accepted = ACCEPTED.try_with(|at| *at).unwrap_or(now);
-        let queued = now.saturating_duration_since(accepted);
-        layer.metrics.queue_delay.record(queued.as_secs_f64());
-        if let Some(adjusted) = limiter.observe(queued, now) {
-            layer.metrics.limit.set(adjusted.limit as f64);
-            layer
-                .metrics
-                .standing
-                .set(f64::from(u8::from(adjusted.standing)));
-        }
-        let refused = if queued > limiter.max_queue_delay() {
-            Some(ShedReason::QueueDelay)
-        } else if !limiter.try_acquire() {
-            Some(ShedReason::Concurrency)
+        let accepted = ACCEPTED.try_with(|accepted| *accepted).unwrap_or(Accepted {
+            at: now,
+            refused: None,
+        });
+        let refused = if accepted.refused.is_some() {
+            // refused as it was accepted: it did not queue, and says
+            // nothing about the queue
+            accepted.refused
         } else {
-            None
+            let queued = now.saturating_duration_since(accepted.at);
+            layer.metrics.queue_delay.record(queued.as_secs_f64());
+            if let Some(adjusted) = limiter.observe(queued, now) {
+                layer.metrics.limit.set(adjusted.limit as f64);
+                layer
+                    .metrics
+                    .standing
+                    .set(f64::from(u8::from(adjusted.standing)));
+            }
+            if queued > limiter.max_queue_delay() {
+                Some(ShedReason::QueueDelay)
+            } else if !limiter.try_acquire() {
+                Some(ShedReason::Concurrency)
+            } else {
+                None
+            }
         };
         if let Some(reason) = refused {
             layer.metrics.shed(method, reason);
@@ -239,7 +292,7 @@ where
             };
         }
         let permit = Permit::new(limiter.clone(), &layer.metrics.in_flight);
-        request.extensions_mut().insert(Arrival(accepted));
+        request.extensions_mut().insert(Arrival(accepted.at));
         GateFuture::Admitted {
             inner: self.inner.call(request),
             _permit: permit,
