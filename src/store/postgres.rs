@@ -168,6 +168,11 @@ const RANGES_SQL: &str = "
     select r.id, r.prefix, r.org_id, r.agent_id, r.is_active, r.concurrency_limit
       from public.number_ranges r";
 
+/// A query's row limit one past `limit`, to tell whether there are more.
+fn one_more_than(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)
+}
+
 /// Every provisioned number, whatever its state (the directory of the
 /// route cache), one more than the limit to tell whether there are more.
 const PROVISIONED_NUMBERS_SQL: &str = "
@@ -232,7 +237,7 @@ impl PgStore {
     /// Every active route, if there are at most `limit`; `None` when there
     /// are more (too many to preload).
     pub async fn active_routes(&self, limit: usize) -> Result<Option<Vec<Route>>, ResolveError> {
-        let cap = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let cap = one_more_than(limit);
         let rows = self
             .query_typed(
                 Query::ActiveRoutes,
@@ -280,7 +285,7 @@ impl PgStore {
         &self,
         limit: usize,
     ) -> Result<Option<Vec<E164>>, ResolveError> {
-        let cap = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let cap = one_more_than(limit);
         let rows = self
             .query_typed(
                 Query::ProvisionedNumbers,

@@ -16,7 +16,7 @@ pub enum Rpc {
 }
 
 /// Why a request was shed (`switchboard_grpc_shed_total{reason}`).
-#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, IntoStaticStr, VariantNames)]
 #[strum(serialize_all = "snake_case")]
 pub enum ShedReason {
     /// At the adaptive concurrency limit: refused by the gate, before the

@@ -28,6 +28,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::telemetry::series::ShedReason;
+
 /// The limit never falls below this: a handful of requests always run, so
 /// a limit lowered by a spike is raised again by the requests it admits.
 pub const MIN_LIMIT: usize = 8;
@@ -77,16 +79,6 @@ pub struct Limiter {
     last_seen: AtomicU64,
 }
 
-/// Why a stream accepted now would be refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Over {
-    /// The last request to reach the gate, moments ago, waited longer
-    /// than allowed now.
-    QueueDelay,
-    /// The limit is taken.
-    Concurrency,
-}
-
 /// What closing an interval decided, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Adjusted {
@@ -120,16 +112,16 @@ impl Limiter {
     /// allowed now, or the limit is taken. Once the refusals have drained
     /// the queue, no wait is reported for a moment and streams are
     /// spawned again.
-    pub fn refusing(&self, now: Instant) -> Option<Over> {
+    pub fn refusing(&self, now: Instant) -> Option<ShedReason> {
         let since = self
             .nanos(now)
             .saturating_sub(self.last_seen.load(Ordering::Relaxed));
         let recent = u64::try_from(RECENT.as_nanos()).unwrap_or(u64::MAX);
         let waited = Duration::from_nanos(self.last_delay.load(Ordering::Relaxed));
         if since <= recent && waited > self.max_queue_delay() {
-            Some(Over::QueueDelay)
+            Some(ShedReason::QueueDelay)
         } else if self.in_flight() >= self.limit() {
-            Some(Over::Concurrency)
+            Some(ShedReason::Concurrency)
         } else {
             None
         }
@@ -363,7 +355,7 @@ mod tests {
         assert_eq!(limiter.refusing(at), None);
         // a wait longer than the long limit, just reported
         limiter.observe(Duration::from_millis(60), at);
-        assert_eq!(limiter.refusing(at), Some(Over::QueueDelay));
+        assert_eq!(limiter.refusing(at), Some(ShedReason::QueueDelay));
         // nothing reported for a while: the queue has drained
         assert_eq!(limiter.refusing(at + RECENT * 2), None);
         // a short wait: accepted again
@@ -371,7 +363,10 @@ mod tests {
         assert_eq!(limiter.refusing(at + RECENT * 2), None);
         // the limit taken
         assert!(limiter.try_acquire() && limiter.try_acquire());
-        assert_eq!(limiter.refusing(at + RECENT * 2), Some(Over::Concurrency));
+        assert_eq!(
+            limiter.refusing(at + RECENT * 2),
+            Some(ShedReason::Concurrency)
+        );
     }
 
     #[test]

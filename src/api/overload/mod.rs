@@ -30,6 +30,7 @@ use crate::{
     routing::RouteError,
     telemetry::series::{Rpc, ShedReason},
 };
+use strum::VariantNames;
 
 /// When the connection accepted a request, before the runtime ran its
 /// task: the time in between is time spent queued.
@@ -77,18 +78,12 @@ where
 {
     fn execute(&self, stream: F) {
         let at = Instant::now();
-        let refused = match self.limiter.refusing(at) {
-            Some(limit::Over::QueueDelay) => ShedReason::QueueDelay,
-            Some(limit::Over::Concurrency) => ShedReason::Concurrency,
-            None => {
-                tokio::spawn(ACCEPTED.scope(Accepted { at, refused: None }, stream));
-                return;
-            }
-        };
-        let accepted = Accepted {
-            at,
-            refused: Some(refused),
-        };
+        let refused = self.limiter.refusing(at);
+        let accepted = Accepted { at, refused };
+        if refused.is_none() {
+            tokio::spawn(ACCEPTED.scope(accepted, stream));
+            return;
+        }
         let mut stream = Box::pin(ACCEPTED.scope(accepted, stream));
         let mut here = Context::from_waker(std::task::Waker::noop());
         if stream.as_mut().poll(&mut here).is_pending() {
@@ -117,7 +112,7 @@ pub enum Refusal {
     Reset,
 }
 
-/// The gate's layer, for `tonic::transport::Server::layer`.
+/// The gate's layer, wrapped around the server's routes (`app::grpc`).
 #[derive(Clone)]
 pub struct GateLayer {
     limiter: Arc<Limiter>,
@@ -136,33 +131,28 @@ struct GateMetrics {
     standing: metrics::Gauge,
     /// `switchboard_grpc_shed_total`, by RPC: over the limit, and queued
     /// too long.
-    shed: [(&'static str, metrics::Counter, metrics::Counter); 5],
+    shed: Vec<(&'static str, metrics::Counter, metrics::Counter)>,
 }
 
 impl GateMetrics {
     fn new(limiter: &Limiter) -> Self {
-        let shed = [
-            Rpc::RouteCall,
-            Rpc::EndCall,
-            Rpc::RecordUsage,
-            Rpc::LookupNumber,
-            Rpc::ExplainRoute,
-        ]
-        .map(|rpc| {
-            let rpc: &'static str = rpc.into();
-            let counter = |reason: ShedReason| {
-                metrics::counter!(
-                    "switchboard_grpc_shed_total",
-                    "rpc" => rpc,
-                    "reason" => <&str>::from(reason)
+        let shed = Rpc::VARIANTS
+            .iter()
+            .map(|&rpc| {
+                let counter = |reason: ShedReason| {
+                    metrics::counter!(
+                        "switchboard_grpc_shed_total",
+                        "rpc" => rpc,
+                        "reason" => <&str>::from(reason)
+                    )
+                };
+                (
+                    rpc,
+                    counter(ShedReason::Concurrency),
+                    counter(ShedReason::QueueDelay),
                 )
-            };
-            (
-                rpc,
-                counter(ShedReason::Concurrency),
-                counter(ShedReason::QueueDelay),
-            )
-        });
+            })
+            .collect();
         let limit = metrics::gauge!("switchboard_grpc_concurrency_limit");
         limit.set(limiter.limit() as f64);
         Self {
@@ -177,11 +167,12 @@ impl GateMetrics {
     /// Counts a request to `method` refused at the gate; an unknown
     /// method (answered UNIMPLEMENTED when admitted) with the lookups.
     fn shed(&self, method: &str, reason: ShedReason) {
-        let (_, concurrency, queue_delay) = self
-            .shed
-            .iter()
-            .find(|(rpc, ..)| *rpc == method)
-            .unwrap_or(&self.shed[3]);
+        let named = |name: &str| self.shed.iter().find(|(rpc, ..)| *rpc == name);
+        let Some((_, concurrency, queue_delay)) =
+            named(method).or_else(|| named(<&str>::from(Rpc::LookupNumber)))
+        else {
+            return;
+        };
         match reason {
             ShedReason::Concurrency => concurrency.increment(1),
             ShedReason::QueueDelay => queue_delay.increment(1),
