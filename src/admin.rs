@@ -60,6 +60,7 @@ pub async fn serve(
 
 async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoResponse {
     export_pool_gauges(&state.store);
+    export_load_gauges(&state.load);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -164,6 +165,13 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
             format!("not ready\n{body}"),
         )
     }
+}
+
+/// The adaptive limit's state, read off the limiter as it is scraped.
+fn export_load_gauges(limiter: &Limiter) {
+    metrics::gauge!("switchboard_grpc_in_flight").set(limiter.in_flight() as f64);
+    metrics::gauge!("switchboard_grpc_concurrency_limit").set(limiter.limit() as f64);
+    metrics::gauge!("switchboard_grpc_queue_standing").set(f64::from(u8::from(limiter.standing())));
 }
 
 fn export_pool_gauges(store: &PgStore) {

@@ -124,18 +124,18 @@ pub struct GateLayer {
 
 /// The gate's metric handles, registered once: a refusal must cost next
 /// to nothing, and finding a metric by name costs more than recording.
+///
+/// The limiter's own state (requests in flight, the limit, whether a queue
+/// stands) is read off it when `/metrics` is scraped, not kept twice.
 struct GateMetrics {
-    in_flight: metrics::Gauge,
     queue_delay: metrics::Histogram,
-    limit: metrics::Gauge,
-    standing: metrics::Gauge,
     /// `switchboard_grpc_shed_total`, by RPC: over the limit, and queued
     /// too long.
     shed: Vec<(&'static str, metrics::Counter, metrics::Counter)>,
 }
 
 impl GateMetrics {
-    fn new(limiter: &Limiter) -> Self {
+    fn new() -> Self {
         let shed = Rpc::VARIANTS
             .iter()
             .map(|&rpc| {
@@ -153,13 +153,8 @@ impl GateMetrics {
                 )
             })
             .collect();
-        let limit = metrics::gauge!("switchboard_grpc_concurrency_limit");
-        limit.set(limiter.limit() as f64);
         Self {
-            in_flight: metrics::gauge!("switchboard_grpc_in_flight"),
             queue_delay: metrics::histogram!("switchboard_grpc_queue_delay_seconds"),
-            limit,
-            standing: metrics::gauge!("switchboard_grpc_queue_standing"),
             shed,
         }
     }
@@ -182,7 +177,7 @@ impl GateMetrics {
 
 impl GateLayer {
     pub fn new(limiter: Arc<Limiter>, refusal: Refusal) -> Self {
-        let metrics = GateMetrics::new(&limiter);
+        let metrics = GateMetrics::new();
         let (parts, ()) = tonic::Status::from(RouteError::Overloaded)
             .into_http::<()>()
             .into_parts();
@@ -253,13 +248,7 @@ where
         } else {
             let queued = now.saturating_duration_since(accepted.at);
             layer.metrics.queue_delay.record(queued.as_secs_f64());
-            if let Some(adjusted) = limiter.observe(queued, now) {
-                layer.metrics.limit.set(adjusted.limit as f64);
-                layer
-                    .metrics
-                    .standing
-                    .set(f64::from(u8::from(adjusted.standing)));
-            }
+            limiter.observe(queued, now);
             if queued > limiter.max_queue_delay() {
                 Some(ShedReason::QueueDelay)
             } else if !limiter.try_acquire() {
@@ -282,7 +271,7 @@ where
                 answer: Some(answer),
             };
         }
-        let permit = Permit::new(limiter.clone(), &layer.metrics.in_flight);
+        let permit = Permit(limiter.clone());
         request.extensions_mut().insert(Arrival(accepted.at));
         GateFuture::Admitted {
             inner: self.inner.call(request),
@@ -293,25 +282,11 @@ where
 
 /// A slot under the limit, given back when the answer is ready or the
 /// request is dropped (its client gave up).
-struct Permit {
-    limiter: Arc<Limiter>,
-    gauge: metrics::Gauge,
-}
-
-impl Permit {
-    fn new(limiter: Arc<Limiter>, gauge: &metrics::Gauge) -> Self {
-        gauge.increment(1.0);
-        Permit {
-            limiter,
-            gauge: gauge.clone(),
-        }
-    }
-}
+struct Permit(Arc<Limiter>);
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter.release();
-        self.gauge.decrement(1.0);
+        self.0.release();
     }
 }
 
