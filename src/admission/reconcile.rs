@@ -7,14 +7,27 @@
 //! a slot until the lease expires, hours later.
 //!
 //! So, every interval, one replica (whichever takes the turn, a short lock
-//! in Redis) reads the calls still open and those ended since the last pass
-//! ([`PgStore::recent_calls`]), and per organization, in one script over its
-//! slot ([`RECONCILE_LEASES`]):
+//! in Redis) reads calls from the records in pages ([`PgStore::calls_page`],
+//! [`PAGE`] calls each, so no read grows with the number of open calls) and
+//! per organization, in one script over its slot ([`RECONCILE_LEASES`]):
 //!
 //! * gives each open call without a lease its lease back, expiring where
 //!   the original would have (its start plus the longest call), and
 //!   remembers its scope for `EndCall`;
 //! * removes the lease of each ended call from every set.
+//!
+//! Which calls a pass reads depends on what Redis may have lost:
+//!
+//! * **Redis holds no record of a pass** (the fleet's first, or Redis was
+//!   restarted or flushed and lost everything): every open call, page after
+//!   page, in this pass.
+//! * **Otherwise** (a failover loses only the last writes): the open calls
+//!   started since the last pass (with a margin), and one more page of a
+//!   sweep through every open call, from where the last pass left it (the
+//!   cursor is kept in Redis, so whichever replica takes the turn goes on):
+//!   anything else lost comes back within a sweep, one page per interval.
+//! * Either way, the calls ended since the last pass, to remove their
+//!   leases.
 //!
 //! A lease of a call the records do not know yet (recorded a few
 //! milliseconds later, or spooled while PostgreSQL is away) is left alone:
@@ -23,10 +36,12 @@
 //! (`switchboard_lease_drift_total{kind}`), and so are the passes
 //! (`switchboard_lease_reconciliations_total{outcome}`).
 //!
-//! After Redis loses leases, the counts are exact again within one
-//! interval plus one pass (plus the recorder's lag for calls routed just
-//! before the loss). A call ended while a pass read the records may get its
-//! lease back for one interval: the next pass sees it ended.
+//! After Redis restarts or is flushed, the counts are exact again within
+//! one interval plus one pass (plus the recorder's lag for calls routed just
+//! before the loss); after a failover, likewise for the calls started since
+//! the last pass, and within a sweep for any older lease it lost. A call
+//! ended while a pass read the records may get its lease back for one
+//! interval: the next pass sees it ended.
 //!
 //! [`RECONCILE_LEASES`]: super::scripts::RECONCILE_LEASES
 
@@ -43,12 +58,19 @@ use super::{Admission, AdmissionError, AdmissionMode, LeaseScope, CALL_ORG_GRACE
 use crate::store::redis_link::CommandError;
 use crate::{
     domain::{AgentId, OrgId},
-    store::{calls::RecentCall, PgStore},
+    store::{
+        calls::{CallsCursor, CallsPage, RecentCall},
+        PgStore,
+    },
     telemetry::series::{LeaseDrift, ReconcileOutcome},
 };
 
 /// Calls per script: bounds the time one script holds its Redis node.
 const CALLS_PER_SCRIPT: usize = 500;
+
+/// Calls per read of the records: bounds each statement, and the memory a
+/// pass holds, whatever the number of open calls.
+pub const PAGE: usize = 5_000;
 
 /// What one pass found and corrected.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +79,13 @@ pub struct Drift {
     pub missing: u64,
     /// Leases held by calls that had ended.
     pub ended: u64,
+}
+
+impl std::ops::AddAssign for Drift {
+    fn add_assign(&mut self, other: Self) {
+        self.missing += other.missing;
+        self.ended += other.ended;
+    }
 }
 
 impl Admission {
@@ -70,9 +99,7 @@ impl Admission {
         let mut drift = Drift::default();
         for (org_id, calls) in by_org {
             for chunk in calls.chunks(CALLS_PER_SCRIPT) {
-                let found = self.reconcile_org(org_id, chunk).await?;
-                drift.missing += found.missing;
-                drift.ended += found.ended;
+                drift += self.reconcile_org(org_id, chunk).await?;
             }
         }
         Ok(drift)
@@ -205,6 +232,33 @@ impl Admission {
     fn last_pass_key(&self) -> String {
         format!("{}:{LAYOUT}:reconciled", self.settings.key_prefix)
     }
+
+    /// Where the sweep through the open calls stands, if one is under way.
+    async fn sweep_cursor(&self) -> Result<Option<CallsCursor>, AdmissionError> {
+        let key = self.sweep_key();
+        let at: Option<String> = self
+            .command(|mut c| async move { c.get(key).await })
+            .await?;
+        Ok(at.as_deref().and_then(CallsCursor::decode))
+    }
+
+    /// Keeps where the sweep goes on from; `None`: it starts again.
+    async fn keep_sweep_cursor(&self, cursor: Option<CallsCursor>) -> Result<(), AdmissionError> {
+        let key = self.sweep_key();
+        let ttl = self.settings.max_call_duration.as_secs().max(1);
+        match cursor {
+            Some(cursor) => {
+                let at = cursor.encode();
+                self.command(|mut c| async move { c.set_ex(key, at, ttl).await })
+                    .await
+            }
+            None => self.command(|mut c| async move { c.del(key).await }).await,
+        }
+    }
+
+    fn sweep_key(&self) -> String {
+        format!("{}:{LAYOUT}:reconcile-sweep", self.settings.key_prefix)
+    }
 }
 
 /// How far back a pass looks for ended calls with no record of a last pass
@@ -287,8 +341,41 @@ async fn pass(
         .map(|at| Duration::from_millis(started.saturating_sub(at)));
     let longest = admission.settings.max_call_duration;
     let window = ended_window(interval, longest, since_last);
-    let calls = store.recent_calls(longest, window).await?;
-    let drift = admission.reconcile(&calls).await?;
+    // every page of the pass reaches back from when the pass began
+    let now = SystemTime::now();
+    let back = |by: Duration| now.checked_sub(by).unwrap_or(UNIX_EPOCH);
+    let every_open_call = CallsPage::Open {
+        started_after: back(longest),
+    };
+    let mut drift = Drift::default();
+    if since_last.is_none() {
+        // Redis may have lost every lease: all of them, now
+        drift += reconcile_pages(admission, store, every_open_call, CallsCursor::START, None)
+            .await?
+            .0;
+        admission.keep_sweep_cursor(None).await?;
+    } else {
+        let lately_started = CallsPage::Open {
+            started_after: back(window),
+        };
+        drift += reconcile_pages(admission, store, lately_started, CallsCursor::START, None)
+            .await?
+            .0;
+        let from = admission
+            .sweep_cursor()
+            .await?
+            .unwrap_or(CallsCursor::START);
+        let (found, next) =
+            reconcile_pages(admission, store, every_open_call, from, Some(1)).await?;
+        drift += found;
+        admission.keep_sweep_cursor(next).await?;
+    }
+    let ended = CallsPage::Ended {
+        ended_after: back(window),
+    };
+    drift += reconcile_pages(admission, store, ended, CallsCursor::START, None)
+        .await?
+        .0;
     admission.record_pass(started).await?;
     if drift != Drift::default() {
         tracing::warn!(
@@ -298,6 +385,33 @@ async fn pass(
         );
     }
     Ok(Some(drift))
+}
+
+/// Reconciles `which` calls after `from`, page by page: all of them, or at
+/// most `pages`. The drift, and where to go on from (`None`: the last page
+/// was read).
+async fn reconcile_pages(
+    admission: &Admission,
+    store: &PgStore,
+    which: CallsPage,
+    from: CallsCursor,
+    pages: Option<usize>,
+) -> anyhow::Result<(Drift, Option<CallsCursor>)> {
+    let mut drift = Drift::default();
+    let mut after = from;
+    let mut read = 0;
+    loop {
+        let calls = store.calls_page(which, after, PAGE).await?;
+        drift += admission.reconcile(&calls).await?;
+        read += 1;
+        match calls.last() {
+            Some(last) if calls.len() == PAGE => after = last.cursor,
+            _ => return Ok((drift, None)),
+        }
+        if pages.is_some_and(|pages| read >= pages) {
+            return Ok((drift, Some(after)));
+        }
+    }
 }
 
 fn count_drift(drift: Drift) {

@@ -43,24 +43,37 @@ const WRITE_EVENTS_SQL: &str = "
 
 const CALL_ORG_SQL: &str = "select org_id from public.calls where id = $1";
 
-/// The calls that may hold a concurrency lease (open, started within the
-/// longest call, `$1` seconds) and the calls ended in the last `$2`
-/// seconds, with what their lease is held against: the organization, the
-/// agent, and the number's row or else the longest range that holds it.
-/// Each half reads its partial index (V10).
-const RECENT_CALLS_SQL: &str = "
-    with recent as (
-      select id, org_id, agent_id, called_number, started_at, false as ended
-        from public.calls
-       where ended_at is null and started_at > now() - make_interval(secs => $1)
+/// One page of the calls a concurrency lease may stand for, with what the
+/// lease is held against: the organization, the agent, and the number's row
+/// or else the longest range that holds it. `$1` picks the calls (since
+/// `$2`); `$3`, `$4` is where the last page ended; `$5` the page's size. Pages are in the order of the partial index each kind reads (V10),
+/// so every page costs what it returns, however many calls there are.
+///
+/// * `open`: not ended, started after `$2`, by start;
+/// * `ended`: ended after `$2`, by end.
+const CALLS_PAGE_SQL: &str = "
+    with page as (
+      (select id, org_id, agent_id, called_number, started_at, false as ended,
+              started_at as page_at
+         from public.calls
+        where $1 = 'open' and ended_at is null
+          and started_at > $2
+          and started_at >= $3 and (started_at, id) > ($3, $4)
+        order by started_at, id
+        limit $5)
       union all
-      select id, org_id, agent_id, called_number, started_at, true
-        from public.calls
-       where ended_at > now() - make_interval(secs => $2)
+      (select id, org_id, agent_id, called_number, started_at, true,
+              ended_at
+         from public.calls
+        where $1 = 'ended'
+          and ended_at > $2
+          and ended_at >= $3 and (ended_at, id) > ($3, $4)
+        order by ended_at, id
+        limit $5)
     )
     select c.id, c.org_id, c.agent_id, coalesce(n.id, r.id),
-           (extract(epoch from c.started_at) * 1000)::int8, c.ended
-      from recent c
+           (extract(epoch from c.started_at) * 1000)::int8, c.ended, c.page_at
+      from page c
       left join public.phone_numbers n on n.number = c.called_number and n.org_id = c.org_id
       left join lateral (
         select nr.id from public.number_ranges nr
@@ -68,7 +81,51 @@ const RECENT_CALLS_SQL: &str = "
            and left(c.called_number, length(nr.prefix)) = nr.prefix
          order by length(nr.prefix) desc
          limit 1
-      ) r on n.id is null";
+      ) r on n.id is null
+     order by c.page_at, c.id";
+
+/// Which calls a page of [`PgStore::calls_page`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallsPage {
+    /// Open calls started after this, in the order they started.
+    Open { started_after: SystemTime },
+    /// Calls ended after this, in the order they ended.
+    Ended { ended_after: SystemTime },
+}
+
+/// Where a page ended: the last call's start (open calls) or end (ended
+/// ones), and its id. The next page begins after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallsCursor {
+    pub at: SystemTime,
+    pub call_id: CallId,
+}
+
+impl CallsCursor {
+    /// Before every call.
+    pub const START: Self = Self {
+        at: SystemTime::UNIX_EPOCH,
+        call_id: CallId(Uuid::nil()),
+    };
+
+    /// `micros:uuid`, to keep between passes.
+    pub fn encode(&self) -> String {
+        let micros = self
+            .at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        format!("{micros}:{}", self.call_id.uuid())
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (micros, id) = text.split_once(':')?;
+        let micros: u64 = micros.parse().ok()?;
+        Some(Self {
+            at: SystemTime::UNIX_EPOCH + Duration::from_micros(micros),
+            call_id: CallId(id.parse().ok()?),
+        })
+    }
+}
 
 /// A call as lease reconciliation sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +141,8 @@ pub struct RecentCall {
     pub started_ms: i64,
     /// Ended (in the window asked for), or still open.
     pub ended: bool,
+    /// Where it stands in its page's order.
+    pub cursor: CallsCursor,
 }
 
 /// Why a batch was not written.
@@ -250,28 +309,38 @@ impl PgStore {
         .map_err(|failure| write_error(failure, timeout))
     }
 
-    /// The calls open and started within `open_within`, and the calls ended
-    /// within `ended_within`, for lease reconciliation.
-    pub async fn recent_calls(
+    /// Up to `limit` calls of `which`, after `after` in the page's order,
+    /// for lease reconciliation. Fewer than `limit`: the last page.
+    pub async fn calls_page(
         &self,
-        open_within: Duration,
-        ended_within: Duration,
+        which: CallsPage,
+        after: CallsCursor,
+        limit: usize,
     ) -> Result<Vec<RecentCall>, ResolveError> {
+        let (kind, since) = match which {
+            CallsPage::Open { started_after } => ("open", started_after),
+            CallsPage::Ended { ended_after } => ("ended", ended_after),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .query_typed(
                 Query::RecentCalls,
-                RECENT_CALLS_SQL,
+                CALLS_PAGE_SQL,
                 &[
-                    (&open_within.as_secs_f64(), Type::FLOAT8),
-                    (&ended_within.as_secs_f64(), Type::FLOAT8),
+                    (&kind, Type::TEXT),
+                    (&since, Type::TIMESTAMPTZ),
+                    (&after.at, Type::TIMESTAMPTZ),
+                    (&after.call_id.uuid(), Type::UUID),
+                    (&limit, Type::INT8),
                 ],
             )
             .await?;
         let corrupt = |e: tokio_postgres::Error| ResolveError::Corrupt(format!("calls: {e}"));
         rows.iter()
             .map(|row| {
+                let call_id = CallId(row.try_get(0).map_err(corrupt)?);
                 Ok(RecentCall {
-                    call_id: CallId(row.try_get(0).map_err(corrupt)?),
+                    call_id,
                     org_id: OrgId(row.try_get(1).map_err(corrupt)?),
                     agent_id: row
                         .try_get::<_, Option<Uuid>>(2)
@@ -280,6 +349,10 @@ impl PgStore {
                     number_id: row.try_get(3).map_err(corrupt)?,
                     started_ms: row.try_get(4).map_err(corrupt)?,
                     ended: row.try_get(5).map_err(corrupt)?,
+                    cursor: CallsCursor {
+                        at: row.try_get(6).map_err(corrupt)?,
+                        call_id,
+                    },
                 })
             })
             .collect()
@@ -311,4 +384,30 @@ fn refused(e: &tokio_postgres::Error) -> bool {
     !transient(e)
         && e.as_db_error()
             .is_some_and(|db| ["22", "23"].iter().any(|c| db.code().code().starts_with(c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_survives_its_encoding() {
+        let cursor = CallsCursor {
+            at: SystemTime::UNIX_EPOCH + Duration::from_micros(1_796_000_000_123_456),
+            call_id: CallId(Uuid::from_u128(0xabc)),
+        };
+        assert_eq!(CallsCursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(
+            CallsCursor::decode(&CallsCursor::START.encode()),
+            Some(CallsCursor::START)
+        );
+        for garbage in [
+            "",
+            "12",
+            "x:00000000-0000-0000-0000-000000000abc",
+            "12:nope",
+        ] {
+            assert_eq!(CallsCursor::decode(garbage), None, "{garbage}");
+        }
+    }
 }

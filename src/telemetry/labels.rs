@@ -129,7 +129,7 @@ pub enum Query {
     ResolveOrganization,
     FindCustomer,
     CallOrg,
-    /// Lease reconciliation's read of open and lately ended calls.
+    /// Lease reconciliation's pages of open and lately ended calls.
     RecentCalls,
     /// The change log, read by a replica that follows an invalidation relay.
     ChangeLog,

@@ -11,7 +11,7 @@ use std::{
 };
 
 use redis::AsyncCommands;
-use switchboard::proto::LookupNumberRequest;
+use switchboard::{proto::LookupNumberRequest, store};
 
 use crate::helpers::{
     acme_with_own_limit, end_request, eventually, route_request, spawn_app_on, PrivateRedisCluster,
@@ -382,6 +382,93 @@ async fn one_listener_relays_every_change_to_a_fleet_on(topology: crate::helpers
         metrics.contains(r#"switchboard_invalidation_relay_publishes_total{outcome="published"}"#),
         "{metrics}"
     );
+}
+
+/// Many more open calls than one read of the records holds: a Redis that
+/// lost everything gets every lease back (page after page, in one pass),
+/// leases lost while Redis kept its record of the last pass come back by
+/// the sweep through the open calls, and every lease goes once its call is
+/// recorded ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn leases_of_more_calls_than_a_page_are_reconciled() {
+    const CALLS: i64 = 12_000; // two full pages and a short one
+    let redis_server = crate::helpers::PrivateRedis::start().await;
+    let url = redis_server.url();
+    let (stack, db_name) = acme_with_own_limit(5).await;
+    let db = store::connect_direct(&stack.direct_url(&db_name))
+        .await
+        .unwrap();
+    // calls that started an hour ago, three at a time in the same
+    // microsecond (a page may end between two of them)
+    db.execute(
+        "insert into public.calls (org_id, gateway_call_id, called_number, caller_number, \
+                                   status, started_at) \
+         select $1::text::uuid, 'old-' || i, $2, '+14155559999', 'in_progress', \
+                now() - interval '1 hour' + (i / 3) * interval '1 microsecond' \
+           from generate_series(1, $3::int8) i",
+        &[&ACME_ORG, &ACME, &CALLS],
+    )
+    .await
+    .unwrap();
+    let app = spawn_app_on(stack, db_name, move |c| {
+        c.redis.redis_url = secrecy::SecretString::from(url);
+        c.admission.lease_reconcile_interval = Duration::from_millis(300);
+    })
+    .await;
+    app.connected_to_redis().await;
+    let leases = format!("{}:v1:leases:{ACME_ORG}", app.db_name);
+    let redis_client = redis::Client::open(redis_server.url()).unwrap();
+    let redis = redis_client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let live_are = |expected: u64| {
+        let (redis, leases) = (redis.clone(), leases.clone());
+        move || {
+            let (mut redis, leases) = (redis.clone(), leases.clone());
+            async move { live_leases(&mut redis, &leases).await == expected }
+        }
+    };
+
+    // no pass on record: every open call's lease, in one pass
+    eventually(
+        "every open call's lease given back",
+        Duration::from_secs(20),
+        live_are(CALLS as u64),
+    )
+    .await;
+    let marker = format!("{}:v1:reconciled", app.db_name);
+    eventually("the pass on record", Duration::from_secs(10), || {
+        let (mut redis, marker) = (redis.clone(), marker.clone());
+        async move { redis.exists::<_, bool>(&marker).await.unwrap() }
+    })
+    .await;
+    let mut direct = redis.clone();
+
+    // the leases lost, the record of the last pass kept (a failover): the
+    // sweep finds them, a page per pass
+    let _: () = direct.del(&leases).await.unwrap();
+    eventually(
+        "the swept calls' leases given back",
+        Duration::from_secs(20),
+        live_are(CALLS as u64),
+    )
+    .await;
+
+    // every call ended (their releases lost): no lease left
+    db.execute(
+        "update public.calls set ended_at = now(), status = 'completed' \
+          where gateway_call_id like 'old-%'",
+        &[],
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the ended calls' leases removed",
+        Duration::from_secs(20),
+        live_are(0),
+    )
+    .await;
 }
 
 /// A Redis Cluster that loses every lease (all masters emptied) gets them
