@@ -8,7 +8,8 @@
 //!
 //! So, every interval, one replica (whichever takes the turn, a short lock
 //! in Redis) reads calls from the records in pages ([`PgStore::calls_page`],
-//! [`PAGE`] calls each, so no read grows with the number of open calls) and
+//! [`PAGE`] calls each, so no read grows with the number of open calls;
+//! the turn is held while it does) and
 //! per organization, in one script over its slot ([`RECONCILE_LEASES`]):
 //!
 //! * gives each open call without a lease its lease back, expiring where
@@ -22,10 +23,10 @@
 //!   restarted or flushed and lost everything): every open call, page after
 //!   page, in this pass.
 //! * **Otherwise** (a failover loses only the last writes): the open calls
-//!   started since the last pass (with a margin), and one more page of a
-//!   sweep through every open call, from where the last pass left it (the
+//!   started since the last pass (with a margin), and [`SWEEP_PAGES`] more
+//!   pages of a sweep through every open call, from where the last pass left it (the
 //!   cursor is kept in Redis, so whichever replica takes the turn goes on):
-//!   anything else lost comes back within a sweep, one page per interval.
+//!   anything else lost comes back within a sweep.
 //! * Either way, the calls ended since the last pass, to remove their
 //!   leases.
 //!
@@ -47,7 +48,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use redis::AsyncCommands;
@@ -68,9 +69,13 @@ use crate::{
 /// Calls per script: bounds the time one script holds its Redis node.
 const CALLS_PER_SCRIPT: usize = 500;
 
-/// Calls per read of the records: bounds each statement, and the memory a
-/// pass holds, whatever the number of open calls.
-pub const PAGE: usize = 5_000;
+/// Calls per read of the records: bounds each statement (well within the
+/// query timeout, on a busy database), and the memory a pass holds,
+/// whatever the number of open calls.
+pub const PAGE: usize = 1_000;
+
+/// Pages of the sweep through every open call read per pass.
+const SWEEP_PAGES: usize = 5;
 
 /// What one pass found and corrected.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -202,7 +207,7 @@ impl Admission {
         if !self.connection.is_connected() {
             return Err(CommandError::NotConnected.into());
         }
-        let key = format!("{}:{LAYOUT}:reconciler", self.settings.key_prefix);
+        let key = self.turn_key();
         // a little short of the interval, so the next tick finds it free
         let hold = interval.mul_f64(0.9).as_millis().max(1) as u64;
         let taken: Option<String> = self
@@ -216,6 +221,16 @@ impl Admission {
         Ok(taken.is_some())
     }
 
+    /// Holds the turn for another `interval` (less a little), for a pass
+    /// that reads page after page: no other replica starts the same pass
+    /// meanwhile.
+    async fn keep_turn(&self, interval: Duration) -> Result<(), AdmissionError> {
+        let key = self.turn_key();
+        let hold = interval.mul_f64(0.9).as_millis().max(1) as i64;
+        self.command(|mut c| async move { c.pexpire(key, hold).await })
+            .await
+    }
+
     /// When the last pass finished (ms since the epoch), if Redis knows.
     async fn last_pass(&self) -> Result<Option<u64>, AdmissionError> {
         let key = self.last_pass_key();
@@ -227,6 +242,10 @@ impl Admission {
         let ttl = self.settings.max_call_duration.as_secs().max(1);
         self.command(|mut c| async move { c.set_ex(key, at_ms, ttl).await })
             .await
+    }
+
+    fn turn_key(&self) -> String {
+        format!("{}:{LAYOUT}:reconciler", self.settings.key_prefix)
     }
 
     fn last_pass_key(&self) -> String {
@@ -334,6 +353,7 @@ async fn pass(
     if !admission.take_turn(interval).await? {
         return Ok(None);
     }
+    let clock = Instant::now();
     let started = now_ms();
     let since_last = admission
         .last_pass()
@@ -347,36 +367,43 @@ async fn pass(
     let every_open_call = CallsPage::Open {
         started_after: back(longest),
     };
-    let mut drift = Drift::default();
+    let mut reader = Pages {
+        admission,
+        store,
+        interval,
+        drift: Drift::default(),
+        calls: 0,
+    };
     if since_last.is_none() {
         // Redis may have lost every lease: all of them, now
-        drift += reconcile_pages(admission, store, every_open_call, CallsCursor::START, None)
-            .await?
-            .0;
+        reader
+            .read(every_open_call, CallsCursor::START, None)
+            .await?;
         admission.keep_sweep_cursor(None).await?;
     } else {
         let lately_started = CallsPage::Open {
             started_after: back(window),
         };
-        drift += reconcile_pages(admission, store, lately_started, CallsCursor::START, None)
-            .await?
-            .0;
+        reader
+            .read(lately_started, CallsCursor::START, None)
+            .await?;
         let from = admission
             .sweep_cursor()
             .await?
             .unwrap_or(CallsCursor::START);
-        let (found, next) =
-            reconcile_pages(admission, store, every_open_call, from, Some(1)).await?;
-        drift += found;
+        let next = reader
+            .read(every_open_call, from, Some(SWEEP_PAGES))
+            .await?;
         admission.keep_sweep_cursor(next).await?;
     }
     let ended = CallsPage::Ended {
         ended_after: back(window),
     };
-    drift += reconcile_pages(admission, store, ended, CallsCursor::START, None)
-        .await?
-        .0;
+    reader.read(ended, CallsCursor::START, None).await?;
     admission.record_pass(started).await?;
+    let Pages { drift, calls, .. } = reader;
+    metrics::gauge!("switchboard_lease_reconcile_pass_seconds").set(clock.elapsed().as_secs_f64());
+    metrics::gauge!("switchboard_lease_reconcile_calls_read").set(calls as f64);
     if drift != Drift::default() {
         tracing::warn!(
             missing = drift.missing,
@@ -387,29 +414,42 @@ async fn pass(
     Ok(Some(drift))
 }
 
-/// Reconciles `which` calls after `from`, page by page: all of them, or at
-/// most `pages`. The drift, and where to go on from (`None`: the last page
-/// was read).
-async fn reconcile_pages(
-    admission: &Admission,
-    store: &PgStore,
-    which: CallsPage,
-    from: CallsCursor,
-    pages: Option<usize>,
-) -> anyhow::Result<(Drift, Option<CallsCursor>)> {
-    let mut drift = Drift::default();
-    let mut after = from;
-    let mut read = 0;
-    loop {
-        let calls = store.calls_page(which, after, PAGE).await?;
-        drift += admission.reconcile(&calls).await?;
-        read += 1;
-        match calls.last() {
-            Some(last) if calls.len() == PAGE => after = last.cursor,
-            _ => return Ok((drift, None)),
-        }
-        if pages.is_some_and(|pages| read >= pages) {
-            return Ok((drift, Some(after)));
+/// A pass's reads of the records, page by page, and what they found.
+struct Pages<'a> {
+    admission: &'a Admission,
+    store: &'a PgStore,
+    interval: Duration,
+    drift: Drift,
+    /// Calls read so far.
+    calls: usize,
+}
+
+impl Pages<'_> {
+    /// Reconciles `which` calls after `from`, page by page: all of them, or
+    /// at most `pages`. Where to go on from (`None`: the last page was
+    /// read).
+    async fn read(
+        &mut self,
+        which: CallsPage,
+        from: CallsCursor,
+        pages: Option<usize>,
+    ) -> anyhow::Result<Option<CallsCursor>> {
+        let mut after = from;
+        let mut read = 0;
+        loop {
+            let calls = self.store.calls_page(which, after, PAGE).await?;
+            self.drift += self.admission.reconcile(&calls).await?;
+            self.calls += calls.len();
+            read += 1;
+            match calls.last() {
+                Some(last) if calls.len() == PAGE => after = last.cursor,
+                _ => return Ok(None),
+            }
+            if pages.is_some_and(|pages| read >= pages) {
+                return Ok(Some(after));
+            }
+            // more to read: the turn stays this replica's meanwhile
+            self.admission.keep_turn(self.interval).await?;
         }
     }
 }

@@ -46,8 +46,9 @@ const CALL_ORG_SQL: &str = "select org_id from public.calls where id = $1";
 /// One page of the calls a concurrency lease may stand for, with what the
 /// lease is held against: the organization, the agent, and the number's row
 /// or else the longest range that holds it. `$1` picks the calls (since
-/// `$2`); `$3`, `$4` is where the last page ended; `$5` the page's size. Pages are in the order of the partial index each kind reads (V10),
-/// so every page costs what it returns, however many calls there are.
+/// `$2`); `$3`, `$4` is where the last page ended; `$5` the page's size.
+/// Pages are in the order of the partial index each kind reads (V11), so
+/// every page costs what it returns, however many calls there are.
 ///
 /// * `open`: not ended, started after `$2`, by start;
 /// * `ended`: ended after `$2`, by end.

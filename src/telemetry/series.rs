@@ -388,6 +388,18 @@ pub const FAMILIES: &[Family] = &[
         &[("outcome", ReconcileOutcome::VARIANTS)],
     ),
     family(
+        "switchboard_lease_reconcile_pass_seconds",
+        Gauge,
+        "How long this replica's last lease reconciliation pass took.",
+        &[],
+    ),
+    family(
+        "switchboard_lease_reconcile_calls_read",
+        Gauge,
+        "Call records this replica's last lease reconciliation pass read.",
+        &[],
+    ),
+    family(
         "switchboard_lease_drift_total",
         Counter,
         "Leases that differed from the call records, corrected: missing (an open call had none) or ended (an ended call still held one).",
