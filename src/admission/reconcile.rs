@@ -56,7 +56,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{Admission, AdmissionError, AdmissionMode, LeaseScope, CALL_ORG_GRACE, LAYOUT};
-use crate::store::redis_link::CommandError;
+use crate::store::redis_link::{CommandError, Connection};
 use crate::{
     domain::{AgentId, OrgId},
     store::{
@@ -66,8 +66,15 @@ use crate::{
     telemetry::series::{LeaseDrift, ReconcileOutcome},
 };
 
-/// Calls per script: bounds the time one script holds its Redis node.
-const CALLS_PER_SCRIPT: usize = 500;
+/// Calls per script: bounds the time one script holds its Redis node (a
+/// fraction of a millisecond), which answers calls meanwhile.
+const CALLS_PER_SCRIPT: usize = 100;
+
+/// Longest wait for one of a pass's Redis commands. A pass is background
+/// work: it waits longer than a call's admission
+/// (`SWITCHBOARD_ADMISSION_TIMEOUT`) would, rather than fail whenever Redis
+/// is busy answering calls.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Calls per read of the records: bounds each statement (well within the
 /// query timeout, on a busy database), and the memory a pass holds,
@@ -160,7 +167,7 @@ impl Admission {
             invocation.key(key);
         }
         let (missing, removed): (u64, u64) = self
-            .command(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .background(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
         if missing > 0 {
             self.remember_scopes(open.iter().map(|call| (call.call_id, scope_of(call))))
@@ -182,7 +189,7 @@ impl Admission {
             .map(|(call_id, scope)| (self.call_key(call_id), scope.encode()))
             .collect();
         let written: Result<(), _> = self
-            .command(|c| async move {
+            .background(|c| async move {
                 // keys of many slots: one command each, sent together
                 let sets = writes.into_iter().map(|(key, scope)| {
                     let mut c = c.clone();
@@ -211,7 +218,7 @@ impl Admission {
         // a little short of the interval, so the next tick finds it free
         let hold = interval.mul_f64(0.9).as_millis().max(1) as u64;
         let taken: Option<String> = self
-            .command(|mut c| async move {
+            .background(|mut c| async move {
                 let options = redis::SetOptions::default()
                     .conditional_set(redis::ExistenceCheck::NX)
                     .with_expiration(redis::SetExpiry::PX(hold));
@@ -221,26 +228,35 @@ impl Admission {
         Ok(taken.is_some())
     }
 
+    /// One of a pass's Redis commands, bounded by [`COMMAND_TIMEOUT`].
+    async fn background<T, F>(&self, run: impl FnOnce(Connection) -> F) -> Result<T, AdmissionError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        Ok(self.connection.run(COMMAND_TIMEOUT, run).await?)
+    }
+
     /// Holds the turn for another `interval` (less a little), for a pass
     /// that reads page after page: no other replica starts the same pass
     /// meanwhile.
     async fn keep_turn(&self, interval: Duration) -> Result<(), AdmissionError> {
         let key = self.turn_key();
         let hold = interval.mul_f64(0.9).as_millis().max(1) as i64;
-        self.command(|mut c| async move { c.pexpire(key, hold).await })
+        self.background(|mut c| async move { c.pexpire(key, hold).await })
             .await
     }
 
     /// When the last pass finished (ms since the epoch), if Redis knows.
     async fn last_pass(&self) -> Result<Option<u64>, AdmissionError> {
         let key = self.last_pass_key();
-        self.command(|mut c| async move { c.get(key).await }).await
+        self.background(|mut c| async move { c.get(key).await })
+            .await
     }
 
     async fn record_pass(&self, at_ms: u64) -> Result<(), AdmissionError> {
         let key = self.last_pass_key();
         let ttl = self.settings.max_call_duration.as_secs().max(1);
-        self.command(|mut c| async move { c.set_ex(key, at_ms, ttl).await })
+        self.background(|mut c| async move { c.set_ex(key, at_ms, ttl).await })
             .await
     }
 
@@ -256,7 +272,7 @@ impl Admission {
     async fn sweep_cursor(&self) -> Result<Option<CallsCursor>, AdmissionError> {
         let key = self.sweep_key();
         let at: Option<String> = self
-            .command(|mut c| async move { c.get(key).await })
+            .background(|mut c| async move { c.get(key).await })
             .await?;
         Ok(at.as_deref().and_then(CallsCursor::decode))
     }
@@ -268,10 +284,13 @@ impl Admission {
         match cursor {
             Some(cursor) => {
                 let at = cursor.encode();
-                self.command(|mut c| async move { c.set_ex(key, at, ttl).await })
+                self.background(|mut c| async move { c.set_ex(key, at, ttl).await })
                     .await
             }
-            None => self.command(|mut c| async move { c.del(key).await }).await,
+            None => {
+                self.background(|mut c| async move { c.del(key).await })
+                    .await
+            }
         }
     }
 
