@@ -14,6 +14,12 @@
 //! A fleet whose direct connections are budgeted runs the [`relay`]
 //! instead: a few replicas listen and republish on Redis, the rest follow.
 //!
+//! A changed agent or organization the cache holds is swapped for its new
+//! version, which the listener reads itself, on its session, as soon as
+//! the notification arrives: notifications waiting together are read
+//! together (one statement per kind), and the swap waits neither for the
+//! pool nor for the request runtime.
+//!
 //! The listener runs on an OS thread of its own ([`spawn`]): on a runtime
 //! busy with requests, a notification would wait behind them to be read,
 //! and then again for the eviction; and a session as long as the daemon's
@@ -39,14 +45,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::{AsyncMessage, Client, Notification};
 
 use crate::{
-    domain::Resolver,
-    routing::RouteCache,
+    domain::{Change, Resolver, Versions},
+    routing::{RouteCache, SWAP_WITHIN},
     store::{
-        describe,
+        describe, postgres,
         routing_changes::{self, LogReader},
         PgTarget,
     },
-    telemetry::outage::LISTENER,
+    telemetry::{outage::LISTENER, series::VersionRead},
 };
 
 pub mod relay;
@@ -61,6 +67,9 @@ pub const APPLICATION_NAME: &str = "switchboard-listener";
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most notifications applied together, their agents and organizations
+/// read in one statement per kind.
+const BATCH: usize = 256;
 /// Name of the listener's thread (in `top -H`, debuggers and panics).
 pub const THREAD_NAME: &str = "switchboard-invalidation";
 
@@ -268,6 +277,19 @@ impl Listening {
         })
     }
 
+    /// The next notification's payload and those that arrived with it, up
+    /// to [`BATCH`]; an error once the connection ends.
+    async fn next_batch(&mut self) -> Result<Vec<String>, String> {
+        let mut batch = vec![self.next().await?];
+        while batch.len() < BATCH {
+            match self.notifications.try_recv() {
+                Ok(n) => batch.push(n.payload().to_owned()),
+                Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
     /// The next notification's payload; an error once the connection ends.
     async fn next(&mut self) -> Result<String, String> {
         tokio::select! {
@@ -298,8 +320,8 @@ async fn session<R: Resolver>(
     LISTENER.recovered();
     tracing::info!("invalidation listener connected");
     loop {
-        let payload = listening.next().await?;
-        apply_payload(&payload, cache, status).await;
+        let payloads = listening.next_batch().await?;
+        apply_payloads(&payloads, cache, status, Some(&listening.client)).await;
     }
 }
 
@@ -362,37 +384,106 @@ async fn replay_within<R: Resolver>(
     Ok(())
 }
 
-/// Applies one notification's payload (the trigger's JSON: `id`, `entity`,
-/// `key`, `at`), from the listening session or from the relay.
-async fn apply_payload<R: Resolver>(payload: &str, cache: &RouteCache<R>, status: &Progress) {
-    metrics::counter!("switchboard_invalidations_received_total").increment(1);
-    let Ok(payload) = serde_json::from_str::<Value>(payload) else {
-        tracing::warn!("ignoring a malformed routing change notification");
-        return;
-    };
-    let change = payload["entity"]
-        .as_str()
-        .zip(payload["key"].as_str())
-        .and_then(|(entity, key)| routing_changes::parse(entity, key));
-    let Some(change) = change else {
-        tracing::warn!("ignoring a routing change notification naming nothing known");
-        return;
-    };
-    // applied even if seen (a notification is the change itself, fresh);
-    // remembered, so that a replay does not apply it again
-    cache.apply(&change).await;
-    if let Some(id) = payload["id"].as_i64() {
-        status.apply_once(id);
-        status.saw(id);
+/// One notification: the trigger's JSON (`id`, `entity`, `key`, `at`).
+struct Notice {
+    change: Change,
+    /// The change's id in the log.
+    id: Option<i64>,
+    /// When it was logged (epoch seconds).
+    at: Option<f64>,
+}
+
+impl Notice {
+    /// The notification `payload` names, or None (with a warning) if it
+    /// names nothing known.
+    fn parse(payload: &str) -> Option<Self> {
+        metrics::counter!("switchboard_invalidations_received_total").increment(1);
+        let Ok(payload) = serde_json::from_str::<Value>(payload) else {
+            tracing::warn!("ignoring a malformed routing change notification");
+            return None;
+        };
+        let change = payload["entity"]
+            .as_str()
+            .zip(payload["key"].as_str())
+            .and_then(|(entity, key)| routing_changes::parse(entity, key));
+        let Some(change) = change else {
+            tracing::warn!("ignoring a routing change notification naming nothing known");
+            return None;
+        };
+        Some(Notice {
+            change,
+            id: payload["id"].as_i64(),
+            at: payload["at"].as_f64(),
+        })
     }
-    metrics::counter!("switchboard_invalidations_applied_total").increment(1);
-    if let Some(at) = payload["at"].as_f64() {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
-        metrics::histogram!("switchboard_invalidation_lag_seconds").record((now - at).max(0.0));
+}
+
+/// Applies notifications' payloads, from the listening session or from the
+/// relay, in order. With `session` (the listener's own), the new versions
+/// of the agents and organizations they change that the cache holds are
+/// read on it first, to be swapped in without a read of the cache's own.
+async fn apply_payloads<R: Resolver>(
+    payloads: &[String],
+    cache: &RouteCache<R>,
+    status: &Progress,
+    session: Option<&Client>,
+) {
+    let notices: Vec<Notice> = payloads.iter().filter_map(|p| Notice::parse(p)).collect();
+    let versions = match session {
+        Some(client) => new_versions(client, cache, &notices).await,
+        None => Versions::default(),
+    };
+    for notice in &notices {
+        // applied even if seen (a notification is the change itself,
+        // fresh); remembered, so that a replay does not apply it again
+        cache.apply_with(&notice.change, &versions).await;
+        if let Some(id) = notice.id {
+            status.apply_once(id);
+            status.saw(id);
+        }
+        metrics::counter!("switchboard_invalidations_applied_total").increment(1);
+        if let Some(at) = notice.at {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            metrics::histogram!("switchboard_invalidation_lag_seconds").record((now - at).max(0.0));
+        }
     }
+}
+
+/// The new versions of the agents and organizations `notices` change that
+/// the cache holds, read on `client` within [`SWAP_WITHIN`]; none if the
+/// read fails (the cache then reads them itself, as for a relayed change).
+async fn new_versions<R: Resolver>(
+    client: &Client,
+    cache: &RouteCache<R>,
+    notices: &[Notice],
+) -> Versions {
+    let mut agents = Vec::new();
+    let mut organizations = Vec::new();
+    for notice in notices.iter().filter(|n| cache.would_swap(&n.change)) {
+        match notice.change {
+            Change::Agent(id) if !agents.contains(&id) => agents.push(id),
+            Change::Organization(id) if !organizations.contains(&id) => organizations.push(id),
+            _ => {}
+        }
+    }
+    if agents.is_empty() && organizations.is_empty() {
+        return Versions::default();
+    }
+    let read = postgres::read_versions(client, &agents, &organizations, SWAP_WITHIN).await;
+    let outcome = match &read {
+        Ok(_) => VersionRead::Read,
+        Err(error) => {
+            tracing::debug!(%error, "changed agents and organizations not read by the listener");
+            VersionRead::Failed
+        }
+    };
+    metrics::counter!("switchboard_invalidation_version_reads_total",
+        "outcome" => <&str>::from(outcome))
+    .increment(1);
+    read.unwrap_or_default()
 }
 
 #[cfg(test)]

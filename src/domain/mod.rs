@@ -21,7 +21,7 @@ mod route;
 pub use e164::{Method, Normalization, NumberError, Region, RegionSet, E164, MAX_INPUT_BYTES};
 pub use event::{CallEnded, CallOpened, EndReason, Event, Metric, Usage};
 pub use ids::{AgentId, CallId, OrgId};
-pub use resolver::{Change, Directory, Peeked, Resolver, Tier};
+pub use resolver::{Change, Directory, Peeked, Resolver, Tier, Versions};
 pub use route::{
     Agent, Customer, Inactive, NumberRange, Organization, PlanTier, Provisioned, ResolveError,
     Route,

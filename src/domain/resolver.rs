@@ -2,7 +2,7 @@
 //! and the cache tiers in front of it) and where calls are looked up
 //! ([`Directory`]: the PostgreSQL store alone).
 
-use std::{future::Future, sync::Arc};
+use std::{collections::HashMap, future::Future, sync::Arc};
 
 use super::{
     Agent, AgentId, CallId, Customer, NumberRange, OrgId, Organization, ResolveError, Route, E164,
@@ -19,6 +19,18 @@ pub enum Change {
     Customer(OrgId, E164),
     /// The number range with this prefix was added, changed or removed.
     Range(String),
+}
+
+/// Agents and organizations as they are now, read after changes to them
+/// committed (by the invalidation listener, on its own session): what the
+/// cache swaps in for them without a read of its own. An id read and not
+/// found maps to `None`: it is gone.
+#[derive(Debug, Default)]
+pub struct Versions {
+    pub agents: HashMap<AgentId, Option<Arc<Agent>>>,
+    pub organizations: HashMap<OrgId, Option<Arc<Organization>>>,
+    /// How long reading them took (what swapping one in is measured as).
+    pub took: std::time::Duration,
 }
 
 /// The tier that answers a lookup.

@@ -37,7 +37,7 @@ use futures::StreamExt;
 use redis::{AsyncCommands, Script};
 use tokio::sync::watch;
 
-use super::{apply_payload, on_task, replay, replay_within, ListenerThread, Listening, Progress};
+use super::{apply_payloads, on_task, replay, replay_within, ListenerThread, Listening, Progress};
 use crate::{
     domain::Resolver,
     routing::RouteCache,
@@ -275,7 +275,7 @@ async fn follow<R: Resolver>(
                 message = messages.next() => match message {
                     Some(message) => {
                         let payload: String = message.get_payload().unwrap_or_default();
-                        apply_payload(&payload, &cache, &progress).await;
+                        apply_payloads(&[payload], &cache, &progress, None).await;
                     }
                     None => break,
                 },

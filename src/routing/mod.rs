@@ -49,7 +49,7 @@ use crate::{
     store::PgStore,
 };
 
-pub use cache::{snapshot, CacheSettings, RouteCache};
+pub use cache::{snapshot, CacheSettings, RouteCache, SWAP_WITHIN};
 pub use decide::{decide, CallDecision, MatchedRule, RuleStep, StepOutcome, Walk};
 pub use explain::{ExplainedNumber, Explanation};
 

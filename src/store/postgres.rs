@@ -32,7 +32,7 @@ use self::rows::{
 use super::PgTarget;
 use crate::domain::{
     Agent, AgentId, CallId, Customer, Directory, NumberRange, OrgId, Organization, ResolveError,
-    Resolver, Route, E164,
+    Resolver, Route, Versions, E164,
 };
 use crate::telemetry::{outage::POSTGRES, series::Query};
 
@@ -146,6 +146,30 @@ const RESOLVE_ORGANIZATION_SQL: &str = concat!(
     "
       from public.organizations o
      where o.id = $1"
+);
+
+/// Agents by id: the new versions of changed agents, read by the
+/// invalidation listener.
+const AGENTS_SQL: &str = concat!(
+    "
+    select ",
+    agent_columns!(),
+    "
+      from public.agents a
+     where a.id = any($1)"
+);
+
+/// Organizations by id, likewise.
+const ORGANIZATIONS_SQL: &str = concat!(
+    "
+    select ",
+    organization_columns!(),
+    ",
+           ",
+    policy_column!(),
+    "
+      from public.organizations o
+     where o.id = any($1)"
 );
 
 /// Every active route, for warm start; `$1` caps the rows read. Each
@@ -318,14 +342,7 @@ impl PgStore {
     ) -> Result<Vec<Row>, ResolveError> {
         self.run_typed(what, sql, params, self.query_timeout)
             .await
-            .map_err(|failure| match failure {
-                Failure::Pool(e) => pool_error(e),
-                Failure::Timeout => ResolveError::Timeout("database query"),
-                Failure::Query(e) => match transient(&e) {
-                    true => ResolveError::Unavailable(describe(&e)),
-                    false => ResolveError::Corrupt(describe(&e)),
-                },
-            })
+            .map_err(Failure::into_resolve_error)
     }
 
     /// One typed statement on a pooled connection: checkout, connect and the
@@ -383,6 +400,20 @@ pub(super) enum Failure {
     Timeout,
     /// The connection failed, or the database answered with an error.
     Query(tokio_postgres::Error),
+}
+
+impl Failure {
+    /// What a reader of routes makes of it.
+    fn into_resolve_error(self) -> ResolveError {
+        match self {
+            Failure::Pool(e) => pool_error(e),
+            Failure::Timeout => ResolveError::Timeout("database query"),
+            Failure::Query(e) => match transient(&e) {
+                true => ResolveError::Unavailable(describe(&e)),
+                false => ResolveError::Corrupt(describe(&e)),
+            },
+        }
+    }
 }
 
 impl std::fmt::Display for Failure {
@@ -489,6 +520,58 @@ impl Resolver for PgStore {
         rows.first()
             .map(|row| customer_from_row(row).map(Arc::new))
             .transpose()
+    }
+}
+
+/// The agents and organizations `agents` and `organizations` name, as they
+/// are now, read on `client` (a session of its own: the invalidation
+/// listener's, on the direct connection) in one statement for each kind,
+/// each within `timeout`. An id not found is gone.
+pub async fn read_versions(
+    client: &tokio_postgres::Client,
+    agents: &[AgentId],
+    organizations: &[OrgId],
+    timeout: Duration,
+) -> Result<Versions, ResolveError> {
+    let started = std::time::Instant::now();
+    let mut versions = Versions::default();
+    if !agents.is_empty() {
+        let ids: Vec<uuid::Uuid> = agents.iter().map(|id| id.uuid()).collect();
+        let rows = read_on(client, AGENTS_SQL, &ids, timeout).await?;
+        versions.agents = agents.iter().map(|id| (*id, None)).collect();
+        for row in &rows {
+            let agent = agent_from_row(row)?;
+            versions.agents.insert(agent.id, Some(Arc::new(agent)));
+        }
+    }
+    if !organizations.is_empty() {
+        let ids: Vec<uuid::Uuid> = organizations.iter().map(|id| id.uuid()).collect();
+        let rows = read_on(client, ORGANIZATIONS_SQL, &ids, timeout).await?;
+        versions.organizations = organizations.iter().map(|id| (*id, None)).collect();
+        for row in &rows {
+            let organization = organization_from_row(row)?;
+            versions
+                .organizations
+                .insert(organization.id, Some(Arc::new(organization)));
+        }
+    }
+    versions.took = started.elapsed();
+    Ok(versions)
+}
+
+/// One statement on `client` with the ids `$1`, within `timeout`.
+async fn read_on(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    ids: &[uuid::Uuid],
+    timeout: Duration,
+) -> Result<Vec<Row>, ResolveError> {
+    let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
+        [(&ids, Type::UUID_ARRAY)];
+    let read = client.query_typed(sql, &params);
+    match tokio::time::timeout(timeout, read).await {
+        Ok(read) => read.map_err(|e| Failure::Query(e).into_resolve_error()),
+        Err(_) => Err(Failure::Timeout.into_resolve_error()),
     }
 }
 

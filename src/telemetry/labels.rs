@@ -186,6 +186,18 @@ pub enum RefreshResult {
     Busy,
 }
 
+/// How the invalidation listener's read of the new versions of changed
+/// agents and organizations went
+/// (`switchboard_invalidation_version_reads_total{outcome}`).
+#[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
+#[strum(serialize_all = "snake_case")]
+pub enum VersionRead {
+    /// Read: swapped in without a read of the cache's own.
+    Read,
+    /// Failed or too slow: the cache reads them itself.
+    Failed,
+}
+
 /// What became of recorded events (`switchboard_recorder_events_total{outcome}`).
 #[derive(Debug, Clone, Copy, IntoStaticStr, VariantNames)]
 #[strum(serialize_all = "snake_case")]

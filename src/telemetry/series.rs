@@ -238,6 +238,12 @@ pub const FAMILIES: &[Family] = &[
         &[],
     ),
     family(
+        "switchboard_invalidation_version_reads_total",
+        Counter,
+        "Reads, on the listener's session, of the new versions of changed agents and organizations the cache holds, by outcome (read: swapped in without a read of the cache's own; failed: the cache reads them itself).",
+        &[("outcome", VersionRead::VARIANTS)],
+    ),
+    family(
         "switchboard_invalidation_lag_seconds",
         Histogram,
         "Time from a route change's log entry (just before its commit) to its eviction from L1 here.",

@@ -273,6 +273,61 @@ async fn a_second_replica_is_served_from_redis_on(topology: Topology) {
     );
 }
 
+/// A changed agent is swapped for its new version read by the listener on
+/// its own session: with the pooler gone, every lookup of its number,
+/// from clients asking all along, is still answered, in the old version
+/// and then only in the new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_agent_is_swapped_in_by_the_listener_while_the_pooler_is_down() {
+    let stack = crate::helpers::Stack::from_env();
+    let mut bouncer = crate::helpers::PrivateBouncer::start(&stack).await;
+    let app = crate::helpers::spawn_seeded_app_via(bouncer.port, |_| {}).await;
+    let number = "+14155550142";
+    let name = |reply: LookupNumberResponse| reply.route.unwrap().agent.unwrap().name;
+    let mut client = app.client.clone();
+    assert_eq!(name(lookup(&mut client, number).await), "Leasing");
+    bouncer.kill();
+    let askers: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let mut seen: Vec<String> = Vec::new();
+                // until the new version has answered 50 times in a row
+                while !(seen.len() >= 50
+                    && seen[seen.len() - 50..].iter().all(|n| n == "Leasing desk"))
+                {
+                    assert!(Instant::now() < deadline, "not swapped in: {seen:?}");
+                    let reply = client.lookup_number(request(number)).await;
+                    let reply =
+                        reply.unwrap_or_else(|e| panic!("refused with the pooler down: {e}"));
+                    let agent = name(reply.into_inner());
+                    if seen.last() != Some(&agent) || agent == "Leasing desk" {
+                        seen.push(agent);
+                    }
+                }
+                seen.dedup();
+                seen
+            })
+        })
+        .collect();
+    app.direct()
+        .await
+        .batch_execute(
+            "update agents set name = 'Leasing desk'
+              where id = '00000000-0000-4000-8000-00000000b002'",
+        )
+        .await
+        .unwrap();
+    for asker in askers {
+        let seen = asker.await.expect("asker");
+        assert!(
+            seen == ["Leasing", "Leasing desk"] || seen == ["Leasing desk"],
+            "answers went back to the old version: {seen:?}"
+        );
+    }
+}
+
 /// Redis going away costs latency, never a call.
 #[tokio::test]
 async fn calls_keep_routing_when_redis_dies() {

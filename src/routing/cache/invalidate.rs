@@ -9,7 +9,10 @@
 //! [`SWAP_WITHIN`]: a read that fails or takes longer evicts it, as any
 //! other change does. Changes to one agent or organization that arrive
 //! while its swap reads are coalesced: one more read follows, for all of
-//! them.
+//! them. The invalidation listener reads the new versions itself, on its
+//! own session, as soon as the notification arrives
+//! ([`RouteCache::apply_with`]): then the swap needs no read of its own,
+//! and waits neither for the pool nor for this runtime.
 
 use std::{
     sync::{atomic::Ordering, Arc},
@@ -22,7 +25,7 @@ use super::{
     storage::Entry,
     RouteCache,
 };
-use crate::domain::{Agent, Change, Organization, Resolver};
+use crate::domain::{Agent, Change, Organization, Resolver, Versions};
 
 /// Longest an agent or organization a change replaced is answered in its
 /// old version while the new one is read.
@@ -41,6 +44,13 @@ impl<R: Resolver> RouteCache<R> {
     /// change names from the source, past them. With L1 off, returns once
     /// the tiers below have evicted it.
     pub async fn apply(&self, change: &Change) {
+        self.apply_with(change, &Versions::default()).await;
+    }
+
+    /// [`Self::apply`], where `versions` may hold the new version of the
+    /// agent or organization `change` names, read after the change
+    /// committed: that version is swapped in at once, without a read.
+    pub async fn apply_with(&self, change: &Change, versions: &Versions) {
         if let Change::Range(_) = change {
             // held whole, whether L1 keeps routes or not
             self.ranges_changed();
@@ -67,8 +77,14 @@ impl<R: Resolver> RouteCache<R> {
         let settled = Self::begin_settling(cache.clone(), stripe);
         match change {
             Change::Number(number) => self.numbers.invalidate(number).await,
-            Change::Agent(id) => Self::swap::<Agent>(cache, *id).await,
-            Change::Organization(id) => Self::swap::<Organization>(cache, *id).await,
+            Change::Agent(id) => {
+                let read = versions.agents.get(id).cloned();
+                Self::swap::<Agent>(cache, *id, read, versions.took).await;
+            }
+            Change::Organization(id) => {
+                let read = versions.organizations.get(id).cloned();
+                Self::swap::<Organization>(cache, *id, read, versions.took).await;
+            }
             Change::Customer(org_id, phone) => self.forget_caller(*org_id, phone).await,
             Change::Range(_) => unreachable!("applied above"),
         }
@@ -79,12 +95,31 @@ impl<R: Resolver> RouteCache<R> {
         });
     }
 
+    /// Whether applying `change` would swap an agent or organization L1
+    /// holds for its new version: what is worth reading for
+    /// [`Self::apply_with`].
+    pub fn would_swap(&self, change: &Change) -> bool {
+        self.enabled()
+            && match change {
+                Change::Agent(id) => self.agents.contains_key(id),
+                Change::Organization(id) => self.organizations.contains_key(id),
+                _ => false,
+            }
+    }
+
     /// Replaces the agent or organization `id`, changed, with its new
-    /// version, read from the source in a task of its own; evicts it
-    /// instead if L1 does not hold it, or if the read fails or takes longer
-    /// than [`SWAP_WITHIN`]. A change to it while a swap reads it makes
-    /// that swap read again.
-    async fn swap<T: Part>(cache: Arc<Self>, id: T::Id) {
+    /// version: `read` (`Some(None)`: gone), or else read from the source
+    /// in a task of its own. Evicts it instead if L1 does not hold it, or
+    /// if the read fails or takes longer than [`SWAP_WITHIN`]. A change to
+    /// it while a swap reads it makes that swap read again (a version read
+    /// along with the change is then not used: it may be older than what
+    /// the running swap is about to put in place).
+    async fn swap<T: Part>(
+        cache: Arc<Self>,
+        id: T::Id,
+        read: Option<Option<Arc<T>>>,
+        took: Duration,
+    ) {
         let key = (T::KIND, T::uuid(id));
         let held = {
             let mut swaps = cache.swaps.lock().unwrap_or_else(|p| p.into_inner());
@@ -93,7 +128,7 @@ impl<R: Resolver> RouteCache<R> {
                 return;
             }
             let held = T::kept(&cache).contains_key(&id);
-            if held {
+            if held && read.is_none() {
                 swaps.insert(key, false);
             }
             held
@@ -104,6 +139,14 @@ impl<R: Resolver> RouteCache<R> {
             return;
         }
         let started = Instant::now();
+        if let Some(read) = read {
+            match read {
+                Some(new) => T::kept(&cache).insert(id, Entry::new(new, started)).await,
+                None => T::kept(&cache).invalidate(&id).await,
+            }
+            metrics::histogram!("switchboard_cache_swap_seconds").record(took.as_secs_f64());
+            return;
+        }
         let task = cache.clone();
         cache.spawn(async move {
             let cache = task;
@@ -248,6 +291,80 @@ mod tests {
             .part_reads
             .load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!(reads - reads_before, 2);
+    }
+
+    /// Versions read along with a change to `agent` (`None`: gone).
+    fn read_along(agent: Option<&str>) -> crate::domain::Versions {
+        let id = crate::domain::AgentId(Uuid::from_u128(2));
+        let mut versions = crate::domain::Versions::default();
+        let agent = agent.map(|name| route("+14155550100", name).agent);
+        versions.agents.insert(id, agent);
+        versions
+    }
+
+    #[tokio::test]
+    async fn a_version_read_along_with_a_change_is_swapped_in_without_a_read() {
+        let cache = cache_over(Some("Reception"), None, settings());
+        cache.resolve(&number()).await.unwrap();
+        // the source is down: only the version read along can answer
+        cache
+            .inner()
+            .down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let id = crate::domain::AgentId(Uuid::from_u128(2));
+        assert!(cache.would_swap(&Change::Agent(id)));
+        cache
+            .apply_with(&Change::Agent(id), &read_along(Some("Front desk")))
+            .await;
+        assert_eq!(
+            agent_of(cache.resolve(&number()).await.unwrap()),
+            "Front desk",
+            "in place when the change is applied"
+        );
+        assert_eq!(
+            cache
+                .inner()
+                .part_reads
+                .load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "no read of the cache's own"
+        );
+        // read along as gone: evicted
+        cache
+            .apply_with(&Change::Agent(id), &read_along(None))
+            .await;
+        assert!(!cache.agents.contains_key(&id));
+        assert!(!cache.would_swap(&Change::Agent(id)), "not held any more");
+    }
+
+    #[tokio::test]
+    async fn a_version_read_along_while_a_swap_reads_leaves_it_to_that_swap() {
+        let cache = cache_over(Some("Reception"), None, settings());
+        cache.resolve(&number()).await.unwrap();
+        let gate = hold_agent_reads(&cache);
+        let id = crate::domain::AgentId(Uuid::from_u128(2));
+        cache.apply(&Change::Agent(id)).await; // its read waits at the gate
+                                               // a later change arrives with a version read along; the source
+                                               // meanwhile holds a newer one still, which the running swap must
+                                               // read again and put in place, not the version read along
+        cache
+            .apply_with(&Change::Agent(id), &read_along(Some("Front desk")))
+            .await;
+        assert_eq!(
+            agent_of(cache.resolve(&number()).await.unwrap()),
+            "Reception",
+            "the old version answers until the running swap ends"
+        );
+        cache.inner().routes.lock().unwrap()[0] = route("+14155550100", "Night line");
+        gate.add_permits(10);
+        let swapped = async {
+            while agent_of(cache.resolve(&number()).await.unwrap()) != "Night line" {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), swapped)
+            .await
+            .expect("the running swap read again");
     }
 
     #[tokio::test]

@@ -68,6 +68,8 @@ mod stale;
 mod stats;
 mod storage;
 
+pub use invalidate::SWAP_WITHIN;
+
 use std::{
     collections::HashSet,
     future::Future,
