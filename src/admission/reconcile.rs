@@ -51,12 +51,12 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Script};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{Admission, AdmissionError, AdmissionMode, LeaseScope, CALL_ORG_GRACE, LAYOUT};
-use crate::store::redis_link::{CommandError, Connection};
+use crate::store::redis_link::{CommandError, Connection, RENEW_IF_HELD};
 use crate::{
     domain::{AgentId, OrgId},
     store::{
@@ -79,7 +79,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Calls per read of the records: bounds each statement (well within the
 /// query timeout, on a busy database), and the memory a pass holds,
 /// whatever the number of open calls.
-pub const PAGE: usize = 1_000;
+const PAGE: usize = 1_000;
 
 /// Pages of the sweep through every open call read per pass.
 const SWEEP_PAGES: usize = 5;
@@ -209,23 +209,28 @@ impl Admission {
         }
     }
 
-    /// Takes this interval's turn to reconcile, if no replica has it.
-    async fn take_turn(&self, interval: Duration) -> Result<bool, AdmissionError> {
+    /// Takes this interval's turn to reconcile, if no replica has it: the
+    /// turn's token, which only this pass holds.
+    async fn take_turn(&self, interval: Duration) -> Result<Option<String>, AdmissionError> {
         if !self.connection.is_connected() {
             return Err(CommandError::NotConnected.into());
         }
         let key = self.turn_key();
         // a little short of the interval, so the next tick finds it free
         let hold = interval.mul_f64(0.9).as_millis().max(1) as u64;
+        let token = Uuid::new_v4().to_string();
         let taken: Option<String> = self
-            .background(|mut c| async move {
-                let options = redis::SetOptions::default()
-                    .conditional_set(redis::ExistenceCheck::NX)
-                    .with_expiration(redis::SetExpiry::PX(hold));
-                c.set_options(key, "taken", options).await
+            .background(|mut c| {
+                let token = token.clone();
+                async move {
+                    let options = redis::SetOptions::default()
+                        .conditional_set(redis::ExistenceCheck::NX)
+                        .with_expiration(redis::SetExpiry::PX(hold));
+                    c.set_options(key, token, options).await
+                }
             })
             .await?;
-        Ok(taken.is_some())
+        Ok(taken.map(|_| token))
     }
 
     /// One of a pass's Redis commands, bounded by [`COMMAND_TIMEOUT`].
@@ -236,14 +241,26 @@ impl Admission {
         Ok(self.connection.run(COMMAND_TIMEOUT, run).await?)
     }
 
-    /// Holds the turn for another `interval` (less a little), for a pass
-    /// that reads page after page: no other replica starts the same pass
-    /// meanwhile.
-    async fn keep_turn(&self, interval: Duration) -> Result<(), AdmissionError> {
+    /// Holds the turn `token` names for another `interval` (less a
+    /// little), for a pass that reads page after page: no other replica
+    /// starts the same pass meanwhile. False if the turn is not this
+    /// pass's any more (a page outlasted the hold, and another replica
+    /// took it).
+    async fn keep_turn(&self, token: &str, interval: Duration) -> Result<bool, AdmissionError> {
         let key = self.turn_key();
-        let hold = interval.mul_f64(0.9).as_millis().max(1) as i64;
-        self.background(|mut c| async move { c.pexpire(key, hold).await })
-            .await
+        let hold = interval.mul_f64(0.9).as_millis().max(1) as u64;
+        let token = token.to_owned();
+        let kept: i64 = self
+            .background(|mut c| async move {
+                Script::new(RENEW_IF_HELD)
+                    .key(key)
+                    .arg(token)
+                    .arg(hold)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(kept == 1)
     }
 
     /// When the last pass finished (ms since the epoch), if Redis knows.
@@ -269,18 +286,24 @@ impl Admission {
     }
 
     /// Where the sweep through the open calls stands, if one is under way.
-    async fn sweep_cursor(&self) -> Result<Option<CallsCursor>, AdmissionError> {
-        let key = self.sweep_key();
+    async fn cursor(&self, resume: Resume) -> Result<Option<CallsCursor>, AdmissionError> {
+        let key = self.cursor_key(resume);
         let at: Option<String> = self
             .background(|mut c| async move { c.get(key).await })
             .await?;
         Ok(at.as_deref().and_then(CallsCursor::decode))
     }
 
-    /// Keeps where the sweep goes on from; `None`: it starts again.
-    async fn keep_sweep_cursor(&self, cursor: Option<CallsCursor>) -> Result<(), AdmissionError> {
-        let key = self.sweep_key();
-        let ttl = self.settings.max_call_duration.as_secs().max(1);
+    /// Keeps where `resume` goes on from, for `ttl`; `None`: it starts
+    /// again.
+    async fn keep_cursor(
+        &self,
+        resume: Resume,
+        cursor: Option<CallsCursor>,
+        ttl: Duration,
+    ) -> Result<(), AdmissionError> {
+        let key = self.cursor_key(resume);
+        let ttl = ttl.as_secs().max(1);
         match cursor {
             Some(cursor) => {
                 let at = cursor.encode();
@@ -294,10 +317,30 @@ impl Admission {
         }
     }
 
-    fn sweep_key(&self) -> String {
-        format!("{}:{LAYOUT}:reconcile-sweep", self.settings.key_prefix)
+    fn cursor_key(&self, resume: Resume) -> String {
+        let which = match resume {
+            Resume::Sweep => "reconcile-sweep",
+            Resume::Full => "reconcile-full",
+        };
+        format!("{}:{LAYOUT}:{which}", self.settings.key_prefix)
     }
 }
+
+/// A read through every open call, page by page over passes, whose cursor
+/// Redis keeps so that any replica's next pass goes on from it.
+#[derive(Debug, Clone, Copy)]
+enum Resume {
+    /// The sweep: a few pages each pass, round and round.
+    Sweep,
+    /// A full pass (no record of a pass) that did not finish: the next
+    /// pass, if within a few intervals, goes on from its last page instead
+    /// of the first.
+    Full,
+}
+
+/// How long a full pass's cursor is kept: a pass that failed part-way is
+/// gone on from by the next few; past that, a full pass starts over.
+const FULL_CURSOR_INTERVALS: u32 = 3;
 
 /// How far back a pass looks for ended calls with no record of a last pass
 /// (the fleet's first pass, or Redis lost the record with everything else).
@@ -369,9 +412,9 @@ async fn pass(
     store: &PgStore,
     interval: Duration,
 ) -> anyhow::Result<Option<Drift>> {
-    if !admission.take_turn(interval).await? {
+    let Some(turn) = admission.take_turn(interval).await? else {
         return Ok(None);
-    }
+    };
     let clock = Instant::now();
     let started = now_ms();
     let since_last = admission
@@ -390,35 +433,46 @@ async fn pass(
         admission,
         store,
         interval,
+        turn,
         drift: Drift::default(),
         calls: 0,
     };
+    let full_kept = interval * FULL_CURSOR_INTERVALS;
     if since_last.is_none() {
-        // Redis may have lost every lease: all of them, now
+        // Redis may have lost every lease: all of them, now (going on from
+        // where a full pass that failed lately stopped)
+        let from = admission.cursor(Resume::Full).await?;
+        let resumed = Some((Resume::Full, full_kept));
         reader
-            .read(every_open_call, CallsCursor::START, None)
+            .read(
+                every_open_call,
+                from.unwrap_or(CallsCursor::START),
+                None,
+                resumed,
+            )
             .await?;
-        admission.keep_sweep_cursor(None).await?;
+        admission.keep_cursor(Resume::Full, None, full_kept).await?;
+        admission.keep_cursor(Resume::Sweep, None, longest).await?;
     } else {
         let lately_started = CallsPage::Open {
             started_after: back(window),
         };
         reader
-            .read(lately_started, CallsCursor::START, None)
+            .read(lately_started, CallsCursor::START, None, None)
             .await?;
         let from = admission
-            .sweep_cursor()
+            .cursor(Resume::Sweep)
             .await?
             .unwrap_or(CallsCursor::START);
         let next = reader
-            .read(every_open_call, from, Some(SWEEP_PAGES))
+            .read(every_open_call, from, Some(SWEEP_PAGES), None)
             .await?;
-        admission.keep_sweep_cursor(next).await?;
+        admission.keep_cursor(Resume::Sweep, next, longest).await?;
     }
     let ended = CallsPage::Ended {
         ended_after: back(window),
     };
-    reader.read(ended, CallsCursor::START, None).await?;
+    reader.read(ended, CallsCursor::START, None, None).await?;
     admission.record_pass(started).await?;
     let Pages { drift, calls, .. } = reader;
     metrics::gauge!("switchboard_lease_reconcile_pass_seconds").set(clock.elapsed().as_secs_f64());
@@ -438,6 +492,8 @@ struct Pages<'a> {
     admission: &'a Admission,
     store: &'a PgStore,
     interval: Duration,
+    /// The token of this pass's turn.
+    turn: String,
     drift: Drift,
     /// Calls read so far.
     calls: usize,
@@ -445,13 +501,15 @@ struct Pages<'a> {
 
 impl Pages<'_> {
     /// Reconciles `which` calls after `from`, page by page: all of them, or
-    /// at most `pages`. Where to go on from (`None`: the last page was
-    /// read).
+    /// at most `pages`; with `resumed`, keeping the cursor after each page
+    /// (for as long as it says). Where to go on from (`None`: the last
+    /// page was read).
     async fn read(
         &mut self,
         which: CallsPage,
         from: CallsCursor,
         pages: Option<usize>,
+        resumed: Option<(Resume, Duration)>,
     ) -> anyhow::Result<Option<CallsCursor>> {
         let mut after = from;
         let mut read = 0;
@@ -467,8 +525,16 @@ impl Pages<'_> {
             if pages.is_some_and(|pages| read >= pages) {
                 return Ok(Some(after));
             }
+            if let Some((resume, kept)) = resumed {
+                self.admission
+                    .keep_cursor(resume, Some(after), kept)
+                    .await?;
+            }
             // more to read: the turn stays this replica's meanwhile
-            self.admission.keep_turn(self.interval).await?;
+            anyhow::ensure!(
+                self.admission.keep_turn(&self.turn, self.interval).await?,
+                "another replica took the turn to reconcile: a page took longer than it was held"
+            );
         }
     }
 }

@@ -41,7 +41,10 @@ use super::{apply_payloads, on_task, replay, replay_within, ListenerThread, List
 use crate::{
     domain::Resolver,
     routing::RouteCache,
-    store::{redis_link::RedisLink, PgStore},
+    store::{
+        redis_link::{RedisLink, RENEW_IF_HELD},
+        PgStore,
+    },
     telemetry::{outage::LISTENER, series::RelayPublish},
 };
 
@@ -56,14 +59,6 @@ pub const REPLAY_EVERY: Duration = Duration::from_secs(2);
 const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(250);
 /// Longest wait for one Redis command of the relay.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Renews the slot `KEYS[1]` for `ARGV[1]` (by `ARGV[2]` ms) if it holds it.
-const RENEW_SLOT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-";
 
 /// What the relay needs to know.
 #[derive(Clone)]
@@ -121,7 +116,7 @@ async fn take_turns(
     replica: String,
     mut stop: watch::Receiver<bool>,
 ) {
-    let renew = Script::new(RENEW_SLOT);
+    let renew = Script::new(RENEW_IF_HELD);
     let mut held: Option<u32> = None;
     let mut listening: Option<Listening> = None;
     let mut renewals = tokio::time::interval(SLOT_RENEW_EVERY);

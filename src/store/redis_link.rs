@@ -126,6 +126,16 @@ pub enum CommandError {
     TimedOut(Duration),
 }
 
+/// Renews the lease `KEYS[1]` by `ARGV[2]` ms if it still holds the token
+/// `ARGV[1]` (1), else leaves it (0): how a replica keeps a turn or a slot
+/// it took with `SET NX PX` without extending another replica's.
+pub const RENEW_IF_HELD: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
 /// Pause between attempts to connect while there is no connection.
 pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(250);
 /// How often an open connection is checked with a `PING`.

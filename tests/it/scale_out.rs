@@ -456,6 +456,54 @@ async fn leases_of_more_calls_than_a_page_are_reconciled() {
     )
     .await;
 
+    // Redis lost everything while a full pass that had got as far as the
+    // 6,000th call was failing: the next pass goes on from there (a
+    // record of a pass and fewer leases than calls, at once), and the
+    // sweep that follows gives back the rest
+    let cursor: String = db
+        .query_one(
+            "select (extract(epoch from started_at) * 1000000)::bigint || ':' || id
+               from public.calls where ended_at is null
+              order by started_at, id offset 5999 limit 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let full = format!("{}:v1:reconcile-full", app.db_name);
+    let _: () = redis::pipe()
+        .atomic()
+        .del(&leases)
+        .del(&marker)
+        .set(&full, &cursor)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    eventually(
+        "the resumed pass on record",
+        Duration::from_secs(10),
+        || {
+            let (mut redis, marker) = (redis.clone(), marker.clone());
+            async move { redis.exists::<_, bool>(&marker).await.unwrap() }
+        },
+    )
+    .await;
+    let given_back = live_leases(&mut direct, &leases).await;
+    assert!(
+        (1_500..CALLS as u64).contains(&given_back),
+        "the resumed pass read from the 6,000th call on: {given_back} leases"
+    );
+    assert!(
+        !direct.exists::<_, bool>(&full).await.unwrap(),
+        "a finished pass forgets its cursor"
+    );
+    eventually(
+        "the rest given back by the sweep",
+        Duration::from_secs(20),
+        live_are(CALLS as u64),
+    )
+    .await;
+
     // every call ended (their releases lost): no lease left
     db.execute(
         "update public.calls set ended_at = now(), status = 'completed' \
