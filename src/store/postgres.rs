@@ -534,29 +534,54 @@ pub async fn read_versions(
     timeout: Duration,
 ) -> Result<Versions, ResolveError> {
     let started = std::time::Instant::now();
-    let mut versions = Versions::default();
-    if !agents.is_empty() {
-        let ids: Vec<uuid::Uuid> = agents.iter().map(|id| id.uuid()).collect();
-        let rows = read_on(client, AGENTS_SQL, &ids, timeout).await?;
-        versions.agents = agents.iter().map(|id| (*id, None)).collect();
-        for row in &rows {
-            let agent = agent_from_row(row)?;
-            versions.agents.insert(agent.id, Some(Arc::new(agent)));
-        }
+    let agents = read_by_id(
+        client,
+        AGENTS_SQL,
+        agents,
+        agent_from_row,
+        |a| a.id,
+        timeout,
+    );
+    let agents = agents.await?;
+    let organizations = read_by_id(
+        client,
+        ORGANIZATIONS_SQL,
+        organizations,
+        organization_from_row,
+        |o| o.id,
+        timeout,
+    )
+    .await?;
+    Ok(Versions {
+        agents,
+        organizations,
+        took: started.elapsed(),
+    })
+}
+
+/// The rows `ids` name, read by `sql` (`$1`: the ids) on `client` unless
+/// there are none: each id's value, `None` where no row has it.
+async fn read_by_id<Id, T>(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    ids: &[Id],
+    from_row: fn(&Row) -> Result<T, ResolveError>,
+    id_of: fn(&T) -> Id,
+    timeout: Duration,
+) -> Result<HashMap<Id, Option<Arc<T>>>, ResolveError>
+where
+    Id: Copy + Eq + std::hash::Hash + Into<uuid::Uuid>,
+{
+    let mut read: HashMap<Id, Option<Arc<T>>> = ids.iter().map(|id| (*id, None)).collect();
+    if ids.is_empty() {
+        return Ok(read);
     }
-    if !organizations.is_empty() {
-        let ids: Vec<uuid::Uuid> = organizations.iter().map(|id| id.uuid()).collect();
-        let rows = read_on(client, ORGANIZATIONS_SQL, &ids, timeout).await?;
-        versions.organizations = organizations.iter().map(|id| (*id, None)).collect();
-        for row in &rows {
-            let organization = organization_from_row(row)?;
-            versions
-                .organizations
-                .insert(organization.id, Some(Arc::new(organization)));
-        }
+    let uuids: Vec<uuid::Uuid> = ids.iter().map(|id| (*id).into()).collect();
+    for row in &read_on(client, sql, &uuids, timeout).await? {
+        let value = from_row(row)?;
+        read.insert(id_of(&value), Some(Arc::new(value)));
     }
-    versions.took = started.elapsed();
-    Ok(versions)
+    Ok(read)
 }
 
 /// One statement on `client` with the ids `$1`, within `timeout`.
