@@ -32,7 +32,7 @@ use self::rows::{
 use super::PgTarget;
 use crate::domain::{
     Agent, AgentId, CallId, Customer, Directory, NumberRange, OrgId, Organization, ResolveError,
-    Resolver, Route, Versions, E164,
+    Resolver, Route, E164,
 };
 use crate::telemetry::{outage::POSTGRES, series::Query};
 
@@ -148,30 +148,6 @@ const RESOLVE_ORGANIZATION_SQL: &str = concat!(
      where o.id = $1"
 );
 
-/// Agents by id: the new versions of changed agents, read by the
-/// invalidation listener.
-const AGENTS_SQL: &str = concat!(
-    "
-    select ",
-    agent_columns!(),
-    "
-      from public.agents a
-     where a.id = any($1)"
-);
-
-/// Organizations by id, likewise.
-const ORGANIZATIONS_SQL: &str = concat!(
-    "
-    select ",
-    organization_columns!(),
-    ",
-           ",
-    policy_column!(),
-    "
-      from public.organizations o
-     where o.id = any($1)"
-);
-
 /// Every active route, for warm start; `$1` caps the rows read. Each
 /// organization's policy is built once (the CTE), not once per number.
 const ACTIVE_ROUTES_SQL: &str = concat!(
@@ -208,6 +184,10 @@ pub const FIND_CUSTOMER_SQL: &str = "
     select c.id, c.phone, c.name, c.email
       from public.customers c
      where c.org_id = $1 and c.phone = $2";
+
+mod versions;
+
+pub use self::versions::read_versions;
 
 /// Why the pool could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -520,83 +500,6 @@ impl Resolver for PgStore {
         rows.first()
             .map(|row| customer_from_row(row).map(Arc::new))
             .transpose()
-    }
-}
-
-/// The agents and organizations `agents` and `organizations` name, as they
-/// are now, read on `client` (a session of its own: the invalidation
-/// listener's, on the direct connection) in one statement for each kind,
-/// each within `timeout`. An id not found is gone.
-pub async fn read_versions(
-    client: &tokio_postgres::Client,
-    agents: &[AgentId],
-    organizations: &[OrgId],
-    timeout: Duration,
-) -> Result<Versions, ResolveError> {
-    let started = std::time::Instant::now();
-    let agents = read_by_id(
-        client,
-        AGENTS_SQL,
-        agents,
-        agent_from_row,
-        |a| a.id,
-        timeout,
-    );
-    let agents = agents.await?;
-    let organizations = read_by_id(
-        client,
-        ORGANIZATIONS_SQL,
-        organizations,
-        organization_from_row,
-        |o| o.id,
-        timeout,
-    )
-    .await?;
-    Ok(Versions {
-        agents,
-        organizations,
-        took: started.elapsed(),
-    })
-}
-
-/// The rows `ids` name, read by `sql` (`$1`: the ids) on `client` unless
-/// there are none: each id's value, `None` where no row has it.
-async fn read_by_id<Id, T>(
-    client: &tokio_postgres::Client,
-    sql: &str,
-    ids: &[Id],
-    from_row: fn(&Row) -> Result<T, ResolveError>,
-    id_of: fn(&T) -> Id,
-    timeout: Duration,
-) -> Result<HashMap<Id, Option<Arc<T>>>, ResolveError>
-where
-    Id: Copy + Eq + std::hash::Hash + Into<uuid::Uuid>,
-{
-    let mut read: HashMap<Id, Option<Arc<T>>> = ids.iter().map(|id| (*id, None)).collect();
-    if ids.is_empty() {
-        return Ok(read);
-    }
-    let uuids: Vec<uuid::Uuid> = ids.iter().map(|id| (*id).into()).collect();
-    for row in &read_on(client, sql, &uuids, timeout).await? {
-        let value = from_row(row)?;
-        read.insert(id_of(&value), Some(Arc::new(value)));
-    }
-    Ok(read)
-}
-
-/// One statement on `client` with the ids `$1`, within `timeout`.
-async fn read_on(
-    client: &tokio_postgres::Client,
-    sql: &str,
-    ids: &[uuid::Uuid],
-    timeout: Duration,
-) -> Result<Vec<Row>, ResolveError> {
-    let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
-        [(&ids, Type::UUID_ARRAY)];
-    let read = client.query_typed(sql, &params);
-    match tokio::time::timeout(timeout, read).await {
-        Ok(read) => read.map_err(|e| Failure::Query(e).into_resolve_error()),
-        Err(_) => Err(Failure::Timeout.into_resolve_error()),
     }
 }
 

@@ -249,6 +249,19 @@ mod tests {
         route.expect("routed").agent.name.clone()
     }
 
+    /// Waits (5 s at most) until `number()` is answered with the agent
+    /// `name`.
+    async fn swapped_to(cache: &crate::routing::RouteCache<Table>, name: &str) {
+        let swapped = async {
+            while agent_of(cache.resolve(&number()).await.unwrap()) != name {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), swapped)
+            .await
+            .unwrap_or_else(|_| panic!("{name} never swapped in"));
+    }
+
     /// Holds reads of agents at a gate of `permits`.
     fn hold_agent_reads(cache: &crate::routing::RouteCache<Table>) -> Arc<tokio::sync::Semaphore> {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -277,14 +290,7 @@ mod tests {
             "Reception"
         );
         gate.add_permits(10);
-        let swapped = async {
-            while agent_of(cache.resolve(&number()).await.unwrap()) != "Front desk" {
-                tokio::task::yield_now().await;
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(5), swapped)
-            .await
-            .expect("swapped in");
+        swapped_to(&cache, "Front desk").await;
         // the first read, and one more for the changes that arrived during it
         let reads = cache
             .inner()
@@ -343,10 +349,11 @@ mod tests {
         cache.resolve(&number()).await.unwrap();
         let gate = hold_agent_reads(&cache);
         let id = crate::domain::AgentId(Uuid::from_u128(2));
-        cache.apply(&Change::Agent(id)).await; // its read waits at the gate
-                                               // a later change arrives with a version read along; the source
-                                               // meanwhile holds a newer one still, which the running swap must
-                                               // read again and put in place, not the version read along
+        // its read waits at the gate
+        cache.apply(&Change::Agent(id)).await;
+        // a later change arrives with a version read along; the source
+        // meanwhile holds a newer one still, which the running swap must
+        // read again and put in place, not the version read along
         cache
             .apply_with(&Change::Agent(id), &read_along(Some("Front desk")))
             .await;
@@ -357,14 +364,7 @@ mod tests {
         );
         cache.inner().routes.lock().unwrap()[0] = route("+14155550100", "Night line");
         gate.add_permits(10);
-        let swapped = async {
-            while agent_of(cache.resolve(&number()).await.unwrap()) != "Night line" {
-                tokio::task::yield_now().await;
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(5), swapped)
-            .await
-            .expect("the running swap read again");
+        swapped_to(&cache, "Night line").await;
     }
 
     #[tokio::test]
