@@ -41,16 +41,20 @@ fn unrelated_ca(dir: &Path) -> String {
     path.display().to_string()
 }
 
-/// Whether the session runs over TLS, as the server sees it.
+/// Whether the session runs over TLS, as the server sees it. Unprepared,
+/// as every statement through the transaction pooler must be: a named
+/// statement may meet another client's of the same name on the server.
 async fn uses_tls(url: &str) -> bool {
     let client = store::connect_direct(url).await.expect(url);
     client
-        .query_one(
+        .query_typed(
             "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
             &[],
         )
         .await
         .unwrap()
+        .first()
+        .expect("this session's row")
         .get(0)
 }
 
