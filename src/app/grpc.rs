@@ -27,7 +27,7 @@ use tower::{Layer, ServiceExt};
 use super::{AppResolver, RouterService};
 use crate::{
     api::{
-        overload::{GateLayer, Limiter, StreamExecutor},
+        overload::{stamp_receipts, GateLayer, Limiter, StampedTcp, StreamExecutor},
         CallRouterService,
     },
     config::{ServeConfig, TlsConfig, MAX_LOCAL_ERROR_RESET_STREAMS},
@@ -106,20 +106,32 @@ impl GrpcServer {
         listener: TcpListener,
         stopped: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let mut http2 = http2::Builder::new(StreamExecutor::new(self.limiter.clone()));
-        http2
-            .timer(TokioTimer::new())
-            // bounded per connection (see the default's docs)
-            .max_concurrent_streams(self.max_concurrent_streams)
-            // Rapid reset (CVE-2023-44487): h2 closes a connection
-            // (GOAWAY) once this many streams the client reset are
-            // waiting to be taken. h2's 20 would also close a gateway's
-            // connection that cancels requests past their deadline during
-            // an overload, losing every call on it; as many as may be in
-            // flight still bounds the work a resetting client can cause.
-            .max_pending_accept_reset_streams(Some(self.max_in_flight))
-            // resets forced by a peer's protocol errors: h2's bound
-            .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS));
+        let executor = StreamExecutor::new(self.limiter.clone());
+        let (max_concurrent_streams, max_in_flight) =
+            (self.max_concurrent_streams, self.max_in_flight);
+        // one per connection: its executor stamps its streams with the
+        // connection's own receive stamps
+        let http2 = move |received| {
+            let mut http2 =
+                http2::Builder::new(StreamExecutor::for_connection(&executor, received));
+            http2
+                .timer(TokioTimer::new())
+                // bounded per connection (see the default's docs)
+                .max_concurrent_streams(max_concurrent_streams)
+                // Rapid reset (CVE-2023-44487): h2 closes a connection
+                // (GOAWAY) once this many streams the client reset are
+                // waiting to be taken. h2's 20 would also close a gateway's
+                // connection that cancels requests past their deadline during
+                // an overload, losing every call on it; as many as may be in
+                // flight still bounds the work a resetting client can cause.
+                .max_pending_accept_reset_streams(Some(max_in_flight))
+                // resets forced by a peer's protocol errors: h2's bound
+                .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS));
+            http2
+        };
+        if let Err(error) = stamp_receipts(&listener) {
+            tracing::warn!(%error, "the kernel does not stamp what the gRPC connections receive: the overload gate sees waits from when a connection reads a request");
+        }
         let service = self.gate.layer(self.routes).map_request(
             |request: http::Request<hyper::body::Incoming>| request.map(tonic::body::Body::new),
         );
@@ -142,7 +154,12 @@ impl GrpcServer {
             };
             // the connection refusing it answers the client
             let _ = tcp.set_nodelay(true);
-            let (http2, service, watcher) = (http2.clone(), service.clone(), connections.watcher());
+            let tcp = StampedTcp::new(tcp);
+            let (http2, service, watcher) = (
+                http2(tcp.received()),
+                service.clone(),
+                connections.watcher(),
+            );
             match self.tls.clone() {
                 None => {
                     tokio::spawn(watcher.watch(http2.serve_connection(TokioIo::new(tcp), service)));

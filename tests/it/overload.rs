@@ -10,7 +10,11 @@ use std::{
     time::Duration,
 };
 
-use switchboard::{api::overload::Refusal, config::ServeConfig, proto::LookupNumberRequest};
+use switchboard::{
+    api::overload::Refusal,
+    config::ServeConfig,
+    proto::{call_router_client::CallRouterClient, LookupNumberRequest},
+};
 use tonic::Code;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -289,4 +293,62 @@ async fn a_flood_lowers_the_limit_and_the_daemon_recovers_when_it_ends() {
         }
     })
     .await;
+}
+
+/// A request that sat in the socket while the daemon's threads were busy
+/// waited as surely as one that sat in the runtime's queue: the gate sees
+/// the wait from when the kernel received it, and refuses it once that is
+/// past the budget, although its task then runs at once.
+#[tokio::test]
+async fn a_request_that_waited_in_the_socket_past_the_budget_is_refused() {
+    let budget = Duration::from_millis(100);
+    let app = spawn_seeded_app_with(|c| {
+        c.grpc.max_queue_delay = budget;
+        c.grpc.queue_delay_target = budget;
+    })
+    .await;
+    let addr = app.grpc_addr;
+    // the client on a thread and runtime of its own: this test's thread
+    // runs the daemon, and is about to be held
+    let (connected, ready) = tokio::sync::oneshot::channel();
+    let (send, sent) = std::sync::mpsc::channel::<()>();
+    let (answered, answer) = tokio::sync::oneshot::channel();
+    let client = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut client = CallRouterClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap();
+            let number = || lookup("+14155550100".into());
+            // answered while nothing waits; then the daemon's connection
+            // task waits on the socket
+            let _ = connected.send(client.lookup_number(number()).await);
+            sent.recv().unwrap();
+            let _ = answered.send(client.lookup_number(number()).await);
+        });
+    });
+    let warm = ready.await.unwrap();
+    assert!(warm.is_ok(), "answered while nothing waits: {warm:?}");
+    send.send(()).unwrap();
+    // the daemon's only thread held past the budget while the request
+    // sits in its socket
+    std::thread::sleep(budget * 2);
+    let status = answer
+        .await
+        .unwrap()
+        .expect_err("waited past the budget in the socket");
+    client.join().unwrap();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(reason(&status), "overloaded");
+    assert!(
+        metric(
+            app.admin_addr,
+            r#"switchboard_grpc_shed_total{rpc="LookupNumber",reason="queue_delay"}"#
+        )
+        .await
+            >= 1.0
+    );
 }

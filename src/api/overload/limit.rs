@@ -183,6 +183,11 @@ impl Limiter {
         }
     }
 
+    /// Longest a request may have waited, in all, and still run.
+    pub fn budget(&self) -> Duration {
+        self.settings.max_queue_delay
+    }
+
     /// Reports one request's wait for its handler, at `now`; returns the
     /// new limit when this report closed an interval.
     pub fn observe(&self, queued: Duration, now: Instant) -> Option<Adjusted> {

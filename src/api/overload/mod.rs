@@ -12,6 +12,7 @@
 //! not gated.
 
 pub mod limit;
+pub mod received;
 
 use std::{
     future::Future,
@@ -25,6 +26,7 @@ use http::{HeaderMap, Request, Response};
 use tower::{Layer, Service};
 
 pub use limit::{LimitSettings, Limiter};
+pub use received::{stamp_receipts, Received, StampedTcp};
 
 use crate::{
     routing::RouteError,
@@ -32,16 +34,19 @@ use crate::{
 };
 use strum::VariantNames;
 
-/// When the connection accepted a request, before the runtime ran its
-/// task: the time in between is time spent queued.
+/// When a request reached the host (or, where the kernel gives no receive
+/// stamp, when its connection accepted it), before the runtime ran its
+/// task: the time in between is time spent queued, in the socket and in
+/// the runtime's queue.
 #[derive(Debug, Clone, Copy)]
 pub struct Arrival(pub Instant);
 
-/// How a stream was handed over: when its connection accepted it, and
-/// whether it was refused then and there.
+/// How a stream was handed over: when it reached the host, when its
+/// connection accepted it, and whether it was refused then and there.
 #[derive(Debug, Clone, Copy)]
 struct Accepted {
     at: Instant,
+    spawned: Instant,
     refused: Option<ShedReason>,
 }
 
@@ -51,7 +56,9 @@ tokio::task_local! {
 }
 
 /// Spawns each HTTP/2 stream's task (hyper hands it over as the
-/// connection accepts the stream), stamped with that moment for the gate.
+/// connection accepts the stream), stamped for the gate with the moment
+/// the kernel received the bytes the connection read last ([`received`]),
+/// or with the moment it is accepted where there is no such stamp.
 ///
 /// While requests are being refused (the last to reach the gate waited
 /// longer than allowed now, or the limit is taken), a stream is not
@@ -64,11 +71,24 @@ tokio::task_local! {
 #[derive(Clone)]
 pub struct StreamExecutor {
     limiter: Arc<Limiter>,
+    /// The connection's receive stamps; one executor per connection.
+    received: Option<Received>,
 }
 
 impl StreamExecutor {
     pub fn new(limiter: Arc<Limiter>) -> Self {
-        Self { limiter }
+        Self {
+            limiter,
+            received: None,
+        }
+    }
+
+    /// The executor of one connection, whose reads keep `received`.
+    pub fn for_connection(&self, received: Received) -> Self {
+        Self {
+            limiter: self.limiter.clone(),
+            received: Some(received),
+        }
     }
 }
 
@@ -77,9 +97,18 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, stream: F) {
-        let at = Instant::now();
-        let refused = self.limiter.refusing(at);
-        let accepted = Accepted { at, refused };
+        let now = Instant::now();
+        let refused = self.limiter.refusing(now);
+        let at = self
+            .received
+            .as_ref()
+            .and_then(|received| received.arrival(now))
+            .map_or(now, |arrival| arrival.min(now));
+        let accepted = Accepted {
+            at,
+            spawned: now,
+            refused,
+        };
         if refused.is_none() {
             tokio::spawn(ACCEPTED.scope(accepted, stream));
             return;
@@ -239,6 +268,7 @@ where
         let now = Instant::now();
         let accepted = ACCEPTED.try_with(|accepted| *accepted).unwrap_or(Accepted {
             at: now,
+            spawned: now,
             refused: None,
         });
         let refused = if accepted.refused.is_some() {
@@ -246,10 +276,17 @@ where
             // nothing about the queue
             accepted.refused
         } else {
-            let queued = now.saturating_duration_since(accepted.at);
-            layer.metrics.queue_delay.record(queued.as_secs_f64());
+            // The runtime's queue is what the limiter watches and the
+            // target bounds: refusals drain it. The socket's wait counts
+            // only against the whole budget: under a flood of clients that
+            // send again the moment they are refused, every request waits
+            // in the socket behind the others' refusals, and a target on
+            // that wait would refuse them all.
+            let queued = now.saturating_duration_since(accepted.spawned);
+            let waited = now.saturating_duration_since(accepted.at);
+            layer.metrics.queue_delay.record(waited.as_secs_f64());
             limiter.observe(queued, now);
-            if queued > limiter.max_queue_delay() {
+            if queued > limiter.max_queue_delay() || waited > limiter.budget() {
                 Some(ShedReason::QueueDelay)
             } else if !limiter.try_acquire() {
                 Some(ShedReason::Concurrency)
