@@ -31,6 +31,21 @@ fn lookup(number: String) -> LookupNumberRequest {
     }
 }
 
+/// The gate's refusal: `UNAVAILABLE`, for the reason `overloaded`.
+fn assert_overloaded(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(reason(status), "overloaded");
+}
+
+/// Lookups the daemon at `admin` refused for having waited too long.
+async fn shed_for_waiting(admin: std::net::SocketAddr) -> f64 {
+    metric(
+        admin,
+        r#"switchboard_grpc_shed_total{rpc="LookupNumber",reason="queue_delay"}"#,
+    )
+    .await
+}
+
 /// `admitted` requests at once, each waiting for the (paused) database as
 /// long as it takes, for a connection too; no warm start, so no directory:
 /// numbers nobody provisioned need the database.
@@ -128,17 +143,9 @@ async fn requests_that_waited_too_long_for_their_handler_are_shed() {
             })
             .await
             .expect_err("shed");
-        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-        assert_eq!(reason(&status), "overloaded");
+        assert_overloaded(&status);
     }
-    assert!(
-        metric(
-            app.admin_addr,
-            r#"switchboard_grpc_shed_total{rpc="LookupNumber",reason="queue_delay"}"#
-        )
-        .await
-            >= 3.0
-    );
+    assert!(shed_for_waiting(app.admin_addr).await >= 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -341,14 +348,6 @@ async fn a_request_that_waited_in_the_socket_past_the_budget_is_refused() {
         .unwrap()
         .expect_err("waited past the budget in the socket");
     client.join().unwrap();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert_eq!(reason(&status), "overloaded");
-    assert!(
-        metric(
-            app.admin_addr,
-            r#"switchboard_grpc_shed_total{rpc="LookupNumber",reason="queue_delay"}"#
-        )
-        .await
-            >= 1.0
-    );
+    assert_overloaded(&status);
+    assert!(shed_for_waiting(app.admin_addr).await >= 1.0);
 }
