@@ -114,7 +114,7 @@ pub const FAMILIES: &[Family] = &[
     family(
         "switchboard_grpc_queue_delay_seconds",
         Histogram,
-        "Time a gRPC request waited between arriving and its handler running.",
+        "Time a gRPC request waited between reaching the host (the kernel's receive stamp) and its handler running: in the socket and in the runtime's queue.",
         &[],
     ),
     family(
