@@ -26,7 +26,8 @@ use http::{HeaderMap, Request, Response};
 use tower::{Layer, Service};
 
 pub use limit::{LimitSettings, Limiter};
-pub use received::{stamp_receipts, Received, StampedTcp};
+use received::Received;
+pub use received::{stamp_receipts, StampedTcp};
 
 use crate::{
     routing::RouteError,
@@ -103,7 +104,7 @@ where
             .received
             .as_ref()
             .and_then(|received| received.arrival(now))
-            .map_or(now, |arrival| arrival.min(now));
+            .unwrap_or(now);
         let accepted = Accepted {
             at,
             spawned: now,
