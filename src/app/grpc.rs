@@ -38,6 +38,21 @@ use crate::{
 /// Longest a client may take over its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A connection's HTTP/2 receive window for `streams` streams at once.
+///
+/// h2 closes a connection (`ENHANCE_YOUR_CALM`, `too_many_data_frames`)
+/// once the small DATA frames it holds unread cost more than half its
+/// window, each counted as 256 bytes. A unary request's message is one
+/// such frame, held until the stream's task reads it: under overload,
+/// every stream of a connection may be waiting for the CPU with its
+/// message unread, and with hyper's 1 MB window, 4 096 such streams were
+/// enough to tear down the connection of a gateway the daemon was only
+/// shedding. The window holds that many, and never less than hyper's.
+fn connection_window(streams: u32) -> u32 {
+    const SMALL_FRAME: u32 = 256;
+    streams.saturating_mul(2 * SMALL_FRAME).max(1 << 20)
+}
+
 /// The gRPC services, wired and reporting SERVING, not yet listening.
 pub(super) struct GrpcServer {
     routes: Routes,
@@ -118,6 +133,7 @@ impl GrpcServer {
                 .timer(TokioTimer::new())
                 // bounded per connection (see the default's docs)
                 .max_concurrent_streams(max_concurrent_streams)
+                .initial_connection_window_size(connection_window(max_concurrent_streams))
                 // Rapid reset (CVE-2023-44487): h2 closes a connection
                 // (GOAWAY) once this many streams the client reset are
                 // waiting to be taken. h2's 20 would also close a gateway's

@@ -34,6 +34,7 @@ use tokio::{
 use tonic::transport::Channel;
 
 mod cluster;
+pub mod raw_h2;
 pub use cluster::{PrivateRedisCluster, Topology};
 
 /// Where the local stack's servers are.

@@ -21,7 +21,9 @@ use tonic_health::pb::{
 };
 
 use crate::helpers::{
-    eventually, metric, reason, spawn_seeded_app_via, spawn_seeded_app_with, PrivateBouncer, Stack,
+    eventually, metric,
+    raw_h2::{h2_frame, lookup_headers, request_body, Frames, RawH2, END_HEADERS, HEADERS},
+    reason, spawn_seeded_app_via, spawn_seeded_app_with, PrivateBouncer, Stack,
 };
 
 fn lookup(number: String) -> LookupNumberRequest {
@@ -91,13 +93,8 @@ async fn excess_requests_are_shed_at_once_while_admitted_ones_wait() {
     )
     .await;
     // over the limit, or (on a busy machine) queued past the delay
-    let mut shed_total = 0.0;
-    for reason in ["concurrency", "queue_delay"] {
-        let series =
-            format!(r#"switchboard_grpc_shed_total{{rpc="LookupNumber",reason="{reason}"}}"#);
-        shed_total += metric(app.admin_addr, &series).await;
-    }
-    assert!(shed_total >= (SENT - ADMITTED) as f64, "{shed_total}");
+    let shed = shed_total(app.admin_addr).await;
+    assert!(shed >= (SENT - ADMITTED) as f64, "{shed}");
 
     bouncer.admin(&format!("RESUME {}", app.db_name)).await;
     let mut shed = 0;
@@ -350,4 +347,159 @@ async fn a_request_that_waited_in_the_socket_past_the_budget_is_refused() {
     client.join().unwrap();
     assert_overloaded(&status);
     assert!(shed_for_waiting(app.admin_addr).await >= 1.0);
+}
+
+/// A gateway's connection survives any number of refusals, however its
+/// requests' frames arrive. Each request here is sent as a client that
+/// is slow to finish it would send it: its HEADERS first, then, once the
+/// server has read them (a PING answered after them), its message and
+/// END_STREAM. A refusal sent before the request's end makes h2 reset the
+/// stream and soon forget it; the DATA arriving then is a protocol error
+/// h2 counts, and past 1 024 it closes the connection
+/// (`too_many_internal_resets`). So the refusal waits for the end of the
+/// request: not one is answered before its message is sent, every one is
+/// refused, nothing is reset and the connection stays open.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_wait_for_the_end_of_the_request_and_never_close_the_connection() {
+    const ROUNDS: u32 = 12;
+    const PER_ROUND: u32 = 100;
+    let stack = Stack::from_env();
+    let bouncer = PrivateBouncer::start(&stack).await;
+    let app = spawn_seeded_app_via(bouncer.port, |c| held_by_the_database(c, 1)).await;
+    bouncer.admin(&format!("PAUSE {}", app.db_name)).await;
+    let held = {
+        let mut client = app.client.clone();
+        tokio::spawn(async move {
+            loop {
+                let answer = client.lookup_number(lookup("+19994440001".into())).await;
+                if !matches!(&answer, Err(status) if reason(status) == "overloaded") {
+                    return answer;
+                }
+            }
+        })
+    };
+    eventually("the limit is taken", Duration::from_secs(10), || async {
+        let mut client = app.client.clone();
+        let probe = client.lookup_number(lookup("+19994449999".into()));
+        let refused = tokio::time::timeout(Duration::from_millis(500), probe).await;
+        matches!(refused, Ok(Err(status)) if reason(&status) == "overloaded")
+    })
+    .await;
+    let shed_before = shed_total(app.admin_addr).await;
+
+    let mut wire = RawH2::connect(app.grpc_addr).await;
+    let mut seen = Frames::default();
+    let mut stream = 1;
+    for round in 0..ROUNDS {
+        let streams: Vec<u32> = (0..PER_ROUND).map(|i| stream + 2 * i).collect();
+        stream += 2 * PER_ROUND;
+        let mut bytes = Vec::new();
+        for &id in &streams {
+            bytes.extend(h2_frame(HEADERS, END_HEADERS, id, &lookup_headers(id == 1)));
+        }
+        wire.send_then_ping(bytes, &mut seen).await;
+        assert!(
+            seen.answered <= seen.ended,
+            "round {round}: a request was answered before its end"
+        );
+        let mut bytes = Vec::new();
+        for &id in &streams {
+            bytes.extend(request_body(id));
+        }
+        seen.ended += streams.len();
+        wire.send_then_ping(bytes, &mut seen).await;
+        assert!(seen.go_away.is_none(), "round {round}: {:?}", seen.go_away);
+    }
+    let sent = (ROUNDS * PER_ROUND) as usize;
+    // the last round's answers may follow its PING
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while seen.answered < sent && seen.go_away.is_none() {
+            wire.read_frame(&mut seen).await;
+        }
+    })
+    .await
+    .expect("every request answered");
+    assert!(seen.go_away.is_none(), "{:?}", seen.go_away);
+    assert_eq!(seen.answered, sent);
+    assert_eq!(seen.resets, 0, "streams were reset");
+    assert!(shed_total(app.admin_addr).await - shed_before >= sent as f64);
+
+    bouncer.admin(&format!("RESUME {}", app.db_name)).await;
+    let status = held.await.unwrap().expect_err("not provisioned");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+}
+
+/// Lookups refused at the gate, for either reason.
+async fn shed_total(admin: std::net::SocketAddr) -> f64 {
+    let mut total = 0.0;
+    for reason in ["concurrency", "queue_delay"] {
+        let series =
+            format!(r#"switchboard_grpc_shed_total{{rpc="LookupNumber",reason="{reason}"}}"#);
+        total += metric(admin, &series).await;
+    }
+    total
+}
+
+/// h2 closes a connection whose small DATA frames, held unread, cost more
+/// than half its receive window (`too_many_data_frames`). Requests that
+/// reach a daemon too busy to read them arrive together, and h2 reads them
+/// all before any stream's task runs: each unread message is such a frame.
+/// Thousands of them on one connection, sent while the daemon's only
+/// thread is held, are all answered, and the connection stays open.
+#[tokio::test]
+async fn a_connection_with_thousands_of_requests_waiting_stays_open() {
+    const REQUESTS: u32 = 3000;
+    let app = spawn_seeded_app_with(|c| {
+        // answered, however long they waited: this is about the connection
+        c.grpc.max_queue_delay = Duration::from_secs(30);
+        c.grpc.queue_delay_target = Duration::from_secs(30);
+        c.grpc.request_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let addr = app.grpc_addr;
+    // the client on a thread and runtime of its own: this test's thread
+    // runs the daemon, and is about to be held
+    let (handshaken, connected) = tokio::sync::oneshot::channel();
+    let (sent, written) = std::sync::mpsc::channel();
+    let (finished, seen) = tokio::sync::oneshot::channel();
+    let client = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut wire = RawH2::connect(addr).await;
+            let mut seen = Frames::default();
+            wire.send_then_ping(Vec::new(), &mut seen).await;
+            handshaken.send(()).unwrap();
+            let mut bytes = Vec::new();
+            for i in 0..REQUESTS {
+                let id = 2 * i + 1;
+                bytes.extend(h2_frame(HEADERS, END_HEADERS, id, &lookup_headers(i == 0)));
+                bytes.extend(request_body(id));
+            }
+            tokio::io::AsyncWriteExt::write_all(&mut wire.0, &bytes)
+                .await
+                .unwrap();
+            sent.send(()).unwrap();
+            tokio::time::timeout(Duration::from_secs(60), async {
+                while seen.answered < REQUESTS as usize && seen.go_away.is_none() {
+                    wire.read_frame(&mut seen).await;
+                }
+            })
+            .await
+            .expect("answered or closed");
+            let _ = finished.send(seen);
+        });
+    });
+    connected.await.unwrap();
+    // the daemon's only thread is held until every request is in its socket
+    written
+        .recv_timeout(Duration::from_secs(30))
+        .expect("every request written");
+    let seen = seen.await.unwrap();
+    client.join().unwrap();
+    assert!(seen.go_away.is_none(), "{:?}", seen.go_away);
+    assert_eq!(seen.answered, REQUESTS as usize);
+    assert_eq!(seen.resets, 0);
 }
