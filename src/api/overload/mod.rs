@@ -13,23 +13,24 @@
 
 pub mod limit;
 pub mod received;
+mod unread;
 
 use std::{
     future::Future,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
-    time::{Duration, Instant},
+    task::{Context, Poll, Waker},
+    time::Instant,
 };
 
 use http::{HeaderMap, Request, Response};
 use hyper::body::Body;
-use tokio::time::Sleep;
 use tower::{Layer, Service};
 
 pub use limit::{LimitSettings, Limiter};
 use received::Received;
 pub use received::{stamp_receipts, StampedTcp};
+use unread::{Drain, Unread};
 
 use crate::{
     routing::RouteError,
@@ -47,10 +48,17 @@ pub struct Arrival(pub Instant);
 /// How a stream was handed over: when it reached the host, when its
 /// connection accepted it, and whether it was refused then and there.
 #[derive(Debug, Clone, Copy)]
-struct Accepted {
+struct Stamp {
     at: Instant,
     spawned: Instant,
     refused: Option<ShedReason>,
+}
+
+/// A stream as its connection handed it over.
+struct Accepted {
+    stamp: Stamp,
+    /// Where its refusal leaves the rest of its request.
+    drain: Drain,
 }
 
 tokio::task_local! {
@@ -76,6 +84,7 @@ pub struct StreamExecutor {
     limiter: Arc<Limiter>,
     /// The connection's receive stamps; one executor per connection.
     received: Option<Received>,
+    drain: Drain,
 }
 
 impl StreamExecutor {
@@ -83,6 +92,7 @@ impl StreamExecutor {
         Self {
             limiter,
             received: None,
+            drain: Drain::default(),
         }
     }
 
@@ -91,6 +101,7 @@ impl StreamExecutor {
         Self {
             limiter: self.limiter.clone(),
             received: Some(received),
+            drain: Drain::default(),
         }
     }
 }
@@ -108,20 +119,22 @@ where
             .and_then(|received| received.arrival(now))
             .unwrap_or(now);
         let accepted = Accepted {
-            at,
-            spawned: now,
-            refused,
+            stamp: Stamp {
+                at,
+                spawned: now,
+                refused,
+            },
+            drain: self.drain.clone(),
         };
         if refused.is_none() {
             tokio::spawn(ACCEPTED.scope(accepted, stream));
             return;
         }
         let mut stream = Box::pin(ACCEPTED.scope(accepted, stream));
-        let mut here = Context::from_waker(std::task::Waker::noop());
+        let mut here = Context::from_waker(Waker::noop());
         if stream.as_mut().poll(&mut here).is_pending() {
-            // not refused (not gated), its request not yet whole (see
-            // `Unread`), or its answer could not be sent at once: the rest
-            // in a task of its own, which polls it again
+            // not refused (not gated), or its answer could not be sent at
+            // once: the rest in a task of its own, which polls it again
             tokio::spawn(stream);
         }
     }
@@ -251,11 +264,11 @@ impl<S, B> Service<Request<B>> for Gate<S>
 where
     S: Service<Request<B>, Response = Response<tonic::body::Body>>,
     S::Error: Into<tower::BoxError>,
-    B: Body + Unpin,
+    B: Body + Unpin + Send + 'static,
 {
     type Response = Response<tonic::body::Body>;
     type Error = tower::BoxError;
-    type Future = GateFuture<S::Future, B>;
+    type Future = GateFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -271,11 +284,13 @@ where
         let layer = &self.layer;
         let limiter = &layer.limiter;
         let now = Instant::now();
-        let accepted = ACCEPTED.try_with(|accepted| *accepted).unwrap_or(Accepted {
-            at: now,
-            spawned: now,
-            refused: None,
-        });
+        let accepted = ACCEPTED
+            .try_with(|accepted| accepted.stamp)
+            .unwrap_or(Stamp {
+                at: now,
+                spawned: now,
+                refused: None,
+            });
         let refused = if accepted.refused.is_some() {
             // refused as it was accepted: it did not queue, and says
             // nothing about the queue
@@ -309,12 +324,14 @@ where
                 }
                 Refusal::Reset => Err(Refused(h2::Reason::REFUSED_STREAM.into()).into()),
             };
+            // the rest of the request, read before the stream is let go;
+            // it has nearly always arrived
+            let mut unread = Unread::new(request.into_body());
+            let mut here = Context::from_waker(Waker::noop());
+            if Pin::new(&mut unread).poll(&mut here).is_pending() {
+                let _ = ACCEPTED.try_with(move |accepted| accepted.drain.hand_over(unread));
+            }
             return GateFuture::Refused {
-                request: Some(Unread {
-                    body: request.into_body(),
-                    bytes: 0,
-                    give_up: None,
-                }),
                 answer: Some(answer),
             };
         }
@@ -337,84 +354,20 @@ impl Drop for Permit {
     }
 }
 
-/// How long a refusal waits for the rest of its request (see [`Unread`]):
-/// a client sends its whole unary request at once, so this bounds only a
-/// client that stops halfway, or a daemon so starved that the connection
-/// has not read what the client sent. As long as h2 remembers a reset
-/// stream: giving up sooner would bring back the resets it avoids.
-const REFUSAL_READS_FOR: Duration = Duration::from_secs(1);
-
-/// How much of a refused request is read and dropped: a unary request's
-/// message, with room; a client sending more is answered at once.
-const REFUSAL_READS_AT_MOST: usize = 64 * 1024;
-
-/// The rest of a refused request, read to its end before the refusal is
-/// sent.
-///
-/// An answer sent before the request's end closes the stream early: h2
-/// then resets it (`RST_STREAM(NO_ERROR)`, as HTTP/2 asks) and remembers
-/// it for a while (50 streams, one second), to drop the DATA frames still
-/// on their way. A daemon refusing thousands a second forgets most of them
-/// first, so their DATA frames arrive on streams h2 no longer knows: each
-/// is a protocol error h2 answers with a reset of its own and counts, and
-/// after 1 024 in a connection's life (`MAX_LOCAL_ERROR_RESET_STREAMS`) it
-/// closes the connection (`ENHANCE_YOUR_CALM`, `too_many_internal_resets`),
-/// failing every request on it: a daemon shedding load tore down its
-/// gateways' connections. Read to its end, the request closes its half of
-/// the stream, the refusal closes the other, and there is nothing to reset
-/// or remember. The request has almost always arrived whole by the time
-/// the stream is accepted (h2 reads all there is before it hands streams
-/// over), so this costs no wait; it also gives back the DATA frames'
-/// flow-control window and h2's budget for small frames at once.
-pub struct Unread<B> {
-    body: B,
-    bytes: usize,
-    /// Set once the request's end is waited for.
-    give_up: Option<Pin<Box<Sleep>>>,
-}
-
-impl<B: Body + Unpin> Unread<B> {
-    /// Ready once the request has been read to its end, or may no longer
-    /// be waited for.
-    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            match Pin::new(&mut self.body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    self.bytes += frame.data_ref().map_or(0, hyper::body::Buf::remaining);
-                    if self.bytes > REFUSAL_READS_AT_MOST {
-                        return Poll::Ready(());
-                    }
-                }
-                Poll::Ready(None | Some(Err(_))) => return Poll::Ready(()),
-                Poll::Pending => break,
-            }
-        }
-        self.give_up
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(REFUSAL_READS_FOR)))
-            .as_mut()
-            .poll(cx)
-    }
-}
-
 pin_project_lite::pin_project! {
-    /// The gate's answer: the service's, holding its slot, or a refusal
-    /// once the request is read.
+    /// The gate's answer: the service's, holding its slot, or a refusal.
     #[project = GateProj]
-    pub enum GateFuture<F, B> {
+    pub enum GateFuture<F> {
         Admitted { #[pin] inner: F, _permit: Permit },
         Ungated { #[pin] inner: F },
-        Refused {
-            request: Option<Unread<B>>,
-            answer: Option<Result<Response<tonic::body::Body>, tower::BoxError>>,
-        },
+        Refused { answer: Option<Result<Response<tonic::body::Body>, tower::BoxError>> },
     }
 }
 
-impl<F, E, B> Future for GateFuture<F, B>
+impl<F, E> Future for GateFuture<F>
 where
     F: Future<Output = Result<Response<tonic::body::Body>, E>>,
     E: Into<tower::BoxError>,
-    B: Body + Unpin,
 {
     type Output = Result<Response<tonic::body::Body>, tower::BoxError>;
 
@@ -423,17 +376,11 @@ where
             GateProj::Admitted { inner, .. } | GateProj::Ungated { inner } => {
                 inner.poll(cx).map_err(Into::into)
             }
-            GateProj::Refused { request, answer } => {
-                if let Some(unread) = request {
-                    std::task::ready!(unread.poll_end(cx));
-                    *request = None;
-                }
-                Poll::Ready(
-                    answer
-                        .take()
-                        .unwrap_or_else(|| Err("polled after completion".into())),
-                )
-            }
+            GateProj::Refused { answer } => Poll::Ready(
+                answer
+                    .take()
+                    .unwrap_or_else(|| Err("polled after completion".into())),
+            ),
         }
     }
 }

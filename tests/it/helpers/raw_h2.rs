@@ -74,8 +74,6 @@ pub fn request_body(id: u32) -> Vec<u8> {
 /// What the server sent on the raw connection.
 #[derive(Default)]
 pub struct Frames {
-    /// Requests whose end was sent.
-    pub ended: usize,
     /// Streams answered (a HEADERS frame ending the stream).
     pub answered: usize,
     pub resets: usize,
