@@ -312,27 +312,19 @@ async fn a_request_that_waited_in_the_socket_past_the_budget_is_refused() {
     })
     .await;
     let addr = app.grpc_addr;
-    // the client on a thread and runtime of its own: this test's thread
-    // runs the daemon, and is about to be held
     let (connected, ready) = tokio::sync::oneshot::channel();
     let (send, sent) = std::sync::mpsc::channel::<()>();
     let (answered, answer) = tokio::sync::oneshot::channel();
-    let client = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    let client = on_a_thread_of_its_own(async move {
+        let mut client = CallRouterClient::connect(format!("http://{addr}"))
+            .await
             .unwrap();
-        runtime.block_on(async move {
-            let mut client = CallRouterClient::connect(format!("http://{addr}"))
-                .await
-                .unwrap();
-            let number = || lookup("+14155550100".into());
-            // answered while nothing waits; then the daemon's connection
-            // task waits on the socket
-            let _ = connected.send(client.lookup_number(number()).await);
-            sent.recv().unwrap();
-            let _ = answered.send(client.lookup_number(number()).await);
-        });
+        let number = || lookup("+14155550100".into());
+        // answered while nothing waits; then the daemon's connection
+        // task waits on the socket
+        let _ = connected.send(client.lookup_number(number()).await);
+        sent.recv().unwrap();
+        let _ = answered.send(client.lookup_number(number()).await);
     });
     let warm = ready.await.unwrap();
     assert!(warm.is_ok(), "answered while nothing waits: {warm:?}");
@@ -452,40 +444,32 @@ async fn a_connection_with_thousands_of_requests_waiting_stays_open() {
     })
     .await;
     let addr = app.grpc_addr;
-    // the client on a thread and runtime of its own: this test's thread
-    // runs the daemon, and is about to be held
     let (handshaken, connected) = tokio::sync::oneshot::channel();
     let (sent, written) = std::sync::mpsc::channel();
     let (finished, seen) = tokio::sync::oneshot::channel();
-    let client = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let mut wire = RawH2::connect(addr).await;
-            let mut seen = Frames::default();
-            wire.send_then_ping(Vec::new(), &mut seen).await;
-            handshaken.send(()).unwrap();
-            let mut bytes = Vec::new();
-            for i in 0..REQUESTS {
-                let id = 2 * i + 1;
-                bytes.extend(h2_frame(HEADERS, END_HEADERS, id, &lookup_headers(i == 0)));
-                bytes.extend(request_body(id));
-            }
-            tokio::io::AsyncWriteExt::write_all(&mut wire.0, &bytes)
-                .await
-                .unwrap();
-            sent.send(()).unwrap();
-            tokio::time::timeout(Duration::from_secs(60), async {
-                while seen.answered < REQUESTS as usize && seen.go_away.is_none() {
-                    wire.read_frame(&mut seen).await;
-                }
-            })
+    let client = on_a_thread_of_its_own(async move {
+        let mut wire = RawH2::connect(addr).await;
+        let mut seen = Frames::default();
+        wire.send_then_ping(Vec::new(), &mut seen).await;
+        handshaken.send(()).unwrap();
+        let mut bytes = Vec::new();
+        for i in 0..REQUESTS {
+            let id = 2 * i + 1;
+            bytes.extend(h2_frame(HEADERS, END_HEADERS, id, &lookup_headers(i == 0)));
+            bytes.extend(request_body(id));
+        }
+        tokio::io::AsyncWriteExt::write_all(&mut wire.0, &bytes)
             .await
-            .expect("answered or closed");
-            let _ = finished.send(seen);
-        });
+            .unwrap();
+        sent.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while seen.answered < REQUESTS as usize && seen.go_away.is_none() {
+                wire.read_frame(&mut seen).await;
+            }
+        })
+        .await
+        .expect("answered or closed");
+        let _ = finished.send(seen);
     });
     connected.await.unwrap();
     // the daemon's only thread is held until every request is in its socket
@@ -497,4 +481,18 @@ async fn a_connection_with_thousands_of_requests_waiting_stays_open() {
     assert!(seen.go_away.is_none(), "{:?}", seen.go_away);
     assert_eq!(seen.answered, REQUESTS as usize);
     assert_eq!(seen.resets, 0);
+}
+
+/// Runs a client on a thread and runtime of its own, for a test whose own
+/// thread runs the daemon and is about to be held.
+fn on_a_thread_of_its_own(
+    client: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(client)
+    })
 }
