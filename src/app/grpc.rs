@@ -45,10 +45,10 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// window, each counted as up to 256 bytes. A unary request's message is
 /// one such frame, held until the stream's task reads it: under overload,
 /// every stream of a connection may be waiting for the CPU with its
-/// message unread, and with hyper's 1 MB window, a few thousand such
-/// streams were enough to tear down the connection of a gateway the daemon
-/// was only shedding. The window holds two such frames for every stream,
-/// and is never less than hyper's.
+/// message unread, and with hyper's 1 MB window a few thousand such
+/// streams would tear down the connection of a gateway the daemon is only
+/// shedding. The window holds two such frames for every stream, and is
+/// never less than hyper's.
 fn connection_window(streams: u32) -> u32 {
     const SMALL_FRAME: u32 = 256;
     streams.saturating_mul(4 * SMALL_FRAME).max(1 << 20)

@@ -13,8 +13,9 @@ use std::{
 use switchboard::{
     api::overload::Refusal,
     config::ServeConfig,
-    proto::{call_router_client::CallRouterClient, LookupNumberRequest},
+    proto::{call_router_client::CallRouterClient, LookupNumberRequest, LookupNumberResponse},
 };
+use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -23,7 +24,7 @@ use tonic_health::pb::{
 use crate::helpers::{
     eventually, metric,
     raw_h2::{h2_frame, lookup_headers, request_body, Frames, RawH2, END_HEADERS, HEADERS},
-    reason, spawn_seeded_app_via, spawn_seeded_app_with, PrivateBouncer, Stack,
+    reason, spawn_seeded_app_via, spawn_seeded_app_with, PrivateBouncer, Stack, TestApp,
 };
 
 fn lookup(number: String) -> LookupNumberRequest {
@@ -157,32 +158,7 @@ async fn refused_streams_are_reset_as_refused_and_health_is_never_gated() {
     })
     .await;
     bouncer.admin(&format!("PAUSE {}", app.db_name)).await;
-    // each held request is sent again until it is admitted (a probe below
-    // may take its slot first)
-    let held: Vec<_> = (0..ADMITTED)
-        .map(|i| {
-            let mut client = app.client.clone();
-            tokio::spawn(async move {
-                loop {
-                    let answer = client
-                        .lookup_number(lookup(format!("+1999444{i:04}")))
-                        .await;
-                    if !matches!(&answer, Err(status) if refused_stream(status)) {
-                        return answer;
-                    }
-                }
-            })
-        })
-        .collect();
-    // (not /readyz: its database check waits for the paused pooler); a
-    // probe admitted before the held ones is given up, freeing its slot
-    eventually("the limit is taken", Duration::from_secs(10), || async {
-        let mut client = app.client.clone();
-        let probe = client.lookup_number(lookup("+19994449999".into()));
-        let refused = tokio::time::timeout(Duration::from_millis(500), probe).await;
-        matches!(refused, Ok(Err(status)) if refused_stream(&status))
-    })
-    .await;
+    let held = take_the_limit(&app, ADMITTED, refused_stream).await;
     for i in ADMITTED..SENT {
         let status = app
             .client
@@ -209,6 +185,42 @@ async fn refused_streams_are_reset_as_refused_and_health_is_never_gated() {
         let status = task.await.unwrap().expect_err("not provisioned");
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
     }
+}
+
+/// Takes every one of the `admitted` slots of `app`, whose database is
+/// paused, with lookups that wait for it; returns them once a probe is
+/// refused (as `refused` says). Each held lookup is sent again until it is
+/// admitted: a probe may take its slot first, and is given up.
+async fn take_the_limit(
+    app: &TestApp,
+    admitted: usize,
+    refused: fn(&tonic::Status) -> bool,
+) -> Vec<JoinHandle<Result<LookupNumberResponse, tonic::Status>>> {
+    let held = (0..admitted)
+        .map(|i| {
+            let mut client = app.client.clone();
+            tokio::spawn(async move {
+                loop {
+                    let answer = client
+                        .lookup_number(lookup(format!("+1999444{i:04}")))
+                        .await
+                        .map(tonic::Response::into_inner);
+                    if !matches!(&answer, Err(status) if refused(status)) {
+                        return answer;
+                    }
+                }
+            })
+        })
+        .collect();
+    // (not /readyz: its database check waits for the paused pooler)
+    eventually("the limit is taken", Duration::from_secs(10), || async {
+        let mut client = app.client.clone();
+        let probe = client.lookup_number(lookup("+19994449999".into()));
+        let answer = tokio::time::timeout(Duration::from_millis(500), probe).await;
+        matches!(answer, Ok(Err(status)) if refused(&status))
+    })
+    .await;
+    held
 }
 
 /// Whether the stream was reset with `REFUSED_STREAM`.
@@ -358,24 +370,7 @@ async fn refusals_never_reset_a_stream_nor_close_the_connection() {
     let bouncer = PrivateBouncer::start(&stack).await;
     let app = spawn_seeded_app_via(bouncer.port, |c| held_by_the_database(c, 1)).await;
     bouncer.admin(&format!("PAUSE {}", app.db_name)).await;
-    let held = {
-        let mut client = app.client.clone();
-        tokio::spawn(async move {
-            loop {
-                let answer = client.lookup_number(lookup("+19994440001".into())).await;
-                if !matches!(&answer, Err(status) if reason(status) == "overloaded") {
-                    return answer;
-                }
-            }
-        })
-    };
-    eventually("the limit is taken", Duration::from_secs(10), || async {
-        let mut client = app.client.clone();
-        let probe = client.lookup_number(lookup("+19994449999".into()));
-        let refused = tokio::time::timeout(Duration::from_millis(500), probe).await;
-        matches!(refused, Ok(Err(status)) if reason(&status) == "overloaded")
-    })
-    .await;
+    let held = take_the_limit(&app, 1, |status| reason(status) == "overloaded").await;
     let shed_before = shed_total(app.admin_addr).await;
 
     let mut wire = RawH2::connect(app.grpc_addr).await;
@@ -412,8 +407,10 @@ async fn refusals_never_reset_a_stream_nor_close_the_connection() {
     assert!(shed_total(app.admin_addr).await - shed_before >= sent as f64);
 
     bouncer.admin(&format!("RESUME {}", app.db_name)).await;
-    let status = held.await.unwrap().expect_err("not provisioned");
-    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    for task in held {
+        let status = task.await.unwrap().expect_err("not provisioned");
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
 }
 
 /// Lookups refused at the gate, for either reason.
