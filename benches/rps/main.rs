@@ -33,8 +33,9 @@
 //! ones have been answered, and latency is measured from the *scheduled*
 //! send time, so a stalled server is charged for the requests it delayed
 //! (no coordinated omission). A dedicated pacer thread, with a 1 µs timer
-//! slack, hands each request to the runtime at its time; its lateness (tens
-//! of microseconds at most) is part of every latency, no-op included, and
+//! slack, hands each request to the runtime at its time, or, at rates above
+//! one per 100 µs, with the others due by the time it wakes; its lateness
+//! (about 100 µs at most) is part of every latency, no-op included, and
 //! cancels out of the differences the report takes. In a lifecycle run the
 //! pacer places the calls; a call's RecordUsage and EndCall leave on the
 //! runtime's timer, whose millisecond resolution is in their latencies.

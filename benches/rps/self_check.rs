@@ -1,5 +1,7 @@
 //! Without a subcommand: the generator against an in-process no-op server.
 
+use std::time::{Duration, Instant};
+
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -15,7 +17,7 @@ use crate::{
         landed::{compare_opened, compare_rollup, compare_usage, CallRow, Rollup},
         lifecycle, per_second, results_of,
     },
-    load::load,
+    load::{load, open::pace},
     memory::memory,
     metrics::p99_bucket,
     noop::serve_noop,
@@ -32,6 +34,7 @@ pub async fn self_check() -> anyhow::Result<()> {
     let closed = check_loops(&target).await?;
     check_route_calls(&target).await?;
     check_lifecycle(&target).await?;
+    check_pacer().await?;
     check_phones();
     check_comparisons();
     check_p99_bucket();
@@ -240,6 +243,40 @@ fn check_concurrency(run: &crate::lifecycle::Run, rate: f64, (mean, max): (f64, 
 
 /// Customer and stranger phones are canonical E.164, as `E164::parse`
 /// reads them, and never a bench number.
+/// The pacer: every time due is called, in order, never before it is
+/// due, and at a high rate in batches (a wake-up per request is what made
+/// the generator its own bottleneck).
+async fn check_pacer() -> anyhow::Result<()> {
+    let rate = 50_000.0;
+    let start = Instant::now();
+    let calls = pace(
+        rate,
+        start + Duration::from_millis(50),
+        Vec::new(),
+        |calls: &mut Vec<(u32, Instant, Instant)>, i, due| calls.push((i, due, Instant::now())),
+    )
+    .await?;
+    assert!(
+        calls.len().abs_diff(2_500) <= 1,
+        "{} calls in 50 ms at 50 000/s",
+        calls.len()
+    );
+    for (n, &(i, due, called)) in calls.iter().enumerate() {
+        assert_eq!(i as usize, n, "in order");
+        assert!(called >= due, "call {i} left before it was due");
+    }
+    let wake_ups = 1 + calls
+        .windows(2)
+        .filter(|pair| pair[1].2 - pair[0].2 > Duration::from_micros(10))
+        .count();
+    assert!(
+        wake_ups < calls.len() / 2,
+        "{wake_ups} wake-ups for {} calls",
+        calls.len()
+    );
+    Ok(())
+}
+
 fn check_phones() {
     for phone in [
         customer_phone(99, 99, 100),
