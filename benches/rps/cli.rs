@@ -247,6 +247,12 @@ pub struct LoadArgs {
     /// gives up on sending (counted as `dropped`).
     #[arg(long, default_value_t = REMEMBERED_RESETS)]
     pub max_outstanding: usize,
+    /// Open loop: throttle as a gateway following docs/api.md would,
+    /// sending about K times what the server accepts once it refuses
+    /// (client-side adaptive throttling; K ≥ 1). Requests the client
+    /// refuses itself are counted as `throttled`.
+    #[arg(long, conflicts_with = "concurrency")]
+    pub client_throttle: Option<f64>,
     /// Before the run, look every provisioned number up once (fills L2
     /// for a run with L1 off).
     #[arg(long)]

@@ -17,7 +17,7 @@ use crate::{
         landed::{compare_opened, compare_rollup, compare_usage, CallRow, Rollup},
         lifecycle, per_second, results_of,
     },
-    load::{load, open::pace},
+    load::{load, open::pace, throttle::Throttle},
     memory::memory,
     metrics::p99_bucket,
     noop::serve_noop,
@@ -35,6 +35,7 @@ pub async fn self_check() -> anyhow::Result<()> {
     check_route_calls(&target).await?;
     check_lifecycle(&target).await?;
     check_pacer().await?;
+    check_throttle();
     check_phones();
     check_comparisons();
     check_p99_bucket();
@@ -275,6 +276,36 @@ async fn check_pacer() -> anyhow::Result<()> {
         calls.len()
     );
     Ok(())
+}
+
+/// The client-side throttle refuses nothing while everything is accepted,
+/// refuses with `(requests − K·accepts) / (requests + 1)` once it is not,
+/// and forgets what it counted a second later.
+fn check_throttle() {
+    let start = Instant::now();
+    let throttle = Throttle::new(1.5, start);
+    for _ in 0..100 {
+        assert!(throttle.admit(start, 0.0), "refused while all is accepted");
+        throttle.accepted(start);
+    }
+    // 100 requests more, none accepted: 200 requests, 100 accepts
+    for _ in 0..100 {
+        throttle.admit(start, 1.0 - f64::EPSILON);
+    }
+    let refused = (200.0 - 1.5 * 100.0) / 201.0;
+    assert!(
+        !throttle.admit(start, refused - 0.01),
+        "admitted below the probability"
+    );
+    assert!(
+        throttle.admit(start, refused + 0.01),
+        "refused above the probability"
+    );
+    let later = start + Duration::from_millis(1_100);
+    assert!(
+        throttle.admit(later, 0.0),
+        "a second later, nothing is remembered"
+    );
 }
 
 fn check_phones() {

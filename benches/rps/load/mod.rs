@@ -4,6 +4,7 @@
 mod closed;
 pub mod open;
 pub mod tally;
+pub mod throttle;
 mod updates;
 
 use std::{
@@ -101,6 +102,10 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<RunResult> {
                 late.value_at_quantile(0.99) as f64,
             );
             extra.insert("send_late_max_us".to_string(), late.max() as f64);
+            if args.client_throttle.is_some() {
+                let throttled = tally.throttled.load(Ordering::Relaxed);
+                extra.insert("throttled".to_string(), throttled as f64);
+            }
             "open"
         }
         (None, None) => unreachable!("checked above"),

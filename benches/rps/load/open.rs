@@ -9,10 +9,14 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
+use rand::{rngs::SmallRng, Rng, SeedableRng};
 use switchboard::proto::call_router_client::CallRouterClient;
-use tonic::transport::Channel;
+use tonic::{transport::Channel, Code, Status};
 
-use super::tally::Tally;
+use super::{
+    tally::{overloaded, Tally},
+    throttle::Throttle,
+};
 use crate::{
     calls::{send, Requests},
     cli::LoadArgs,
@@ -42,6 +46,10 @@ pub async fn open_loop(
         ),
         _ => (1, None),
     };
+    let throttle = args
+        .client_throttle
+        .map(|k| Arc::new(Throttle::new(k, Instant::now())));
+    let mut rng = SmallRng::seed_from_u64(u64::from(args.rep));
     let late = {
         let outstanding = outstanding.clone();
         pace(
@@ -59,6 +67,14 @@ pub async fn open_loop(
                     tally.requests.fetch_add(1, Ordering::Relaxed);
                     late.saturating_record(due.elapsed().as_micros() as u64);
                 }
+                if let Some(throttle) = &throttle {
+                    if !throttle.admit(Instant::now(), rng.random()) {
+                        if counted {
+                            tally.throttled.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return;
+                    }
+                }
                 if outstanding.load(Ordering::Acquire) >= max {
                     if counted {
                         tally.dropped.fetch_add(1, Ordering::Relaxed);
@@ -68,8 +84,14 @@ pub async fn open_loop(
                 outstanding.fetch_add(1, Ordering::AcqRel);
                 let mut client = clients[i as usize % clients.len()].clone();
                 let (tally, outstanding) = (tally.clone(), outstanding.clone());
+                let throttle = throttle.clone();
                 runtime.spawn(async move {
                     let result = send(&mut client, outgoing, deadline).await;
+                    if let Some(throttle) = throttle {
+                        if accepted(&result) {
+                            throttle.accepted(Instant::now());
+                        }
+                    }
                     if counted {
                         tally.answer(result, provisioned, due);
                     }
@@ -81,6 +103,20 @@ pub async fn open_loop(
     };
     drain(&outstanding, args.deadline).await?;
     Ok(late)
+}
+
+/// Whether the server accepted a request (for a client that throttles
+/// itself): it answered, found no route, or failed it for a reason other
+/// than load.
+fn accepted(result: &Result<(), Status>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(status) => {
+            !overloaded(status)
+                && status.code() != Code::DeadlineExceeded
+                && status.code() != Code::Cancelled
+        }
+    }
 }
 
 /// The least time between two of the pacer's wake-ups. Waking for every

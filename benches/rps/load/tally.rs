@@ -22,6 +22,8 @@ pub struct Tally {
     pub shed: AtomicU64,
     pub errors: AtomicU64,
     pub dropped: AtomicU64,
+    /// Not sent: refused by the client's own throttling.
+    pub throttled: AtomicU64,
     /// A few distinct failures, for the operator.
     pub first_errors: Mutex<Vec<String>>,
     /// Latencies of the requests due within a window: its name, start,
@@ -39,6 +41,7 @@ impl Tally {
             shed: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
             first_errors: Mutex::new(Vec::new()),
             windows: Vec::new(),
         }
@@ -97,7 +100,7 @@ impl Tally {
 
 /// Refused as overloaded: with the reason `overloaded`, or a stream reset
 /// with `REFUSED_STREAM` (`SWITCHBOARD_OVERLOAD_REFUSAL=reset`).
-fn overloaded(status: &Status) -> bool {
+pub fn overloaded(status: &Status) -> bool {
     let reason = matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
         && status
             .metadata()

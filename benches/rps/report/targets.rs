@@ -193,6 +193,22 @@ pub const TARGETS: &[Target] = &[
         at_most: true,
     },
     Target {
+        name: "the same, from gateways that throttle themselves (client-side adaptive throttling, K = 1.5, as docs/api.md recommends): goodput",
+        formula: "capped_throttled_overload / capped_peak",
+        figure: |r, n| {
+            Some(goodput(r, "capped_throttled_overload", n)? / goodput(r, "capped_peak", n)?)
+        },
+        bound: 0.9,
+        at_most: false,
+    },
+    Target {
+        name: "the same, from gateways that throttle themselves: p99",
+        formula: "capped_throttled_overload.p99 / capped_half.p99",
+        figure: |r, n| Some(p99(r, "capped_throttled_overload", n)? / p99(r, "capped_half", n)?),
+        bound: 5.0,
+        at_most: true,
+    },
+    Target {
         name: "after a 10 s burst at 2× the sustainable rate: p99 from 1 s to 3 s after it vs before it",
         formula: "capped_burst.after_burst_p99_us / capped_burst.before_burst_p99_us",
         figure: |r, n| {
