@@ -79,14 +79,18 @@ fn load_line(limiter: &Limiter) -> String {
         limiter.limit(),
         limiter.max_in_flight(),
     );
+    let early = match limiter.early_share() {
+        0.0 => String::new(),
+        share => format!(", refusing {:.0}% as accepted", share * 100.0),
+    };
     if limiter.standing() {
         format!(
             "load: {in_flight} in flight, limit {limit} of {max}: a queue stands, \
-             shedding what waited over {}\n",
+             shedding what waited over {}{early}\n",
             humantime::format_duration(limiter.max_queue_delay())
         )
     } else {
-        format!("load: {in_flight} in flight, limit {limit} of {max}\n")
+        format!("load: {in_flight} in flight, limit {limit} of {max}{early}\n")
     }
 }
 
@@ -172,6 +176,7 @@ fn export_load_gauges(limiter: &Limiter) {
     metrics::gauge!("switchboard_grpc_in_flight").set(limiter.in_flight() as f64);
     metrics::gauge!("switchboard_grpc_concurrency_limit").set(limiter.limit() as f64);
     metrics::gauge!("switchboard_grpc_queue_standing").set(f64::from(u8::from(limiter.standing())));
+    metrics::gauge!("switchboard_grpc_early_refusal_share").set(limiter.early_share());
 }
 
 fn export_pool_gauges(store: &PgStore) {

@@ -124,6 +124,12 @@ pub const FAMILIES: &[Family] = &[
         &[],
     ),
     family(
+        "switchboard_grpc_early_refusal_share",
+        Gauge,
+        "The share of streams refused as their connection accepts them, before a task is spawned, while the streams that start wait longer than SWITCHBOARD_QUEUE_DELAY_TARGET (0 to 0.95).",
+        &[],
+    ),
+    family(
         "switchboard_grpc_shed_total",
         Counter,
         "gRPC requests refused at once as overloaded, by reason: concurrency (over the adaptive limit, refused before being read) or queue_delay (waited too long for its handler).",

@@ -20,6 +20,10 @@
 //!   the limit, raises it by its square root (up to the configured
 //!   maximum): the limit grows only where it binds.
 //!
+//! - While the streams that start wait longer than the target, a share of
+//!   the streams connections accept is refused before a task is spawned
+//!   for them ([`early`](super::early)).
+//!
 //! Every request pays two atomic updates and a comparison; the interval
 //! is closed by whichever request sees it has ended.
 
@@ -28,6 +32,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::early::EarlyRefusal;
 use crate::telemetry::series::ShedReason;
 
 /// The limit never falls below this: a handful of requests always run, so
@@ -74,6 +79,10 @@ pub struct Limiter {
     window_seen: AtomicU64,
     /// Most requests in flight seen in the open interval.
     window_peak: AtomicUsize,
+    /// The share of streams refused as they are accepted.
+    early: EarlyRefusal,
+    /// Streams spawned whose task has not run yet: the runtime's queue.
+    waiting: AtomicUsize,
     /// The last wait reported (ns), and when (ns since `epoch`).
     last_delay: AtomicU64,
     last_seen: AtomicU64,
@@ -102,6 +111,8 @@ impl Limiter {
             window_over: AtomicU64::new(0),
             window_seen: AtomicU64::new(0),
             window_peak: AtomicUsize::new(0),
+            early: EarlyRefusal::new(settings.target),
+            waiting: AtomicUsize::new(0),
             last_delay: AtomicU64::new(0),
             last_seen: AtomicU64::new(0),
         }
@@ -109,7 +120,8 @@ impl Limiter {
 
     /// Whether a stream accepted at `now` is to be refused before it is
     /// spawned: the last wait reported, within [`RECENT`], was longer than
-    /// allowed now, or the limit is taken. Once the refusals have drained
+    /// allowed now, or streams wait in the runtime's queue and it is one of
+    /// the share refused early, or the limit is taken. Once the refusals have drained
     /// the queue, no wait is reported for a moment and streams are
     /// spawned again.
     pub fn refusing(&self, now: Instant) -> Option<ShedReason> {
@@ -118,13 +130,33 @@ impl Limiter {
             .saturating_sub(self.last_seen.load(Ordering::Relaxed));
         let recent = u64::try_from(RECENT.as_nanos()).unwrap_or(u64::MAX);
         let waited = Duration::from_nanos(self.last_delay.load(Ordering::Relaxed));
-        if since <= recent && waited > self.max_queue_delay() {
+        if (since <= recent && waited > self.max_queue_delay())
+            || self
+                .early
+                .refuse(self.nanos(now), self.waiting.load(Ordering::Relaxed) > 0)
+        {
             Some(ShedReason::QueueDelay)
         } else if self.in_flight() >= self.limit() {
             Some(ShedReason::Concurrency)
         } else {
             None
         }
+    }
+
+    /// The share of streams refused as they are accepted, from 0 to 1
+    /// ([`early`](super::early)).
+    pub fn early_share(&self) -> f64 {
+        self.early.share()
+    }
+
+    /// A stream's task was spawned: it waits in the runtime's queue.
+    pub fn spawned(&self) {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A spawned stream's task began to run.
+    pub fn running(&self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Takes a slot if one is free under the current limit.
@@ -194,6 +226,7 @@ impl Limiter {
         if queued > self.settings.target {
             self.window_over.fetch_add(1, Ordering::Relaxed);
         }
+        self.early.started(queued);
         self.window_seen.fetch_add(1, Ordering::Relaxed);
         let now = self.nanos(now);
         self.last_delay.store(
@@ -372,6 +405,32 @@ mod tests {
             limiter.refusing(at + RECENT * 2),
             Some(ShedReason::Concurrency)
         );
+    }
+
+    #[test]
+    fn a_share_is_refused_as_accepted_only_while_streams_wait_to_start() {
+        let limiter = limiter(1000);
+        let mut at = limiter.epoch;
+        // streams that started well past the target, period after period
+        for _ in 0..10 {
+            limiter.observe(TARGET * 3, at);
+            at += super::super::early::PERIOD;
+            let _ = limiter.refusing(at);
+        }
+        assert!(limiter.early_share() > 0.5, "{}", limiter.early_share());
+        // nothing waits to start: nothing is refused for it
+        let refused = (0..100).filter(|_| limiter.refusing(at).is_some()).count();
+        assert_eq!(refused, 0);
+        // streams wait: about the share is refused, the rest spawned
+        limiter.spawned();
+        let refused = (0..100).filter(|_| limiter.refusing(at).is_some()).count();
+        let expected = limiter.early_share() * 100.0;
+        assert!(
+            (refused as f64 - expected).abs() <= 1.0,
+            "{refused} of 100, share {expected}%"
+        );
+        limiter.running();
+        assert_eq!(limiter.refusing(at), None);
     }
 
     #[test]

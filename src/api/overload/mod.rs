@@ -11,6 +11,7 @@
 //! [`Arrival`] and goes on to its handler. Health checks and reflection are
 //! not gated.
 
+mod early;
 pub mod limit;
 pub mod received;
 mod unread;
@@ -127,6 +128,7 @@ where
             drain: self.drain.clone(),
         };
         if refused.is_none() {
+            self.limiter.spawned();
             tokio::spawn(ACCEPTED.scope(accepted, stream));
             return;
         }
@@ -275,6 +277,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let stamp = ACCEPTED.try_with(|accepted| accepted.stamp).ok();
+        if stamp.is_some_and(|stamp| stamp.refused.is_none()) {
+            // its task was spawned, and runs now
+            self.layer.limiter.running();
+        }
         let path = request.uri().path();
         let Some(method) = path.strip_prefix(GATED_PREFIX) else {
             return GateFuture::Ungated {
@@ -284,13 +291,11 @@ where
         let layer = &self.layer;
         let limiter = &layer.limiter;
         let now = Instant::now();
-        let accepted = ACCEPTED
-            .try_with(|accepted| accepted.stamp)
-            .unwrap_or(Stamp {
-                at: now,
-                spawned: now,
-                refused: None,
-            });
+        let accepted = stamp.unwrap_or(Stamp {
+            at: now,
+            spawned: now,
+            refused: None,
+        });
         let refused = if accepted.refused.is_some() {
             // refused as it was accepted: it did not queue, and says
             // nothing about the queue
