@@ -10,7 +10,9 @@
 //! as they are accepted costs no task and keeps the queue short. The share
 //! follows the queue: every [`PERIOD`], it rises in proportion to how far
 //! the mean wait of the streams that started in the period was above the
-//! target, and falls by a step when it was below or no stream started. It
+//! target, once that has lasted [`BURST_PERIODS`] periods in a row (a burst,
+//! or the CPU taken away for a moment, refuses nothing: PIE's burst
+//! allowance), and falls by a step when it was below or no stream started. It
 //! never reaches all ([`MAX_SHARE`]): what is let through measures the
 //! queue, and a flood of clients that send again at once is still answered
 //! in part.
@@ -36,6 +38,10 @@ pub const MAX_SHARE: u64 = 950_000;
 const MAX_RISE: u64 = 200_000;
 const RISE_PER_TARGET: u64 = 100_000;
 
+/// How many periods in a row the mean wait must be over the target before
+/// the share rises: 50 ms of a queue.
+pub const BURST_PERIODS: u64 = 5;
+
 /// How much it falls in a period without a queue.
 const FALL: u64 = 50_000;
 
@@ -50,6 +56,8 @@ pub struct EarlyRefusal {
     turns: AtomicU64,
     /// Start of the open period, in nanoseconds of the limiter's clock.
     period_start: AtomicU64,
+    /// Periods in a row whose mean wait was over the target.
+    over: AtomicU64,
     /// Streams that started in the open period, and their waits (µs).
     started: AtomicU64,
     waited_us: AtomicU64,
@@ -62,6 +70,7 @@ impl EarlyRefusal {
             share: AtomicU64::new(0),
             turns: AtomicU64::new(0),
             period_start: AtomicU64::new(0),
+            over: AtomicU64::new(0),
             started: AtomicU64::new(0),
             waited_us: AtomicU64::new(0),
         }
@@ -115,9 +124,17 @@ impl EarlyRefusal {
             .max(1);
         let share = self.share.load(Ordering::Relaxed);
         let mean_us = waited_us.checked_div(started).unwrap_or(0);
-        let next = if mean_us > target_us {
+        let over = if mean_us > target_us {
+            self.over.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.over.store(0, Ordering::Relaxed);
+            0
+        };
+        let next = if over >= BURST_PERIODS {
             let rise = (mean_us - target_us).saturating_mul(RISE_PER_TARGET) / target_us;
             (share + rise.min(MAX_RISE)).min(MAX_SHARE)
+        } else if over > 0 {
+            share
         } else {
             share.saturating_sub(FALL)
         };
@@ -158,6 +175,11 @@ mod tests {
         let early = EarlyRefusal::new(TARGET);
         let mut at = 0;
         assert_eq!(periods(&early, &mut at, 3, Some(TARGET / 2)), 0.0);
+        // a burst shorter than the allowance refuses nothing
+        let burst = BURST_PERIODS as usize - 1;
+        assert_eq!(periods(&early, &mut at, burst, Some(TARGET * 4)), 0.0);
+        assert_eq!(periods(&early, &mut at, 1, Some(TARGET / 2)), 0.0);
+        assert_eq!(periods(&early, &mut at, burst, Some(TARGET * 4)), 0.0);
         let mut shares = vec![];
         for _ in 0..20 {
             shares.push(periods(&early, &mut at, 1, Some(TARGET * 4)));
@@ -167,11 +189,13 @@ mod tests {
             shares[0], 0.2,
             "three targets over: the most one period adds"
         );
+        assert_eq!(shares[1], 0.4);
         assert_eq!(*shares.last().unwrap(), MAX_SHARE as f64 / MILLION as f64);
         // a wait just over the target raises it a little
         let early = EarlyRefusal::new(TARGET);
         let mut at = 0;
-        let share = periods(&early, &mut at, 1, Some(TARGET + TARGET / 2));
+        let burst = BURST_PERIODS as usize;
+        let share = periods(&early, &mut at, burst, Some(TARGET + TARGET / 2));
         assert!((share - 0.05).abs() < 1e-9, "{share}");
         // no queue, or nothing started: it falls, to nothing
         let early = EarlyRefusal::new(TARGET);
@@ -187,8 +211,13 @@ mod tests {
     fn the_share_is_refused_in_turn() {
         let early = EarlyRefusal::new(TARGET);
         let mut at = 0;
-        // rises by 0.2 a period: 0.6 after three
-        periods(&early, &mut at, 3, Some(TARGET * 10));
+        // rises by 0.2 a period past the allowance: 0.6 after three
+        periods(
+            &early,
+            &mut at,
+            BURST_PERIODS as usize + 2,
+            Some(TARGET * 10),
+        );
         let share = early.share();
         assert!((share - 0.6).abs() < 1e-9, "{share}");
         let refused = (0..1000).filter(|_| early.refuse(at, true)).count();
