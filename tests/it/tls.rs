@@ -268,6 +268,9 @@ async fn the_route_cache_admission_and_tombstones_work_over_redis_tls() {
         },
     )
     .await;
+    // its admission decides by the Redis-down policy (reject) until its
+    // own connection over TLS is up
+    second.connected_to_redis().await;
     let mut second_client = second.client.clone();
     second_client
         .route_call(route_request("+14155550100", "tls-call-2"))
