@@ -120,10 +120,10 @@ impl Limiter {
 
     /// Whether a stream accepted at `now` is to be refused before it is
     /// spawned: the last wait reported, within [`RECENT`], was longer than
-    /// allowed now, or streams wait in the runtime's queue and it is one of
-    /// the share refused early, or the limit is taken. Once the refusals have drained
-    /// the queue, no wait is reported for a moment and streams are
-    /// spawned again.
+    /// allowed now, or streams wait in the runtime's queue and it is one
+    /// of the share refused early, or the limit is taken. Once the
+    /// refusals have drained the queue, no wait is reported for a moment
+    /// and streams are spawned again.
     pub fn refusing(&self, now: Instant) -> Option<ShedReason> {
         let since = self
             .nanos(now)
