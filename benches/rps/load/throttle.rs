@@ -2,8 +2,8 @@
 //! Google's SRE book ("Handling Overload"), as docs/api.md recommends to
 //! gateways. Over the last second, a client counts the requests it wanted
 //! to send and those the server accepted (answered with anything but an
-//! overload refusal or a deadline exceeded), and refuses a new request itself, without sending
-//! it, with probability `max(0, (requests − K·accepts) / (requests + 1))`.
+//! overload refusal or a deadline exceeded), and refuses a new request
+//! itself, without sending it, with probability `max(0, (requests − K·accepts) / (requests + 1))`.
 //! While the server accepts everything, nothing is refused; once it
 //! refuses, the client sends about `K` times what it gets accepted, so a
 //! server at twice its capacity receives `K` times it, and spends on
